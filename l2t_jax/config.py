@@ -1,0 +1,186 @@
+"""The configuration schema: every key a run accepts, its default, and the checks on its values.
+
+Experiment files in `configs/` start from `default_config()` and override values; `validate()`
+refuses keys the schema does not know and values that cannot work, naming each and the fix.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any, Iterable
+
+import ml_collections
+
+METHODS = ("ce", "label_smoothing", "focal", "l2t_dlf", "l2t_dln")
+META_METHODS = ("l2t_dlf", "l2t_dln")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("constant", "cosine", "piecewise")
+VAL_OBJECTIVES = ("ce", "smooth_error")
+DLN_FEATURES = ("log_p", "y", "y_log_p", "log_1mp", "p")
+
+
+class ConfigError(ValueError):
+  """A configuration that names unknown keys or holds values that cannot work."""
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """The full schema with its defaults: MNIST-1D, MLP student, L2T-DLN."""
+  c = ml_collections.ConfigDict()
+  c.method = "l2t_dln"
+  c.seed = 0
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = "mnist1d"
+  c.data.data_dir = ""  # TFDS datasets only; empty means the TFDS default.
+  c.data.val_size = 500  # carved from the end of the (fixed-order) training split
+  c.data.label_noise = 0.0  # symmetric noise on the training split only
+  c.data.use_val_for_training = False  # CE on train+val; needs a method without a validation split
+
+  c.student = ml_collections.ConfigDict()
+  c.student.name = "mlp"
+  c.student.hidden = (100, 100)
+  c.student.channels = (25, 25, 25)  # cnn1d
+  c.student.kernel_size = 5  # cnn1d
+
+  c.optim = ml_collections.ConfigDict()
+  c.optim.name = "sgd"
+  c.optim.learning_rate = 0.1
+  c.optim.momentum = 0.9
+  c.optim.nesterov = False
+  c.optim.weight_decay = 0.0
+  c.optim.schedule = "constant"
+  c.optim.boundaries = ()  # piecewise: student steps where the rate is multiplied by decay_factor
+  c.optim.decay_factor = 0.1
+  c.optim.warmup_steps = 0
+
+  c.train = ml_collections.ConfigDict()
+  c.train.steps = 6000
+  c.train.batch_size = 128
+  c.train.eval_every = 500
+  c.train.log_every = 500
+  c.train.eval_batch_size = 1000
+
+  c.loss = ml_collections.ConfigDict()
+  c.loss.label_smoothing = 0.1
+  c.loss.focal_gamma = 2.0
+
+  c.meta = ml_collections.ConfigDict()
+  c.meta.unroll_steps = 10  # K: student steps differentiated for one hypergradient
+  c.meta.interval = 10  # student steps between loss updates (>= K); the first K are unrolled
+  c.meta.teacher_every = 5  # M: loss updates per teacher update (truncated BPTT window)
+  c.meta.val_batch_size = 0  # 0: the whole validation split each segment
+  c.meta.val_objective = "ce"
+  c.meta.smooth_error_k = 5.0
+  c.meta.remat = False  # rematerialise each unrolled student step in the backward pass
+
+  c.dln = ml_collections.ConfigDict()
+  c.dln.features = ("log_p", "y", "y_log_p", "log_1mp")
+  c.dln.hidden = (16, 16)
+  c.dln.skip_init = 1.0  # weight of the cross-entropy skip path at init
+  c.dln.log_clip = 20.0  # log-probabilities fed to the MLP are clipped at -log_clip
+
+  c.teacher = ml_collections.ConfigDict()
+  c.teacher.hidden = 20
+  c.teacher.layers = 2
+  c.teacher.output_scale = 1e-3
+  c.teacher.preprocess_p = 10.0
+  c.teacher.state_features = True  # progress, train loss, val loss, val accuracy
+  c.teacher.learning_rate = 1e-3
+  c.teacher.grad_clip = 1.0  # global norm of the teacher's gradient; 0 disables
+
+  c.dlf = ml_collections.ConfigDict()
+  c.dlf.hidden = (32,)
+  c.dlf.learning_rate = 1e-4
+  c.dlf.grad_clip = 1.0
+  return c
+
+
+def _flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
+  out = {}
+  for key, value in cfg.items():
+    name = f"{prefix}{key}"
+    if isinstance(value, (ml_collections.ConfigDict, dict)):
+      out.update(_flatten(value, name + "."))
+    else:
+      out[name] = value
+  return out
+
+
+def _refuse_unknown(cfg: ml_collections.ConfigDict, schema: ml_collections.ConfigDict) -> None:
+  known = _flatten(schema)
+  problems = []
+  for key in _flatten(cfg):
+    if key in known:
+      continue
+    hint = difflib.get_close_matches(key, list(known), n=1)
+    fix = f" (did you mean '{hint[0]}'?)" if hint else ""
+    problems.append(f"unknown config key '{key}'{fix}")
+  if problems:
+    raise ConfigError(
+        "; ".join(problems)
+        + ". Every key must exist in l2t_jax.config.default_config(); remove or rename it.")
+
+
+def _check(problems: list[str], ok: bool, message: str) -> None:
+  if not ok:
+    problems.append(message)
+
+
+def _positive_ints(values: Iterable[Any]) -> bool:
+  return all(isinstance(v, int) and v > 0 for v in values)
+
+
+def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Returns `cfg` unchanged, or raises ConfigError naming every unknown key and bad value."""
+  _refuse_unknown(cfg, default_config())
+  p: list[str] = []
+  _check(p, cfg.method in METHODS, f"method='{cfg.method}' is not one of {METHODS}")
+  _check(p, isinstance(cfg.seed, int) and cfg.seed >= 0, f"seed={cfg.seed} must be an int >= 0")
+  d = cfg.data
+  _check(p, d.val_size >= 0, f"data.val_size={d.val_size} must be >= 0")
+  _check(p, 0.0 <= d.label_noise < 1.0, f"data.label_noise={d.label_noise} must lie in [0, 1)")
+  if cfg.method in META_METHODS:
+    _check(p, d.val_size > 0,
+           f"method='{cfg.method}' learns from a validation split: set data.val_size > 0")
+    _check(p, not d.use_val_for_training,
+           "data.use_val_for_training=True leaves no validation data for "
+           f"method='{cfg.method}': use it with ce, label_smoothing or focal")
+  o = cfg.optim
+  _check(p, o.name in OPTIMIZERS, f"optim.name='{o.name}' is not one of {OPTIMIZERS}")
+  _check(p, o.learning_rate > 0, f"optim.learning_rate={o.learning_rate} must be > 0")
+  _check(p, 0 <= o.momentum < 1, f"optim.momentum={o.momentum} must lie in [0, 1)")
+  _check(p, o.weight_decay >= 0, f"optim.weight_decay={o.weight_decay} must be >= 0")
+  _check(p, o.schedule in SCHEDULES, f"optim.schedule='{o.schedule}' is not one of {SCHEDULES}")
+  _check(p, list(o.boundaries) == sorted(o.boundaries) and _positive_ints(o.boundaries),
+         f"optim.boundaries={tuple(o.boundaries)} must be increasing positive step counts")
+  _check(p, 0 <= o.warmup_steps, f"optim.warmup_steps={o.warmup_steps} must be >= 0")
+  t = cfg.train
+  _check(p, _positive_ints([t.steps, t.batch_size, t.eval_every, t.log_every, t.eval_batch_size]),
+         "train.steps, train.batch_size, train.eval_every, train.log_every and "
+         "train.eval_batch_size must be positive ints")
+  m = cfg.meta
+  _check(p, _positive_ints([m.unroll_steps, m.interval, m.teacher_every]),
+         "meta.unroll_steps, meta.interval and meta.teacher_every must be positive ints")
+  _check(p, m.unroll_steps <= m.interval,
+         f"meta.unroll_steps={m.unroll_steps} must be <= meta.interval={m.interval}")
+  _check(p, t.steps % m.interval == 0,
+         f"train.steps={t.steps} must be a multiple of meta.interval={m.interval} "
+         "(every method runs in cycles of meta.interval student steps)")
+  _check(p, m.val_batch_size >= 0, f"meta.val_batch_size={m.val_batch_size} must be >= 0")
+  _check(p, m.val_objective in VAL_OBJECTIVES,
+         f"meta.val_objective='{m.val_objective}' is not one of {VAL_OBJECTIVES}")
+  _check(p, set(cfg.dln.features) <= set(DLN_FEATURES) and len(cfg.dln.features) > 0,
+         f"dln.features={tuple(cfg.dln.features)} must be a non-empty subset of {DLN_FEATURES}")
+  _check(p, _positive_ints(cfg.dln.hidden), f"dln.hidden={tuple(cfg.dln.hidden)} must be positive ints")
+  _check(p, cfg.dln.log_clip > 0, f"dln.log_clip={cfg.dln.log_clip} must be > 0")
+  tc = cfg.teacher
+  _check(p, _positive_ints([tc.hidden, tc.layers]), "teacher.hidden and teacher.layers must be positive ints")
+  _check(p, tc.output_scale > 0, f"teacher.output_scale={tc.output_scale} must be > 0")
+  _check(p, tc.preprocess_p > 0, f"teacher.preprocess_p={tc.preprocess_p} must be > 0")
+  _check(p, tc.learning_rate >= 0, f"teacher.learning_rate={tc.learning_rate} must be >= 0")
+  _check(p, _positive_ints(cfg.dlf.hidden), f"dlf.hidden={tuple(cfg.dlf.hidden)} must be positive ints")
+  _check(p, 0 <= cfg.loss.label_smoothing < 1,
+         f"loss.label_smoothing={cfg.loss.label_smoothing} must lie in [0, 1)")
+  if p:
+    raise ConfigError("invalid config: " + "; ".join(p))
+  return cfg

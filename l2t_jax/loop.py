@@ -1,0 +1,308 @@
+"""The three-stage asynchronous schedule, as one pure `cycle` per method.
+
+A cycle is `meta.interval` student steps. For L2T-DLN:
+  1. student stage: every step is an optax update on the DLN loss;
+  2. DLN stage: the first K steps of the cycle are unrolled and differentiated, giving
+     `g = d L_val / d phi`; the teacher turns `pre(g)` into `delta_phi` and `phi <- phi + delta_phi`;
+     the remaining `interval - K` steps train the student on the updated DLN without differentiation;
+  3. teacher stage: every M DLN updates, `theta` takes an Adam step on the gradient of
+     `LSTMTeacher.surrogate_loss` over those M steps (truncated BPTT through the DLN and the LSTM
+     memory, with the student's trajectory held fixed).
+The student's real trajectory continues from the unrolled state. L2T-DLF uses the same segment and
+hypergradient with its MLP teacher; the fixed losses (CE, label smoothing, focal) run plain steps.
+A non-finite hypergradient or teacher output skips that update, and the skip is counted.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from jax.flatten_util import ravel_pytree
+
+from l2t_jax import dlf, dln as dln_lib, losses, optim, teacher as teacher_lib
+from l2t_jax.students import Student
+from l2t_jax.unroll import (LossFn, StepStats, StudentState, ValFn, all_finite, hypergradient,
+                            init_student_state, unroll)
+
+NUM_FEATURES = teacher_lib.NUM_STATE_FEATURES
+
+
+class Window(NamedTuple):
+  """The teacher steps since the last teacher update, kept to replay them for its gradient."""
+  memory0: Any  # LSTM memory before the window's first step
+  in_grads: jax.Array  # (M, D) gradients the teacher took as input
+  in_features: jax.Array  # (M, F) student-state features it took
+  out_grads: jax.Array  # (M, D) validation gradients measured after each step
+  n: jax.Array  # steps whose outcome gradient is recorded
+  pending: jax.Array  # the last step still waits for its outcome gradient
+
+
+class Counters(NamedTuple):
+  meta_updates: jax.Array
+  skipped_meta_updates: jax.Array
+  teacher_updates: jax.Array
+  skipped_teacher_updates: jax.Array
+
+
+class TrainState(NamedTuple):
+  step: jax.Array
+  student: StudentState
+  loss_params: Any  # DLN parameters phi (L2T-DLN); () otherwise
+  teacher_params: Any  # LSTM teacher theta (L2T-DLN) or DLF teacher omega; () otherwise
+  teacher_opt_state: Any
+  memory: Any  # the LSTM teacher's memory, one state per DLN coordinate
+  window: Any
+  features: jax.Array  # the latest student-state features (progress, train CE, val loss, val acc)
+  counters: Counters
+
+
+class CycleMetrics(NamedTuple):
+  train_loss: jax.Array  # the loss the student descended, mean over the cycle's steps
+  train_ce: jax.Array
+  train_accuracy: jax.Array
+  val_loss: jax.Array  # meta-objective on the cycle's validation batch (NaN for fixed losses)
+  val_accuracy: jax.Array
+
+
+class Method(NamedTuple):
+  name: str
+  init: Callable[[jax.Array, jax.Array], TrainState]
+  cycle: Callable[[TrainState, dict, jax.Array, jax.Array], tuple[TrainState, CycleMetrics]]
+
+
+def gather(x: jax.Array, y: jax.Array, idx: jax.Array) -> dict:
+  return {"x": x[idx], "y": y[idx]}
+
+
+def _mean_stats(*stats: StepStats) -> StepStats:
+  steps = sum(s.loss.shape[0] for s in stats)
+  return jax.tree_util.tree_map(lambda *xs: sum(x.sum() for x in xs) / steps, *stats)
+
+
+def _features(progress, train: StepStats, val) -> jax.Array:
+  return jnp.stack([progress, train.ce.mean(), val.loss, val.accuracy]).astype(jnp.float32)
+
+
+def _uniform_guess_features(num_classes: int) -> jax.Array:
+  log_c = jnp.log(num_classes)
+  return jnp.array([0.0, log_c, log_c, 1.0 / num_classes], jnp.float32)
+
+
+def _zero_counters() -> Counters:
+  z = jnp.zeros((), jnp.int32)
+  return Counters(z, z, z, z)
+
+
+def _select(pred, a, b):
+  return jax.tree_util.tree_map(lambda x, y: jnp.where(pred, x, y), a, b)
+
+
+def _metrics(train: StepStats, val_loss, val_accuracy) -> CycleMetrics:
+  return CycleMetrics(train.loss, train.ce, train.accuracy, val_loss, val_accuracy)
+
+
+def fixed_loss_fn(config: ml_collections.ConfigDict) -> LossFn:
+  """`loss_fn(loss_params, logits, labels)` for the hand-made losses (loss_params unused)."""
+  if config.method == "ce":
+    return lambda _, logits, y: losses.cross_entropy(logits, y)
+  if config.method == "label_smoothing":
+    return lambda _, logits, y: losses.label_smoothing(logits, y, config.loss.label_smoothing)
+  if config.method == "focal":
+    return lambda _, logits, y: losses.focal(logits, y, config.loss.focal_gamma)
+  raise ValueError(f"method='{config.method}' has no fixed loss")
+
+
+class Setup(NamedTuple):
+  """What every method shares: the student, its optimizer and the schedule's constants."""
+  student: Student
+  optimizer: optax.GradientTransformation
+  val_fn: ValFn  # the validation objective, (logits, labels) -> scalar
+  unroll_steps: int  # K
+  teacher_every: int  # M
+  total_steps: int
+  initial_features: jax.Array
+  remat: bool = False
+
+  def base_state(self, rng, sample_x) -> TrainState:
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        student=init_student_state(self.student, self.optimizer, rng, sample_x),
+        loss_params=(), teacher_params=(), teacher_opt_state=(), memory=(), window=(),
+        features=self.initial_features, counters=_zero_counters())
+
+  def split_batches(self, data, train_idx, val_idx):
+    k = self.unroll_steps
+    seg = gather(data["train_x"], data["train_y"], train_idx[:k])
+    plain = gather(data["train_x"], data["train_y"], train_idx[k:])
+    return seg, plain, gather(data["val_x"], data["val_y"], val_idx)
+
+  def hypergradient(self, loss_fn, loss_params, student_state, seg, val_batch):
+    return hypergradient(self.student, self.optimizer, loss_fn, self.val_fn, loss_params,
+                         student_state, seg, val_batch, self.remat)
+
+  def unroll(self, loss_fn, loss_params, student_state, batches):
+    return unroll(self.student, self.optimizer, loss_fn, loss_params, student_state, batches)
+
+  def progress(self, step):
+    return (step + self.unroll_steps) / self.total_steps
+
+
+def fixed_loss_method(name: str, setup: Setup, loss_fn: LossFn) -> Method:
+  """A hand-made loss: every step of the cycle is a plain student step."""
+
+  def cycle(state, data, train_idx, val_idx):
+    del val_idx
+    batches = gather(data["train_x"], data["train_y"], train_idx)
+    student_state, stats = setup.unroll(loss_fn, (), state.student, batches)
+    nan = jnp.full((), jnp.nan, jnp.float32)
+    metrics = _metrics(_mean_stats(stats), nan, nan)
+    return state._replace(step=state.step + train_idx.shape[0], student=student_state), metrics
+
+  return Method(name, setup.base_state, cycle)
+
+
+def dlf_method(setup: Setup, teacher: dlf.DLFTeacher,
+               teacher_opt: optax.GradientTransformation) -> Method:
+  """L2T-DLF: the MLP teacher's loss parameters, trained by the segment's hypergradient."""
+  teacher_opt = optax.MultiSteps(teacher_opt, every_k_schedule=setup.teacher_every)
+
+  def init(rng, sample_x):
+    rng_s, rng_t = jax.random.split(rng)
+    omega = teacher.init(rng_t)
+    return setup.base_state(rng_s, sample_x)._replace(
+        teacher_params=omega, teacher_opt_state=teacher_opt.init(omega))
+
+  def cycle(state, data, train_idx, val_idx):
+    seg, plain, val_batch = setup.split_batches(data, train_idx, val_idx)
+    omega = state.teacher_params
+    loss_params, vjp = jax.vjp(lambda om: teacher.loss_params(om, state.features), omega)
+    hg = setup.hypergradient(dlf.dlf_loss, loss_params, state.student, seg, val_batch)
+    (g_omega,) = vjp(hg.grads)
+    ok = all_finite(g_omega) & jnp.isfinite(hg.val.loss)
+    g_omega = _select(ok, g_omega, jax.tree_util.tree_map(jnp.zeros_like, g_omega))
+    updates, opt_state = teacher_opt.update(g_omega, state.teacher_opt_state, omega)
+    omega = optax.apply_updates(omega, updates)
+    features = _features(setup.progress(state.step), hg.train, hg.val)
+    student_state, plain_stats = setup.unroll(
+        dlf.dlf_loss, teacher.loss_params(omega, features), hg.student, plain)
+    c = state.counters
+    counters = c._replace(meta_updates=c.meta_updates + ok,
+                          skipped_meta_updates=c.skipped_meta_updates + ~ok,
+                          teacher_updates=opt_state.gradient_step.astype(jnp.int32))
+    new_state = state._replace(step=state.step + train_idx.shape[0], student=student_state,
+                               teacher_params=omega, teacher_opt_state=opt_state,
+                               features=features, counters=counters)
+    return new_state, _metrics(_mean_stats(hg.train, plain_stats), hg.val.loss, hg.val.accuracy)
+
+  return Method("l2t_dlf", init, cycle)
+
+
+def dln_method(setup: Setup, loss_init: Callable[[jax.Array], Any], loss_fn: LossFn,
+               teacher: teacher_lib.LSTMTeacher,
+               teacher_opt: optax.GradientTransformation) -> Method:
+  """L2T-DLN with any learned loss `loss_fn(phi, logits, labels)` whose `phi` starts at
+  `loss_init(rng)`; the DLN of `l2t_jax.dln` is the standard choice."""
+  M = setup.teacher_every
+  use_features = teacher.num_features > 0
+
+  def init(rng, sample_x):
+    rng_s, rng_d, rng_t = jax.random.split(rng, 3)
+    phi = loss_init(rng_d)
+    theta = teacher.init(rng_t)
+    memory = teacher.init_state(phi)
+    flat = ravel_pytree(phi)[0]
+    window = Window(memory0=memory, in_grads=jnp.zeros((M, flat.size), flat.dtype),
+                    in_features=jnp.zeros((M, NUM_FEATURES), jnp.float32),
+                    out_grads=jnp.zeros((M, flat.size), flat.dtype),
+                    n=jnp.zeros((), jnp.int32), pending=jnp.zeros((), bool))
+    return setup.base_state(rng_s, sample_x)._replace(
+        loss_params=phi, teacher_params=theta, teacher_opt_state=teacher_opt.init(theta),
+        memory=memory, window=window)
+
+  def cycle(state, data, train_idx, val_idx):
+    seg, plain, val_batch = setup.split_batches(data, train_idx, val_idx)
+    # Stage 2a: the hypergradient through the K unrolled student steps.
+    hg = setup.hypergradient(loss_fn, state.loss_params, state.student, seg, val_batch)
+    g_flat, unravel = ravel_pytree(hg.grads)
+    ok_g = jnp.all(jnp.isfinite(g_flat)) & jnp.isfinite(hg.val.loss)
+    features = _features(setup.progress(state.step), hg.train, hg.val)
+
+    # Stage 3: g is the outcome of the previous teacher step; a full window updates the teacher.
+    w = state.window
+    record = w.pending & ok_g
+    out_grads = jnp.where(record, w.out_grads.at[w.n].set(g_flat), w.out_grads)
+    n = w.n + record.astype(jnp.int32)
+    full = n == M
+
+    def teacher_update(carry):
+      theta, opt_state = carry
+      grads = jax.grad(teacher.surrogate_loss)(theta, w.memory0, w.in_grads, w.in_features,
+                                               out_grads)
+      updates, opt_state = teacher_opt.update(grads, opt_state, theta)
+      return optax.apply_updates(theta, updates), opt_state, all_finite(grads)
+
+    theta, teacher_opt_state, ok_teacher = jax.lax.cond(
+        full, teacher_update, lambda carry: (*carry, jnp.array(True)),
+        (state.teacher_params, state.teacher_opt_state))
+    n = jnp.where(full | ~ok_g, 0, n)
+
+    # Stage 2b: the teacher's step updates the DLN.
+    step = teacher.step_flat(theta, state.memory, g_flat, features if use_features else None)
+    apply = ok_g & jnp.all(jnp.isfinite(step.updates))
+    phi_flat = ravel_pytree(state.loss_params)[0]
+    phi = unravel(jnp.where(apply, phi_flat + step.updates, phi_flat))
+    window = Window(
+        memory0=_select(n == 0, state.memory, w.memory0),
+        in_grads=jnp.where(apply, w.in_grads.at[n].set(g_flat), w.in_grads),
+        in_features=jnp.where(apply, w.in_features.at[n].set(features), w.in_features),
+        out_grads=out_grads,
+        n=jnp.where(apply, n, 0),  # a skipped step ends the window without a teacher update
+        pending=apply)
+    memory = _select(apply, step.memory, state.memory)
+
+    # Stage 1 goes on: the rest of the cycle trains the student on the updated DLN.
+    student_state, plain_stats = setup.unroll(loss_fn, phi, hg.student, plain)
+    c = state.counters
+    counters = Counters(
+        meta_updates=c.meta_updates + apply,
+        skipped_meta_updates=c.skipped_meta_updates + ~apply,
+        teacher_updates=c.teacher_updates + (full & ok_teacher),
+        skipped_teacher_updates=c.skipped_teacher_updates + (full & ~ok_teacher))
+    new_state = TrainState(
+        step=state.step + train_idx.shape[0], student=student_state, loss_params=phi,
+        teacher_params=theta, teacher_opt_state=teacher_opt_state, memory=memory, window=window,
+        features=features, counters=counters)
+    return new_state, _metrics(_mean_stats(hg.train, plain_stats), hg.val.loss, hg.val.accuracy)
+
+  return Method("l2t_dln", init, cycle)
+
+
+def make_teacher(cfg: ml_collections.ConfigDict) -> teacher_lib.LSTMTeacher:
+  return teacher_lib.LSTMTeacher(
+      hidden=cfg.hidden, layers=cfg.layers, output_scale=cfg.output_scale,
+      preprocess_p=cfg.preprocess_p, num_features=NUM_FEATURES if cfg.state_features else 0)
+
+
+def build_method(config: ml_collections.ConfigDict, student: Student,
+                 optimizer: optax.GradientTransformation, num_classes: int) -> Method:
+  """The init and cycle functions of `config.method` (pure; jit them)."""
+  setup = Setup(
+      student=student, optimizer=optimizer,
+      val_fn=losses.validation_objective(config.meta.val_objective, config.meta.smooth_error_k),
+      unroll_steps=config.meta.unroll_steps, teacher_every=config.meta.teacher_every,
+      total_steps=config.train.steps, initial_features=_uniform_guess_features(num_classes),
+      remat=config.meta.remat)
+  if config.method == "l2t_dln":
+    dln = dln_lib.make_dln(config.dln)
+    return dln_method(setup, dln.init, dln.loss, make_teacher(config.teacher),
+                      optim.teacher_optimizer(config.teacher.learning_rate,
+                                              config.teacher.grad_clip))
+  if config.method == "l2t_dlf":
+    teacher = dlf.DLFTeacher(dlf.DLFNetwork(tuple(config.dlf.hidden), num_classes), NUM_FEATURES)
+    return dlf_method(setup, teacher,
+                      optim.teacher_optimizer(config.dlf.learning_rate, config.dlf.grad_clip))
+  return fixed_loss_method(config.method, setup, fixed_loss_fn(config))

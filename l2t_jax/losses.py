@@ -1,0 +1,45 @@
+"""Fixed losses on logits and integer labels: training losses and validation objectives.
+
+Each returns the mean over samples, so that it can stand wherever a DLN loss stands.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+
+def label_smoothing(logits: jax.Array, labels: jax.Array, smoothing: float) -> jax.Array:
+  targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), smoothing)
+  return optax.softmax_cross_entropy(logits, targets).mean()
+
+
+def focal(logits: jax.Array, labels: jax.Array, gamma: float) -> jax.Array:
+  """Focal loss (Lin et al. 2017): cross-entropy weighted by (1 - p_y)^gamma."""
+  log_p = jnp.take_along_axis(jax.nn.log_softmax(logits), labels[..., None], axis=-1)[..., 0]
+  return (-((1.0 - jnp.exp(log_p)) ** gamma) * log_p).mean()
+
+
+def smooth_error(logits: jax.Array, labels: jax.Array, k: float) -> jax.Array:
+  """The differentiable error of L2T-DLF: 2 sigmoid(k (max_c p_c - p_y)) - 1, in [0, 1)."""
+  p = jax.nn.softmax(logits)
+  p_y = jnp.take_along_axis(p, labels[..., None], axis=-1)[..., 0]
+  return (2.0 * jax.nn.sigmoid(k * (p.max(-1) - p_y)) - 1.0).mean()
+
+
+def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  return (logits.argmax(-1) == labels).mean()
+
+
+def validation_objective(name: str, smooth_error_k: float):
+  """`(logits, labels) -> scalar`: what the teacher minimises on validation data."""
+  if name == "ce":
+    return cross_entropy
+  if name == "smooth_error":
+    return lambda logits, labels: smooth_error(logits, labels, smooth_error_k)
+  raise ValueError(f"meta.val_objective='{name}' is not one of ('ce', 'smooth_error')")

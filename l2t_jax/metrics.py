@@ -1,0 +1,92 @@
+"""Evaluation on whole splits, and the metrics file a run writes (one JSON object per line)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from l2t_jax.students import Student
+
+# Fields that measure the machine rather than the run; everything else is deterministic.
+TIMING_KEYS = ("steps_per_second", "elapsed_seconds")
+
+
+def make_evaluator(student: Student, batch_size: int):
+  """`evaluate(params, model_state, x, y) -> {'accuracy', 'loss'}` over a whole split.
+
+  Inputs are padded to a multiple of `batch_size` and masked, so one compilation serves every split.
+  """
+
+  @jax.jit
+  def batch_sums(params, model_state, x, y, mask):
+    logits, _ = student.apply(params, model_state, x, False)
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+    return (jnp.sum(mask * (logits.argmax(-1) == y)), jnp.sum(mask * ce))
+
+  def evaluate(params, model_state, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    n = len(y)
+    if n == 0:
+      return {"accuracy": math.nan, "loss": math.nan}
+    pad = (-n) % batch_size
+    xp = np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)]) if pad else x
+    yp = np.concatenate([y, np.zeros((pad,), y.dtype)]) if pad else y
+    mask = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
+    correct, total = 0.0, 0.0
+    for i in range(0, n + pad, batch_size):
+      s = slice(i, i + batch_size)
+      c, l = batch_sums(params, model_state, xp[s], yp[s], mask[s])
+      correct, total = correct + c, total + l
+    correct, total = jax.device_get((correct, total))
+    return {"accuracy": float(correct) / n, "loss": float(total) / n}
+
+  return evaluate
+
+
+def to_python(tree: Any) -> Any:
+  """Device scalars and numpy values to plain floats/ints, for JSON."""
+
+  def convert(x):
+    x = np.asarray(x)
+    return x.item() if x.ndim == 0 else x.tolist()
+
+  return jax.tree_util.tree_map(convert, jax.device_get(tree))
+
+
+class MetricsWriter:
+  """Appends records to `DIR/metrics.jsonl`; each write is flushed to disk."""
+
+  def __init__(self, workdir: str | None, append: bool = False):
+    self.path = os.path.join(workdir, "metrics.jsonl") if workdir else None
+    if self.path:
+      os.makedirs(workdir, exist_ok=True)
+      if not append and os.path.exists(self.path):
+        os.remove(self.path)
+
+  def write(self, record: dict) -> None:
+    if not self.path:
+      return
+    with open(self.path, "a") as f:
+      f.write(json.dumps(record, allow_nan=True) + "\n")
+      f.flush()
+      os.fsync(f.fileno())
+
+
+def read_metrics(workdir: str) -> list[dict]:
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def write_json_atomic(path: str, obj: Any) -> None:
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=2, allow_nan=True)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)

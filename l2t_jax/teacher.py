@@ -1,0 +1,137 @@
+"""The coordinate-wise LSTM teacher: turns the validation gradient of the DLN into a DLN update.
+
+One small LSTM is shared by all DLN coordinates, each coordinate keeping its own memory (Andrychowicz
+et al. 2016). Its input per coordinate is the preprocessed gradient, optionally with student-state
+features broadcast to every coordinate; its output, times `output_scale`, is the update.
+
+Offered optax-style, as pure functions that any training loop can jit and call:
+
+    teacher = LSTMTeacher(hidden=20, layers=2, output_scale=1e-3, preprocess_p=10., num_features=4)
+    theta = teacher.init(rng)                      # the teacher's own parameters
+    memory = teacher.init_state(phi)               # one LSTM state per DLN coordinate
+    updates, memory = teacher.step(theta, memory, grads_phi, features)
+    phi = optax.apply_updates(phi, updates)
+
+`surrogate_loss` is what the teacher learns from: replaying a window of its own steps, the
+validation gradients observed after each step, dotted with the steps' outputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
+
+Params = Any
+Memory = Any  # tuple over layers of (c, h), each shaped (num_coordinates, hidden)
+
+NUM_STATE_FEATURES = 4  # progress, train loss, validation loss, validation accuracy
+
+
+def preprocess_gradient(g: jax.Array, p: float) -> jax.Array:
+  """`(log|g|/p, sign g)` where `|g| >= e^-p`, else `(-1, e^p g)`; shape `g.shape + (2,)`."""
+  g = jnp.asarray(g)
+  magnitude = jnp.abs(g)
+  big = magnitude >= jnp.exp(-p)
+  safe = jnp.where(big, magnitude, 1.0)  # keeps log finite on the branch that is not taken
+  first = jnp.where(big, jnp.log(safe) / p, -1.0)
+  second = jnp.where(big, jnp.sign(g), jnp.exp(p) * g)
+  return jnp.stack([first, second], axis=-1)
+
+
+class CoordinateLSTM(nn.Module):
+  hidden: int
+  layers: int
+
+  @nn.compact
+  def __call__(self, memory, inputs):
+    new_memory = []
+    h = inputs
+    for i in range(self.layers):
+      carry, h = nn.OptimizedLSTMCell(self.hidden, name=f"lstm_{i}")(memory[i], h)
+      new_memory.append(carry)
+    out = nn.Dense(1, name="readout")(h)[..., 0]
+    return tuple(new_memory), out
+
+
+class TeacherStep(NamedTuple):
+  updates: jax.Array
+  memory: Memory
+
+
+@dataclasses.dataclass(frozen=True)
+class LSTMTeacher:
+  hidden: int
+  layers: int
+  output_scale: float
+  preprocess_p: float
+  num_features: int = 0  # student-state features broadcast to every coordinate (0: gradient only)
+
+  @property
+  def _net(self) -> CoordinateLSTM:
+    return CoordinateLSTM(hidden=self.hidden, layers=self.layers)
+
+  def init(self, rng: jax.Array) -> Params:
+    """Teacher parameters; independent of the DLN's size (the LSTM is coordinate-wise)."""
+    memory = self._zero_memory(1)
+    return self._net.init(rng, memory, jnp.zeros((1, 2 + self.num_features)))["params"]
+
+  def _zero_memory(self, n: int, dtype=jnp.float32) -> Memory:
+    zeros = jnp.zeros((n, self.hidden), dtype)
+    return tuple((zeros, zeros) for _ in range(self.layers))
+
+  def init_state(self, dln_params: Params) -> Memory:
+    """Zero LSTM memory for every coordinate of `dln_params`."""
+    flat, _ = ravel_pytree(dln_params)
+    return self._zero_memory(flat.size, flat.dtype)
+
+  def _inputs(self, g_flat: jax.Array, features: jax.Array | None) -> jax.Array:
+    x = preprocess_gradient(g_flat, self.preprocess_p)
+    if self.num_features:
+      if features is None or features.shape != (self.num_features,):
+        raise ValueError(
+            f"this teacher takes {self.num_features} student-state features per step, got "
+            f"{None if features is None else features.shape}; pass them or build it with "
+            "num_features=0")
+      x = jnp.concatenate([x, jnp.broadcast_to(features, (g_flat.size, self.num_features))], -1)
+    return x
+
+  def step_flat(self, theta: Params, memory: Memory, g_flat: jax.Array,
+                features: jax.Array | None = None) -> TeacherStep:
+    """One teacher step on the flattened DLN gradient; returns flat updates and new memory."""
+    g_flat = jax.lax.stop_gradient(g_flat)
+    if features is not None:
+      features = jax.lax.stop_gradient(features)
+    memory, out = self._net.apply({"params": theta}, memory, self._inputs(g_flat, features))
+    return TeacherStep(self.output_scale * out, memory)
+
+  def step(self, theta: Params, memory: Memory, grads: Params,
+           features: jax.Array | None = None) -> tuple[Params, Memory]:
+    """Updates for the DLN parameters (same pytree as `grads`) and the new memory."""
+    g_flat, unravel = ravel_pytree(grads)
+    result = self.step_flat(theta, memory, g_flat, features)
+    return unravel(result.updates), result.memory
+
+  def surrogate_loss(self, theta: Params, memory0: Memory, in_grads: jax.Array,
+                     in_features: jax.Array, out_grads: jax.Array) -> jax.Array:
+    """Linearised validation loss of a window of M teacher steps, as a function of `theta`.
+
+    Step j took `in_grads[j]` (and `in_features[j]`) from memory `memory0` replayed forward;
+    `out_grads[j]` is the validation gradient measured at the DLN after step j. The DLN after step
+    j is the window's start plus the sum of updates 0..j, so the gradient of this function is the
+    truncated-BPTT teacher gradient through the DLN and the LSTM memory over the window, holding
+    the student's trajectory fixed.
+    """
+    weights = jnp.cumsum(out_grads[::-1], axis=0)[::-1]  # sum over m >= j of out_grads[m]
+
+    def body(memory, xs):
+      g, f, w = xs
+      result = self.step_flat(theta, memory, g, f if self.num_features else None)
+      return result.memory, jnp.vdot(jax.lax.stop_gradient(w), result.updates)
+
+    _, terms = jax.lax.scan(body, memory0, (in_grads, in_features, weights))
+    return terms.sum()

@@ -1,0 +1,68 @@
+"""The DLN at initialisation is cross-entropy: same loss, same gradients, any number of classes."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.flatten_util import ravel_pytree
+
+from l2t_jax import losses
+from l2t_jax.config import default_config
+from l2t_jax.dln import make_dln
+from l2t_jax.students import from_linen
+from l2t_jax.students.mlp import MLP
+
+
+@pytest.mark.parametrize("num_classes", [2, 10, 37])
+def test_dln_at_init_equals_cross_entropy(num_classes):
+  dln = make_dln(default_config().dln)
+  phi = dln.init(jax.random.PRNGKey(0))
+  rng = np.random.default_rng(num_classes)
+  logits = jnp.asarray(3.0 * rng.normal(size=(64, num_classes)), jnp.float32)
+  labels = jnp.asarray(rng.integers(0, num_classes, size=64))
+  np.testing.assert_allclose(dln.loss(phi, logits, labels), losses.cross_entropy(logits, labels),
+                             rtol=1e-6)
+  g_dln = jax.grad(lambda l: dln.loss(phi, l, labels))(logits)
+  g_ce = jax.grad(lambda l: losses.cross_entropy(l, labels))(logits)
+  np.testing.assert_allclose(g_dln, g_ce, rtol=1e-5, atol=1e-7)
+
+
+def test_dln_at_init_gives_the_student_the_cross_entropy_gradient():
+  dln = make_dln(default_config().dln)
+  phi = dln.init(jax.random.PRNGKey(1))
+  student = from_linen(MLP(hidden=(32,), num_classes=10))
+  x = jax.random.normal(jax.random.PRNGKey(2), (16, 40, 1))
+  y = jax.random.randint(jax.random.PRNGKey(3), (16,), 0, 10)
+  params, state = student.init(jax.random.PRNGKey(4), x)
+
+  def grads(loss_fn):
+    return jax.grad(lambda p: loss_fn(student.apply(p, state, x, True)[0], y))(params)
+
+  g_dln = ravel_pytree(grads(lambda l, t: dln.loss(phi, l, t)))[0]
+  g_ce = ravel_pytree(grads(losses.cross_entropy))[0]
+  np.testing.assert_allclose(g_dln, g_ce, rtol=1e-5, atol=1e-7)
+
+
+def test_dln_size_does_not_depend_on_the_number_of_classes():
+  dln = make_dln(default_config().dln)
+  phi = dln.init(jax.random.PRNGKey(0))
+  for c in (3, 100):
+    assert dln.loss(phi, jnp.zeros((4, c)), jnp.zeros((4,), jnp.int32)).shape == ()
+  assert ravel_pytree(phi)[0].size == ravel_pytree(dln.init(jax.random.PRNGKey(1)))[0].size
+
+
+def test_dln_moved_off_init_differs_from_cross_entropy():
+  dln = make_dln(default_config().dln)
+  phi = dln.init(jax.random.PRNGKey(0))
+  flat, unravel = ravel_pytree(phi)
+  moved = unravel(flat + 0.1 * jax.random.normal(jax.random.PRNGKey(1), flat.shape))
+  logits = jax.random.normal(jax.random.PRNGKey(2), (8, 10))
+  labels = jnp.arange(8) % 10
+  assert abs(float(dln.loss(moved, logits, labels) - losses.cross_entropy(logits, labels))) > 1e-3
+
+
+def test_dln_refuses_labels_that_do_not_fit_the_logits():
+  dln = make_dln(default_config().dln)
+  phi = dln.init(jax.random.PRNGKey(0))
+  with pytest.raises(ValueError, match="do not fit logits"):
+    dln.loss(phi, jnp.zeros((4, 10)), jnp.zeros((4, 10), jnp.int32))

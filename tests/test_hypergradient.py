@@ -1,0 +1,122 @@
+"""Hypergradients equal central finite differences (float64, tiny student).
+
+For the DLN: d L_val(w_K(phi)) / d phi through a K-step unroll with momentum SGD.
+For the teacher: over a window of M teacher steps from fixed student states, the validation losses
+after each step as a function of theta; the gradient `LSTMTeacher.surrogate_loss` gives must equal
+their finite difference.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from jax.flatten_util import ravel_pytree
+
+from l2t_jax import losses
+from l2t_jax.dln import DLN, ItemNetwork
+from l2t_jax.students import from_linen
+from l2t_jax.students.mlp import MLP
+from l2t_jax.teacher import LSTMTeacher
+from l2t_jax.unroll import StudentState, hypergradient, unroll, validate_student
+
+K, B, C, F_IN = 4, 6, 3, 5
+EPS = 1e-6
+
+
+def to64(tree):
+  return jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), tree)
+
+
+def perturbed(tree, rng, scale):
+  flat, unravel = ravel_pytree(tree)
+  return unravel(flat + scale * jnp.asarray(rng.normal(size=flat.shape)))
+
+
+@pytest.fixture
+def problem():
+  with jax.enable_x64(True):
+    rng = np.random.default_rng(0)
+    student = from_linen(MLP(hidden=(7,), num_classes=C))
+    optimizer = optax.sgd(0.3, momentum=0.9)
+    dln = DLN(ItemNetwork(features=("log_p", "y", "y_log_p", "log_1mp"), hidden=(4,),
+                          skip_init=1.0, log_clip=20.0))
+    x = jnp.asarray(rng.normal(size=(K, B, F_IN)))
+    y = jnp.asarray(rng.integers(0, C, size=(K, B)))
+    val = {"x": jnp.asarray(rng.normal(size=(10, F_IN))), "y": jnp.asarray(rng.integers(0, C, 10))}
+    params, _ = student.init(jax.random.PRNGKey(0), x[0])
+    params = to64(params)
+    state = StudentState(params, {}, optimizer.init(params))
+    # Off its cross-entropy initialisation, so that every DLN parameter matters.
+    phi = perturbed(to64(dln.init(jax.random.PRNGKey(1))), rng, 0.3)
+    yield dict(student=student, optimizer=optimizer, dln=dln, batches={"x": x, "y": y}, val=val,
+               state=state, phi=phi, rng=rng)
+
+
+def val_after_segment(p, phi, state):
+  new_state, _ = unroll(p["student"], p["optimizer"], p["dln"].loss, phi, state, p["batches"])
+  return validate_student(p["student"], new_state, losses.cross_entropy, p["val"]).loss
+
+
+def test_dln_hypergradient_equals_central_finite_difference(problem):
+  p = problem
+  with jax.enable_x64(True):
+    hg = hypergradient(p["student"], p["optimizer"], p["dln"].loss, losses.cross_entropy,
+                       p["phi"], p["state"], p["batches"], p["val"])
+    g, unravel = ravel_pytree(hg.grads)
+    flat = ravel_pytree(p["phi"])[0]
+    assert g.dtype == jnp.float64 and jnp.all(jnp.isfinite(g))
+    f = jax.jit(lambda v: val_after_segment(p, unravel(v), p["state"]))
+    fd = np.array([(f(flat.at[i].add(EPS)) - f(flat.at[i].add(-EPS))) / (2 * EPS)
+                   for i in range(flat.size)])
+    np.testing.assert_allclose(np.asarray(g), fd, rtol=1e-5, atol=1e-8)
+    assert np.abs(fd).max() > 1e-4  # the check is not vacuous
+    np.testing.assert_allclose(hg.val.loss, f(flat), rtol=1e-12)
+
+
+@pytest.mark.parametrize("num_features", [0, 4])
+def test_teacher_gradient_equals_central_finite_difference(problem, num_features):
+  p = problem
+  M = 3
+  with jax.enable_x64(True):
+    teacher = LSTMTeacher(hidden=3, layers=2, output_scale=0.05, preprocess_p=10.0,
+                          num_features=num_features)
+    theta = perturbed(to64(teacher.init(jax.random.PRNGKey(2))), p["rng"], 0.1)
+    phi0 = p["phi"]
+    phi0_flat, unravel = ravel_pytree(phi0)
+    memory0 = jax.tree_util.tree_map(
+        lambda a: jnp.asarray(p["rng"].normal(size=a.shape)), teacher.init_state(phi0))
+    in_grads = jnp.asarray(p["rng"].normal(size=(M, phi0_flat.size)) * 10.0 ** p["rng"].integers(
+        -6, 0, size=(M, phi0_flat.size)))
+    in_features = jnp.asarray(p["rng"].normal(size=(M, num_features)))
+    # A different fixed student state at the start of each segment.
+    states = [p["state"]]
+    for _ in range(M - 1):
+      states.append(unroll(p["student"], p["optimizer"], p["dln"].loss, phi0, states[-1],
+                           p["batches"])[0])
+
+    def dln_after_each_step(th):
+      memory, phi, out = memory0, phi0_flat, []
+      for j in range(M):
+        step = teacher.step_flat(th, memory, in_grads[j], in_features[j] if num_features else None)
+        memory, phi = step.memory, phi + step.updates
+        out.append(phi)
+      return out
+
+    def total_val_loss(th):
+      return sum(val_after_segment(p, unravel(phi_j), s_j)
+                 for phi_j, s_j in zip(dln_after_each_step(th), states))
+
+    out_grads = jnp.stack([
+        ravel_pytree(hypergradient(p["student"], p["optimizer"], p["dln"].loss,
+                                   losses.cross_entropy, unravel(phi_j), s_j, p["batches"],
+                                   p["val"]).grads)[0]
+        for phi_j, s_j in zip(dln_after_each_step(theta), states)])
+    g = ravel_pytree(jax.grad(teacher.surrogate_loss)(theta, memory0, in_grads, in_features,
+                                                      out_grads))[0]
+    theta_flat, unravel_theta = ravel_pytree(theta)
+    f = jax.jit(lambda v: total_val_loss(unravel_theta(v)))
+    fd = np.array([(f(theta_flat.at[i].add(EPS)) - f(theta_flat.at[i].add(-EPS))) / (2 * EPS)
+                   for i in range(theta_flat.size)])
+    np.testing.assert_allclose(np.asarray(g), fd, rtol=1e-5, atol=1e-9)
+    assert np.abs(fd).max() > 1e-5
