@@ -23,7 +23,7 @@ import ml_collections
 import optax
 from jax.flatten_util import ravel_pytree
 
-from l2t_jax import dlf, dln as dln_lib, losses, optim, teacher as teacher_lib
+from l2t_jax import dlf, dln as dln_lib, dln_table, losses, optim, teacher as teacher_lib
 from l2t_jax.students import Student
 from l2t_jax.unroll import (LossFn, StepStats, StudentState, ValFn, all_finite, hypergradient,
                             init_student_state, unroll)
@@ -69,6 +69,8 @@ class CycleMetrics(NamedTuple):
 
 
 class Method(NamedTuple):
+  """`init` is jitted (its outputs never share buffers, so the state can be donated to `cycle`);
+  `cycle` is pure, for the caller to jit."""
   name: str
   init: Callable[[jax.Array, jax.Array], TrainState]
   cycle: Callable[[TrainState, dict, jax.Array, jax.Array], tuple[TrainState, CycleMetrics]]
@@ -125,7 +127,7 @@ class Setup(NamedTuple):
   teacher_every: int  # M
   total_steps: int
   initial_features: jax.Array
-  remat: bool = False
+  remat: str = "none"  # memory policy of the differentiated unroll (unroll.REMAT_POLICIES)
 
   def base_state(self, rng, sample_x) -> TrainState:
     return TrainState(
@@ -134,18 +136,22 @@ class Setup(NamedTuple):
         loss_params=(), teacher_params=(), teacher_opt_state=(), memory=(), window=(),
         features=self.initial_features, counters=_zero_counters())
 
-  def split_batches(self, data, train_idx, val_idx):
-    k = self.unroll_steps
-    seg = gather(data["train_x"], data["train_y"], train_idx[:k])
-    plain = gather(data["train_x"], data["train_y"], train_idx[k:])
-    return seg, plain, gather(data["val_x"], data["val_y"], val_idx)
+  def fetchers(self, data):
+    """Batch makers for use inside the scans: training batches from index rows."""
+    return lambda idx: gather(data["train_x"], data["train_y"], idx)
 
-  def hypergradient(self, loss_fn, loss_params, student_state, seg, val_batch):
+  def hypergradient(self, loss_fn, loss_params, student_state, data, seg_idx, val_batch,
+                    prepare=None):
     return hypergradient(self.student, self.optimizer, loss_fn, self.val_fn, loss_params,
-                         student_state, seg, val_batch, self.remat)
+                         student_state, seg_idx, val_batch, self.remat, self.fetchers(data),
+                         prepare)
 
-  def unroll(self, loss_fn, loss_params, student_state, batches):
-    return unroll(self.student, self.optimizer, loss_fn, loss_params, student_state, batches)
+  def unroll(self, loss_fn, loss_params, student_state, data, idx):
+    return unroll(self.student, self.optimizer, loss_fn, loss_params, student_state, idx,
+                  fetch=self.fetchers(data))
+
+  def val_batch(self, data, val_idx):
+    return gather(data["val_x"], data["val_y"], val_idx)
 
   def progress(self, step):
     return (step + self.unroll_steps) / self.total_steps
@@ -156,13 +162,12 @@ def fixed_loss_method(name: str, setup: Setup, loss_fn: LossFn) -> Method:
 
   def cycle(state, data, train_idx, val_idx):
     del val_idx
-    batches = gather(data["train_x"], data["train_y"], train_idx)
-    student_state, stats = setup.unroll(loss_fn, (), state.student, batches)
+    student_state, stats = setup.unroll(loss_fn, (), state.student, data, train_idx)
     nan = jnp.full((), jnp.nan, jnp.float32)
     metrics = _metrics(_mean_stats(stats), nan, nan)
     return state._replace(step=state.step + train_idx.shape[0], student=student_state), metrics
 
-  return Method(name, setup.base_state, cycle)
+  return Method(name, jax.jit(setup.base_state), cycle)
 
 
 def dlf_method(setup: Setup, teacher: dlf.DLFTeacher,
@@ -177,10 +182,11 @@ def dlf_method(setup: Setup, teacher: dlf.DLFTeacher,
         teacher_params=omega, teacher_opt_state=teacher_opt.init(omega))
 
   def cycle(state, data, train_idx, val_idx):
-    seg, plain, val_batch = setup.split_batches(data, train_idx, val_idx)
+    seg_idx, plain_idx = train_idx[:setup.unroll_steps], train_idx[setup.unroll_steps:]
     omega = state.teacher_params
     loss_params, vjp = jax.vjp(lambda om: teacher.loss_params(om, state.features), omega)
-    hg = setup.hypergradient(dlf.dlf_loss, loss_params, state.student, seg, val_batch)
+    hg = setup.hypergradient(dlf.dlf_loss, loss_params, state.student, data, seg_idx,
+                             setup.val_batch(data, val_idx))
     (g_omega,) = vjp(hg.grads)
     ok = all_finite(g_omega) & jnp.isfinite(hg.val.loss)
     g_omega = _select(ok, g_omega, jax.tree_util.tree_map(jnp.zeros_like, g_omega))
@@ -188,7 +194,7 @@ def dlf_method(setup: Setup, teacher: dlf.DLFTeacher,
     omega = optax.apply_updates(omega, updates)
     features = _features(setup.progress(state.step), hg.train, hg.val)
     student_state, plain_stats = setup.unroll(
-        dlf.dlf_loss, teacher.loss_params(omega, features), hg.student, plain)
+        dlf.dlf_loss, teacher.loss_params(omega, features), hg.student, data, plain_idx)
     c = state.counters
     counters = c._replace(meta_updates=c.meta_updates + ok,
                           skipped_meta_updates=c.skipped_meta_updates + ~ok,
@@ -198,15 +204,17 @@ def dlf_method(setup: Setup, teacher: dlf.DLFTeacher,
                                features=features, counters=counters)
     return new_state, _metrics(_mean_stats(hg.train, plain_stats), hg.val.loss, hg.val.accuracy)
 
-  return Method("l2t_dlf", init, cycle)
+  return Method("l2t_dlf", jax.jit(init), cycle)
 
 
 def dln_method(setup: Setup, loss_init: Callable[[jax.Array], Any], loss_fn: LossFn,
-               teacher: teacher_lib.LSTMTeacher,
-               teacher_opt: optax.GradientTransformation) -> Method:
-  """L2T-DLN with any learned loss `loss_fn(phi, logits, labels)` whose `phi` starts at
-  `loss_init(rng)`; the DLN of `l2t_jax.dln` is the standard choice."""
+               teacher: teacher_lib.LSTMTeacher, teacher_opt: optax.GradientTransformation,
+               prepare: Callable[[Any], Any] | None = None) -> Method:
+  """L2T-DLN with any learned loss `loss_fn(prepare(phi), logits, labels)` whose `phi` starts at
+  `loss_init(rng)`; the DLN of `l2t_jax.dln` is the standard choice. `prepare` (default: none)
+  runs once per segment, e.g. to tabulate the DLN."""
   M = setup.teacher_every
+  prepare = prepare or (lambda phi: phi)
   use_features = teacher.num_features > 0
 
   def init(rng, sample_x):
@@ -224,9 +232,10 @@ def dln_method(setup: Setup, loss_init: Callable[[jax.Array], Any], loss_fn: Los
         memory=memory, window=window)
 
   def cycle(state, data, train_idx, val_idx):
-    seg, plain, val_batch = setup.split_batches(data, train_idx, val_idx)
+    seg_idx, plain_idx = train_idx[:setup.unroll_steps], train_idx[setup.unroll_steps:]
     # Stage 2a: the hypergradient through the K unrolled student steps.
-    hg = setup.hypergradient(loss_fn, state.loss_params, state.student, seg, val_batch)
+    hg = setup.hypergradient(loss_fn, state.loss_params, state.student, data, seg_idx,
+                             setup.val_batch(data, val_idx), prepare)
     g_flat, unravel = ravel_pytree(hg.grads)
     ok_g = jnp.all(jnp.isfinite(g_flat)) & jnp.isfinite(hg.val.loss)
     features = _features(setup.progress(state.step), hg.train, hg.val)
@@ -265,7 +274,7 @@ def dln_method(setup: Setup, loss_init: Callable[[jax.Array], Any], loss_fn: Los
     memory = _select(apply, step.memory, state.memory)
 
     # Stage 1 goes on: the rest of the cycle trains the student on the updated DLN.
-    student_state, plain_stats = setup.unroll(loss_fn, phi, hg.student, plain)
+    student_state, plain_stats = setup.unroll(loss_fn, prepare(phi), hg.student, data, plain_idx)
     c = state.counters
     counters = Counters(
         meta_updates=c.meta_updates + apply,
@@ -278,7 +287,7 @@ def dln_method(setup: Setup, loss_init: Callable[[jax.Array], Any], loss_fn: Los
         features=features, counters=counters)
     return new_state, _metrics(_mean_stats(hg.train, plain_stats), hg.val.loss, hg.val.accuracy)
 
-  return Method("l2t_dln", init, cycle)
+  return Method("l2t_dln", jax.jit(init), cycle)
 
 
 def make_teacher(cfg: ml_collections.ConfigDict) -> teacher_lib.LSTMTeacher:
@@ -298,9 +307,11 @@ def build_method(config: ml_collections.ConfigDict, student: Student,
       remat=config.meta.remat)
   if config.method == "l2t_dln":
     dln = dln_lib.make_dln(config.dln)
-    return dln_method(setup, dln.init, dln.loss, make_teacher(config.teacher),
-                      optim.teacher_optimizer(config.teacher.learning_rate,
-                                              config.teacher.grad_clip))
+    teacher_opt = optim.teacher_optimizer(config.teacher.learning_rate, config.teacher.grad_clip)
+    if config.dln.table_size:
+      return dln_method(setup, dln.init, dln_table.table_loss, make_teacher(config.teacher),
+                        teacher_opt, lambda phi: dln_table.make_table(dln, phi, config.dln.table_size))
+    return dln_method(setup, dln.init, dln.loss, make_teacher(config.teacher), teacher_opt)
   if config.method == "l2t_dlf":
     teacher = dlf.DLFTeacher(dlf.DLFNetwork(tuple(config.dlf.hidden), num_classes), NUM_FEATURES)
     return dlf_method(setup, teacher,

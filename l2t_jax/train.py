@@ -41,9 +41,10 @@ class Run(NamedTuple):
   val_batch_size: int
 
 
-def build_run(config: ml_collections.ConfigDict) -> Run:
+def build_run(config: ml_collections.ConfigDict, dataset: Dataset | None = None) -> Run:
+  """Validates `config` and builds its run; `dataset` replaces the one the config names."""
   config = config_lib.validate(config)
-  dataset = load_dataset(config)
+  dataset = dataset if dataset is not None else load_dataset(config)
   student = build_student(config.student, dataset.num_classes)
   optimizer = student_optimizer(config.optim, config.train.steps)
   method = build_method(config, student, optimizer, dataset.num_classes)
@@ -58,6 +59,12 @@ def build_run(config: ml_collections.ConfigDict) -> Run:
         "lower it or raise data.val_size")
   evaluate = make_evaluator(student, config.train.eval_batch_size)
   return Run(config, dataset, method, evaluate, val_batch_size)
+
+
+def device_data(dataset: Dataset) -> dict:
+  """The training and validation splits on the device, as the cycle functions take them."""
+  return jax.device_put({"train_x": dataset.train.x, "train_y": dataset.train.y,
+                         "val_x": dataset.val.x, "val_y": dataset.val.y})
 
 
 def _fmt(x: float, spec: str = ".4f") -> str:
@@ -82,10 +89,13 @@ def _summary_text(s: dict) -> str:
 
 
 def train(config: ml_collections.ConfigDict, workdir: str | None = None,
-          log: Callable[[str], Any] = print) -> TrainResult:
-  """Runs `config` to the end; returns the summary, the final state and the method."""
+          log: Callable[[str], Any] = print, dataset: Dataset | None = None) -> TrainResult:
+  """Runs `config` to the end; returns the summary, the final state and the method.
+
+  `dataset` (optional) trains on your own splits instead of the dataset the config names.
+  """
   wall0 = time.time()
-  run = build_run(config)
+  run = build_run(config, dataset)
   cfg, ds = run.config, run.dataset
   interval, steps = cfg.meta.interval, cfg.train.steps
   if workdir:
@@ -93,9 +103,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | None = None,
     write_json_atomic(os.path.join(workdir, "config.json"), json.loads(cfg.to_json()))
   writer = MetricsWriter(workdir)
 
-  state = jax.jit(run.method.init)(jax.random.PRNGKey(cfg.seed), jnp.asarray(ds.train.x[:1]))
-  data = jax.device_put({"train_x": ds.train.x, "train_y": ds.train.y,
-                         "val_x": ds.val.x, "val_y": ds.val.y})
+  state = run.method.init(jax.random.PRNGKey(cfg.seed), jnp.asarray(ds.train.x[:1]))
+  data = device_data(ds)
   cycle = jax.jit(run.method.cycle, donate_argnums=(0,))
 
   log(f"l2t_jax: {cfg.method} on {ds.name} ({cfg.student.name}), seed {cfg.seed}, {steps} student "
@@ -128,7 +137,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | None = None,
       t_after_first = time.time()
     last = step == steps
     if step // cfg.train.log_every > start // cfg.train.log_every or last:
-      means = to_python(jax.tree_util.tree_map(lambda *xs: jnp.stack(xs).mean(), *since_log))
+      fetched = jax.device_get(since_log)  # the only wait on the device in a logging period
+      means = to_python(jax.tree_util.tree_map(lambda *xs: np.mean(xs), *fetched))
       now = time.time()
       record = {"kind": "train", "step": step, **means._asdict(),
                 **to_python(state.counters._asdict()),
