@@ -28,6 +28,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from l2t_jax import loop, losses, optim  # noqa: E402
 from l2t_jax.config import default_config  # noqa: E402
 from l2t_jax.data import Dataset, Split, load_dataset  # noqa: E402
 from l2t_jax.data.sampler import TRAIN_STREAM, VAL_STREAM, batch_indices  # noqa: E402
@@ -58,8 +59,10 @@ def synthetic_dataset(input_shape, num_classes: int, n_train: int, n_val: int, s
 class Subject:
   """One method under one schedule: its jitted cycle, compiled ahead of time, ready to time."""
 
-  def __init__(self, config, dataset: Dataset, cycles: int):
+  def __init__(self, config, dataset: Dataset, cycles: int, method=None):
     self.run = build_run(config, dataset)
+    if method is not None:
+      self.run = self.run._replace(method=method(self.run))
     self.interval = config.meta.interval
     ds = self.run.dataset
     self.data = device_data(ds)
@@ -96,15 +99,30 @@ def memory_bytes(compiled) -> dict:
 
 
 def variants(base):
-  """CE and L2T-DLN with the config's schedule, and the synchronous meta-segment."""
+  """CE and L2T-DLN with the config's schedule, the synchronous meta-segment, and the same
+  meta-segment with the cheapest possible learned loss (floor)."""
   out = {}
   for name, method, interval in (("ce", "ce", base.meta.interval),
                                  ("default", "l2t_dln", base.meta.interval),
-                                 ("meta_segment", "l2t_dln", base.meta.unroll_steps)):
+                                 ("meta_segment", "l2t_dln", base.meta.unroll_steps),
+                                 ("meta_segment_floor", "l2t_dln", base.meta.unroll_steps)):
     c = base.copy_and_resolve_references()
     c.method, c.meta.interval = method, interval
     out[name] = c
   return out
+
+
+def floor_method(run):
+  """The meta-segment machinery (unroll, hypergradient, teacher, window) around a learned loss
+  that costs nothing beyond cross-entropy: one scalar weight on it. It bounds what any DLN can
+  reach with this student, optimizer and schedule."""
+  config = run.config
+  setup = loop.make_setup(config, run.student, run.optimizer, run.dataset.num_classes)
+  return loop.dln_method(
+      setup, lambda rng: {"weight": jnp.ones(())},
+      lambda lp, logits, labels: lp["weight"] * losses.cross_entropy(logits, labels),
+      loop.make_teacher(config.teacher),
+      optim.teacher_optimizer(config.teacher.learning_rate, config.teacher.grad_clip))
 
 
 def measure_student(name: str, dataset: Dataset | None, repeats: int, steps_per_repeat: int,
@@ -117,7 +135,8 @@ def measure_student(name: str, dataset: Dataset | None, repeats: int, steps_per_
   for key, config in variants(base).items():
     cycles = max(1, steps_per_repeat // config.meta.interval)
     config.train.steps = config.meta.interval * cycles * (repeats + 2)
-    subjects[key] = Subject(config, dataset, cycles)
+    subjects[key] = Subject(config, dataset, cycles,
+                            floor_method if key == "meta_segment_floor" else None)
     log(f"  [{name}] {key}: compiled in {subjects[key].compile_seconds:.2f} s")
   times = {key: [] for key in subjects}
   for s in subjects.values():
@@ -133,6 +152,7 @@ def measure_student(name: str, dataset: Dataset | None, repeats: int, steps_per_
       "us_per_step_all": {k: [x * 1e6 for x in v] for k, v in times.items()},
       "ratio_meta_segment_vs_ce": median["meta_segment"] / median["ce"],
       "ratio_default_vs_ce": median["default"] / median["ce"],
+      "ratio_meta_segment_floor_vs_ce": median["meta_segment_floor"] / median["ce"],
       "compile_seconds": {k: s.compile_seconds for k, s in subjects.items()},
       "memory_bytes": {k: s.memory for k, s in subjects.items()},
   }
@@ -162,13 +182,15 @@ def measure_student(name: str, dataset: Dataset | None, repeats: int, steps_per_
 
 
 def table(results: dict) -> str:
-  lines = ["| student | CE µs/step | L2T-DLN default µs/step | meta-segment µs/step | "
-           "default / CE | meta-segment / CE | compile (default) s |",
-           "|---|---|---|---|---|---|---|"]
+  lines = ["| student | K / interval | CE µs/step | L2T-DLN default µs/step | meta-segment µs/step "
+           "| floor µs/step | default / CE | meta-segment / CE | floor / CE | compile (default) s |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
   for name, r in results.items():
     u = r["us_per_step"]
-    lines.append(f"| {name} | {u['ce']:.0f} | {u['default']:.0f} | {u['meta_segment']:.0f} | "
+    lines.append(f"| {name} | {r['unroll_steps']} / {r['interval']} | {u['ce']:.0f} | "
+                 f"{u['default']:.0f} | {u['meta_segment']:.0f} | {u['meta_segment_floor']:.0f} | "
                  f"{r['ratio_default_vs_ce']:.2f} | {r['ratio_meta_segment_vs_ce']:.2f} | "
+                 f"{r['ratio_meta_segment_floor_vs_ce']:.2f} | "
                  f"{r['compile_seconds']['default']:.1f} |")
   lines += ["", "| student | K | " + " | ".join(
       f"peak MiB ({p})" for p in _policies(results)) + " |",
@@ -193,10 +215,10 @@ def plot(results: dict, path: str) -> None:
   import matplotlib.pyplot as plt
   fig, axes = plt.subplots(1, 2, figsize=(11, 4))
   names = list(results)
-  keys = ["ce", "default", "meta_segment"]
+  keys = ["ce", "default", "meta_segment", "meta_segment_floor"]
   for i, key in enumerate(keys):
-    axes[0].bar(np.arange(len(names)) + (i - 1) * 0.27,
-                [results[n]["us_per_step"][key] for n in names], 0.27, label=key)
+    axes[0].bar(np.arange(len(names)) + (i - 1.5) * 0.2,
+                [results[n]["us_per_step"][key] for n in names], 0.2, label=key)
   axes[0].set_xticks(range(len(names)), names)
   axes[0].set_ylabel("µs per student step")
   axes[0].legend()

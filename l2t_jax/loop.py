@@ -296,15 +296,20 @@ def make_teacher(cfg: ml_collections.ConfigDict) -> teacher_lib.LSTMTeacher:
       preprocess_p=cfg.preprocess_p, num_features=NUM_FEATURES if cfg.state_features else 0)
 
 
-def build_method(config: ml_collections.ConfigDict, student: Student,
-                 optimizer: optax.GradientTransformation, num_classes: int) -> Method:
-  """The init and cycle functions of `config.method` (pure; jit them)."""
-  setup = Setup(
+def make_setup(config: ml_collections.ConfigDict, student: Student,
+               optimizer: optax.GradientTransformation, num_classes: int) -> Setup:
+  return Setup(
       student=student, optimizer=optimizer,
       val_fn=losses.validation_objective(config.meta.val_objective, config.meta.smooth_error_k),
       unroll_steps=config.meta.unroll_steps, teacher_every=config.meta.teacher_every,
       total_steps=config.train.steps, initial_features=_uniform_guess_features(num_classes),
       remat=config.meta.remat)
+
+
+def build_method(config: ml_collections.ConfigDict, student: Student,
+                 optimizer: optax.GradientTransformation, num_classes: int) -> Method:
+  """The init and cycle functions of `config.method` (pure; jit them)."""
+  setup = make_setup(config, student, optimizer, num_classes)
   if config.method == "l2t_dln":
     dln = dln_lib.make_dln(config.dln)
     teacher_opt = optim.teacher_optimizer(config.teacher.learning_rate, config.teacher.grad_clip)

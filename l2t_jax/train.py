@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 
 from l2t_jax import config as config_lib
 from l2t_jax.data import Dataset, load_dataset
@@ -23,7 +24,7 @@ from l2t_jax.data.sampler import TRAIN_STREAM, VAL_STREAM, batch_indices
 from l2t_jax.loop import Method, TrainState, build_method
 from l2t_jax.metrics import MetricsWriter, make_evaluator, to_python, write_json_atomic
 from l2t_jax.optim import student_optimizer
-from l2t_jax.students import build_student
+from l2t_jax.students import Student, build_student
 
 
 class TrainResult(NamedTuple):
@@ -36,6 +37,8 @@ class Run(NamedTuple):
   """Everything a run is built from, before any step is taken."""
   config: ml_collections.ConfigDict
   dataset: Dataset
+  student: Student
+  optimizer: optax.GradientTransformation
   method: Method
   evaluate: Callable
   val_batch_size: int
@@ -58,7 +61,7 @@ def build_run(config: ml_collections.ConfigDict, dataset: Dataset | None = None)
         f"meta.val_batch_size={val_batch_size} exceeds the {len(dataset.val)} validation examples; "
         "lower it or raise data.val_size")
   evaluate = make_evaluator(student, config.train.eval_batch_size)
-  return Run(config, dataset, method, evaluate, val_batch_size)
+  return Run(config, dataset, student, optimizer, method, evaluate, val_batch_size)
 
 
 def device_data(dataset: Dataset) -> dict:
