@@ -11,10 +11,16 @@ A cycle is `meta.interval` student steps. For L2T-DLN:
 The student's real trajectory continues from the unrolled state. L2T-DLF uses the same segment and
 hypergradient with its MLP teacher; the fixed losses (CE, label smoothing, focal) run plain steps.
 A non-finite hypergradient or teacher output skips that update, and the skip is counted.
+
+Training batches are gathered by index from the device-resident splits and, for images, augmented
+right there (`Setup.train_batches`). With `Setup.axis_name` set the cycle runs data-parallel inside
+a `shard_map` (see `l2t_jax.parallel`): the averaging over devices happens in `l2t_jax.unroll`, so
+the teachers see the same hypergradients on every device.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -24,6 +30,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from l2t_jax import dlf, dln as dln_lib, losses, optim, teacher as teacher_lib
+from l2t_jax.data import augment as augment_lib
 from l2t_jax.students import Student
 from l2t_jax.unroll import (LossFn, StepStats, StudentState, ValFn, all_finite, hypergradient,
                             init_student_state, unroll)
@@ -126,6 +133,9 @@ class Setup(NamedTuple):
   total_steps: int
   initial_features: jax.Array
   remat: bool = False
+  axis_name: str | None = None  # the device axis when the cycle runs data-parallel
+  augment: Callable[[jax.Array, jax.Array], jax.Array] | None = None  # (example keys, x) -> x
+  seed: int = 0  # keys the augmentation, with the step and the position in the global batch
 
   def base_state(self, rng, sample_x) -> TrainState:
     return TrainState(
@@ -134,18 +144,32 @@ class Setup(NamedTuple):
         loss_params=(), teacher_params=(), teacher_opt_state=(), memory=(), window=(),
         features=self.initial_features, counters=_zero_counters())
 
-  def split_batches(self, data, train_idx, val_idx):
+  def train_batches(self, data, train_idx, first_step):
+    """The cycle's training batches (leading axis: steps), augmented when `augment` is set."""
+    batches = gather(data["train_x"], data["train_y"], train_idx)
+    if self.augment is None:
+      return batches
+    num_steps, size = train_idx.shape
+    offset = jax.lax.axis_index(self.axis_name) * size if self.axis_name else 0
+    positions = offset + jnp.arange(size)
+    keys = jax.vmap(lambda s: augment_lib.example_keys(self.seed, s, positions))(
+        first_step + jnp.arange(num_steps))
+    return {"x": jax.vmap(self.augment)(keys, batches["x"]), "y": batches["y"]}
+
+  def split_batches(self, data, train_idx, val_idx, first_step):
     k = self.unroll_steps
-    seg = gather(data["train_x"], data["train_y"], train_idx[:k])
-    plain = gather(data["train_x"], data["train_y"], train_idx[k:])
+    batches = self.train_batches(data, train_idx, first_step)
+    seg = jax.tree_util.tree_map(lambda a: a[:k], batches)
+    plain = jax.tree_util.tree_map(lambda a: a[k:], batches)
     return seg, plain, gather(data["val_x"], data["val_y"], val_idx)
 
   def hypergradient(self, loss_fn, loss_params, student_state, seg, val_batch):
     return hypergradient(self.student, self.optimizer, loss_fn, self.val_fn, loss_params,
-                         student_state, seg, val_batch, self.remat)
+                         student_state, seg, val_batch, self.remat, self.axis_name)
 
   def unroll(self, loss_fn, loss_params, student_state, batches):
-    return unroll(self.student, self.optimizer, loss_fn, loss_params, student_state, batches)
+    return unroll(self.student, self.optimizer, loss_fn, loss_params, student_state, batches,
+                  axis_name=self.axis_name)
 
   def progress(self, step):
     return (step + self.unroll_steps) / self.total_steps
@@ -156,7 +180,7 @@ def fixed_loss_method(name: str, setup: Setup, loss_fn: LossFn) -> Method:
 
   def cycle(state, data, train_idx, val_idx):
     del val_idx
-    batches = gather(data["train_x"], data["train_y"], train_idx)
+    batches = setup.train_batches(data, train_idx, state.step)
     student_state, stats = setup.unroll(loss_fn, (), state.student, batches)
     nan = jnp.full((), jnp.nan, jnp.float32)
     metrics = _metrics(_mean_stats(stats), nan, nan)
@@ -177,7 +201,7 @@ def dlf_method(setup: Setup, teacher: dlf.DLFTeacher,
         teacher_params=omega, teacher_opt_state=teacher_opt.init(omega))
 
   def cycle(state, data, train_idx, val_idx):
-    seg, plain, val_batch = setup.split_batches(data, train_idx, val_idx)
+    seg, plain, val_batch = setup.split_batches(data, train_idx, val_idx, state.step)
     omega = state.teacher_params
     loss_params, vjp = jax.vjp(lambda om: teacher.loss_params(om, state.features), omega)
     hg = setup.hypergradient(dlf.dlf_loss, loss_params, state.student, seg, val_batch)
@@ -224,7 +248,7 @@ def dln_method(setup: Setup, loss_init: Callable[[jax.Array], Any], loss_fn: Los
         memory=memory, window=window)
 
   def cycle(state, data, train_idx, val_idx):
-    seg, plain, val_batch = setup.split_batches(data, train_idx, val_idx)
+    seg, plain, val_batch = setup.split_batches(data, train_idx, val_idx, state.step)
     # Stage 2a: the hypergradient through the K unrolled student steps.
     hg = setup.hypergradient(loss_fn, state.loss_params, state.student, seg, val_batch)
     g_flat, unravel = ravel_pytree(hg.grads)
@@ -288,14 +312,19 @@ def make_teacher(cfg: ml_collections.ConfigDict) -> teacher_lib.LSTMTeacher:
 
 
 def build_method(config: ml_collections.ConfigDict, student: Student,
-                 optimizer: optax.GradientTransformation, num_classes: int) -> Method:
-  """The init and cycle functions of `config.method` (pure; jit them)."""
+                 optimizer: optax.GradientTransformation, num_classes: int,
+                 axis_name: str | None = None) -> Method:
+  """The init and cycle functions of `config.method` (pure; jit them, or with `axis_name` run the
+  cycle data-parallel through `l2t_jax.parallel`)."""
+  augment = None
+  if config.data.augment:
+    augment = functools.partial(augment_lib.crop_and_flip_batch, padding=config.data.crop_padding)
   setup = Setup(
       student=student, optimizer=optimizer,
       val_fn=losses.validation_objective(config.meta.val_objective, config.meta.smooth_error_k),
       unroll_steps=config.meta.unroll_steps, teacher_every=config.meta.teacher_every,
       total_steps=config.train.steps, initial_features=_uniform_guess_features(num_classes),
-      remat=config.meta.remat)
+      remat=config.meta.remat, axis_name=axis_name, augment=augment, seed=config.seed)
   if config.method == "l2t_dln":
     dln = dln_lib.make_dln(config.dln)
     return dln_method(setup, dln.init, dln.loss, make_teacher(config.teacher),
