@@ -154,10 +154,12 @@ def train(config: ml_collections.ConfigDict, workdir: str | None = None,
   ckpt = checkpoint_lib.Checkpointer(workdir, cfg.checkpoint) if workdir and cfg.checkpoint.every \
       else None
 
+  resuming = ckpt is not None and ckpt.latest_step() is not None
+  if resuming:
+    checkpoint_lib.check_same_run(workdir, cfg)
   state = jax.jit(run.method.init)(jax.random.PRNGKey(cfg.seed), jnp.asarray(ds.train.x[:1]))
   resumed = None
-  if ckpt and ckpt.latest_step() is not None:
-    checkpoint_lib.check_same_run(workdir, cfg)
+  if resuming:
     state, resumed = ckpt.restore(state)
   if files:
     os.makedirs(files, exist_ok=True)
