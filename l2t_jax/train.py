@@ -184,7 +184,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | None = None,
   if resumed:
     start = resumed["step"]
     records = read_metrics(workdir) if os.path.exists(os.path.join(workdir, "metrics.jsonl")) else []
-    evals = [r for r in records if r["kind"] == "eval"]
+    evals = [r for r in records if r["kind"] == "eval"] or [evaluation(start)]  # (no shared disk)
     trains = [r for r in records if r["kind"] == "train"]
     last_train = trains[-1] if trains else {}
     since_log = [CycleMetrics(*np.asarray(m, np.float32)) for m in resumed["pending_metrics"]]
@@ -201,7 +201,10 @@ def train(config: ml_collections.ConfigDict, workdir: str | None = None,
 
   def save(step):
     pending = [[float(v) for v in to_python(m)] for m in since_log]
-    ckpt.save(step, dp.local(state), {"metrics_bytes": writer.size(), "pending_metrics": pending,
+    # The run's randomness is a function of (seed, step): init from the seed, batch order and
+    # augmentation from (seed, step); both are recorded.
+    ckpt.save(step, dp.local(state), {"seed": cfg.seed, "metrics_bytes": writer.size(),
+                                      "pending_metrics": pending,
                                       "wall_seconds": wall_before + time.time() - wall0})
 
   stop_request = checkpoint_lib.StopRequest() if ckpt else contextlib.nullcontext()
