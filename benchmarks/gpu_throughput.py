@@ -101,7 +101,7 @@ def main(argv=None) -> dict:
   parser.add_argument("--cycles", type=int, default=10, help="cycles (of 10 steps) per repeat")
   parser.add_argument("--repeats", type=int, default=5)
   parser.add_argument("--train_examples", type=int, default=10_000)
-  parser.add_argument("--budget_seconds", type=float, default=420.0,
+  parser.add_argument("--budget_seconds", type=float, default=360.0,
                       help="skip measurements that would start after this much time")
   parser.add_argument("--out", default="gpu_throughput.json")
   parser.add_argument("--smoke", action="store_true",
