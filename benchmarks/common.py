@@ -3,7 +3,7 @@ name, and the shrinking that turns a setting into a few-second smoke run of the 
 
 from __future__ import annotations
 
-import importlib
+import importlib.util
 import os
 
 import ml_collections
