@@ -28,4 +28,5 @@ def get_config():
   c.train.eval_every = 2000
   c.meta.val_batch_size = 1000
   c.checkpoint.every = 2000
+  c.parallel.devices = 0  # the batch split over all local devices
   return c

@@ -16,6 +16,7 @@ META_METHODS = ("l2t_dlf", "l2t_dln")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "piecewise")
 VAL_OBJECTIVES = ("ce", "smooth_error")
+REMAT_POLICIES = ("none", "step", "dots", "sqrt")  # memory policies: see unroll._remat_scan
 DLN_FEATURES = ("log_p", "y", "y_log_p", "log_1mp", "p")
 DATASETS = ("mnist1d", "mnist", "cifar10", "cifar100")
 IMAGE_DATASETS = ("mnist", "cifar10", "cifar100")
@@ -82,13 +83,14 @@ def default_config() -> ml_collections.ConfigDict:
   c.meta.val_batch_size = 0  # 0: the whole validation split each segment
   c.meta.val_objective = "ce"
   c.meta.smooth_error_k = 5.0
-  c.meta.remat = False  # rematerialise each unrolled student step in the backward pass
+  c.meta.remat = "none"  # memory policy of the differentiated unroll: none, step, dots, sqrt
 
   c.dln = ml_collections.ConfigDict()
   c.dln.features = ("log_p", "y", "y_log_p", "log_1mp")
   c.dln.hidden = (16, 16)
   c.dln.skip_init = 1.0  # weight of the cross-entropy skip path at init
   c.dln.log_clip = 20.0  # log-probabilities fed to the MLP are clipped at -log_clip
+  c.dln.table_size = 512  # >0: tabulate the DLN once per segment at this many knots (dln_table.py)
 
   c.teacher = ml_collections.ConfigDict()
   c.teacher.hidden = 20
@@ -110,7 +112,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.checkpoint.keep = 2  # how many of the latest checkpoints are kept
 
   c.parallel = ml_collections.ConfigDict()
-  c.parallel.devices = 0  # local devices the batch is split over; 0: all of them
+  c.parallel.devices = 1  # local devices the batch is split over; 0: all of them
   c.parallel.distributed = False  # multi-host: call jax.distributed.initialize() first
   c.parallel.coordinator_address = ""  # jax.distributed.initialize's arguments; empty / 0 / -1:
   c.parallel.num_processes = 0  # detected from the cluster environment (SLURM, Open MPI, TPU)
@@ -196,11 +198,15 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
          f"train.steps={t.steps} must be a multiple of meta.interval={m.interval} "
          "(every method runs in cycles of meta.interval student steps)")
   _check(p, m.val_batch_size >= 0, f"meta.val_batch_size={m.val_batch_size} must be >= 0")
+  _check(p, m.remat in REMAT_POLICIES,
+         f"meta.remat='{m.remat}' is not one of {REMAT_POLICIES}")
   _check(p, m.val_objective in VAL_OBJECTIVES,
          f"meta.val_objective='{m.val_objective}' is not one of {VAL_OBJECTIVES}")
   _check(p, set(cfg.dln.features) <= set(DLN_FEATURES) and len(cfg.dln.features) > 0,
          f"dln.features={tuple(cfg.dln.features)} must be a non-empty subset of {DLN_FEATURES}")
   _check(p, _positive_ints(cfg.dln.hidden), f"dln.hidden={tuple(cfg.dln.hidden)} must be positive ints")
+  _check(p, cfg.dln.table_size == 0 or cfg.dln.table_size >= 16,
+         f"dln.table_size={cfg.dln.table_size} must be 0 (exact DLN) or at least 16 knots")
   _check(p, cfg.dln.log_clip > 0, f"dln.log_clip={cfg.dln.log_clip} must be > 0")
   tc = cfg.teacher
   _check(p, _positive_ints([tc.hidden, tc.layers]), "teacher.hidden and teacher.layers must be positive ints")

@@ -19,13 +19,13 @@ import ml_collections
 Params = Any
 
 # log(1 - p) is computed from log p capped just below 0 so that p -> 1 stays finite.
-_LOG_P_CAP = -1e-6
+LOG_P_CAP = -1e-6
 
 
 def item_features(log_p: jax.Array, y: jax.Array, names: Sequence[str], log_clip: float) -> jax.Array:
   """Per-item features, shape `log_p.shape + (len(names),)`; log terms clipped at -log_clip."""
   clipped = jnp.clip(log_p, -log_clip, 0.0)
-  log_1mp = jnp.clip(jnp.log1p(-jnp.exp(jnp.minimum(log_p, _LOG_P_CAP))), -log_clip, 0.0)
+  log_1mp = jnp.clip(jnp.log1p(-jnp.exp(jnp.minimum(log_p, LOG_P_CAP))), -log_clip, 0.0)
   table = {
       "log_p": lambda: clipped,
       "p": lambda: jnp.exp(log_p),

@@ -13,7 +13,7 @@ hypergradient with its MLP teacher; the fixed losses (CE, label smoothing, focal
 A non-finite hypergradient or teacher output skips that update, and the skip is counted.
 
 Training batches are gathered by index from the device-resident splits and, for images, augmented
-right there (`Setup.train_batches`). With `Setup.axis_name` set the cycle runs data-parallel inside
+inside the scans (`Setup.fetchers`). With `Setup.axis_name` set the cycle runs data-parallel inside
 a `shard_map` (see `l2t_jax.parallel`): the averaging over devices happens in `l2t_jax.unroll`, so
 the teachers see the same hypergradients on every device.
 """
@@ -29,7 +29,7 @@ import ml_collections
 import optax
 from jax.flatten_util import ravel_pytree
 
-from l2t_jax import dlf, dln as dln_lib, losses, optim, teacher as teacher_lib
+from l2t_jax import dlf, dln as dln_lib, dln_table, losses, optim, teacher as teacher_lib
 from l2t_jax.data import augment as augment_lib
 from l2t_jax.students import Student
 from l2t_jax.unroll import (LossFn, StepStats, StudentState, ValFn, all_finite, hypergradient,
@@ -76,6 +76,8 @@ class CycleMetrics(NamedTuple):
 
 
 class Method(NamedTuple):
+  """`init` is jitted (its outputs never share buffers, so the state can be donated to `cycle`);
+  `cycle` is pure, for the caller to jit."""
   name: str
   init: Callable[[jax.Array, jax.Array], TrainState]
   cycle: Callable[[TrainState, dict, jax.Array, jax.Array], tuple[TrainState, CycleMetrics]]
@@ -132,7 +134,7 @@ class Setup(NamedTuple):
   teacher_every: int  # M
   total_steps: int
   initial_features: jax.Array
-  remat: bool = False
+  remat: str = "none"  # memory policy of the differentiated unroll (unroll.REMAT_POLICIES)
   axis_name: str | None = None  # the device axis when the cycle runs data-parallel
   augment: Callable[[jax.Array, jax.Array], jax.Array] | None = None  # (example keys, x) -> x
   seed: int = 0  # keys the augmentation, with the step and the position in the global batch
@@ -144,32 +146,44 @@ class Setup(NamedTuple):
         loss_params=(), teacher_params=(), teacher_opt_state=(), memory=(), window=(),
         features=self.initial_features, counters=_zero_counters())
 
-  def train_batches(self, data, train_idx, first_step):
-    """The cycle's training batches (leading axis: steps), augmented when `augment` is set."""
-    batches = gather(data["train_x"], data["train_y"], train_idx)
-    if self.augment is None:
-      return batches
-    num_steps, size = train_idx.shape
-    offset = jax.lax.axis_index(self.axis_name) * size if self.axis_name else 0
-    positions = offset + jnp.arange(size)
-    keys = jax.vmap(lambda s: augment_lib.example_keys(self.seed, s, positions))(
-        first_step + jnp.arange(num_steps))
-    return {"x": jax.vmap(self.augment)(keys, batches["x"]), "y": batches["y"]}
+  def indexed_steps(self, train_idx, first_step):
+    """The scan's inputs for the cycle's steps: each step's index row and its step number (which,
+    with the seed and the position in the global batch, keys the augmentation)."""
+    return train_idx, first_step + jnp.arange(train_idx.shape[0])
 
-  def split_batches(self, data, train_idx, val_idx, first_step):
-    k = self.unroll_steps
-    batches = self.train_batches(data, train_idx, first_step)
-    seg = jax.tree_util.tree_map(lambda a: a[:k], batches)
-    plain = jax.tree_util.tree_map(lambda a: a[k:], batches)
-    return seg, plain, gather(data["val_x"], data["val_y"], val_idx)
+  def split_indices(self, train_idx, first_step):
+    """`indexed_steps` for the unrolled segment (the first K steps) and for the rest."""
+    xs, k = self.indexed_steps(train_idx, first_step), self.unroll_steps
+    return (jax.tree_util.tree_map(lambda a: a[:k], xs),
+            jax.tree_util.tree_map(lambda a: a[k:], xs))
 
-  def hypergradient(self, loss_fn, loss_params, student_state, seg, val_batch):
+  def fetchers(self, data):
+    """Batch makers for use inside the scans: a training batch from an index row, augmented when
+    `augment` is set."""
+
+    def fetch(xs):
+      idx, step = xs
+      batch = gather(data["train_x"], data["train_y"], idx)
+      if self.augment is None:
+        return batch
+      offset = jax.lax.axis_index(self.axis_name) * idx.shape[0] if self.axis_name else 0
+      keys = augment_lib.example_keys(self.seed, step, offset + jnp.arange(idx.shape[0]))
+      return {"x": self.augment(keys, batch["x"]), "y": batch["y"]}
+
+    return fetch
+
+  def hypergradient(self, loss_fn, loss_params, student_state, data, seg_idx, val_batch,
+                    prepare=None):
     return hypergradient(self.student, self.optimizer, loss_fn, self.val_fn, loss_params,
-                         student_state, seg, val_batch, self.remat, self.axis_name)
+                         student_state, seg_idx, val_batch, self.remat, self.fetchers(data),
+                         prepare, self.axis_name)
 
-  def unroll(self, loss_fn, loss_params, student_state, batches):
-    return unroll(self.student, self.optimizer, loss_fn, loss_params, student_state, batches,
-                  axis_name=self.axis_name)
+  def unroll(self, loss_fn, loss_params, student_state, data, idx):
+    return unroll(self.student, self.optimizer, loss_fn, loss_params, student_state, idx,
+                  fetch=self.fetchers(data), axis_name=self.axis_name)
+
+  def val_batch(self, data, val_idx):
+    return gather(data["val_x"], data["val_y"], val_idx)
 
   def progress(self, step):
     return (step + self.unroll_steps) / self.total_steps
@@ -180,13 +194,13 @@ def fixed_loss_method(name: str, setup: Setup, loss_fn: LossFn) -> Method:
 
   def cycle(state, data, train_idx, val_idx):
     del val_idx
-    batches = setup.train_batches(data, train_idx, state.step)
-    student_state, stats = setup.unroll(loss_fn, (), state.student, batches)
+    student_state, stats = setup.unroll(loss_fn, (), state.student, data,
+                                        setup.indexed_steps(train_idx, state.step))
     nan = jnp.full((), jnp.nan, jnp.float32)
     metrics = _metrics(_mean_stats(stats), nan, nan)
     return state._replace(step=state.step + train_idx.shape[0], student=student_state), metrics
 
-  return Method(name, setup.base_state, cycle)
+  return Method(name, jax.jit(setup.base_state), cycle)
 
 
 def dlf_method(setup: Setup, teacher: dlf.DLFTeacher,
@@ -201,10 +215,11 @@ def dlf_method(setup: Setup, teacher: dlf.DLFTeacher,
         teacher_params=omega, teacher_opt_state=teacher_opt.init(omega))
 
   def cycle(state, data, train_idx, val_idx):
-    seg, plain, val_batch = setup.split_batches(data, train_idx, val_idx, state.step)
+    seg_idx, plain_idx = setup.split_indices(train_idx, state.step)
     omega = state.teacher_params
     loss_params, vjp = jax.vjp(lambda om: teacher.loss_params(om, state.features), omega)
-    hg = setup.hypergradient(dlf.dlf_loss, loss_params, state.student, seg, val_batch)
+    hg = setup.hypergradient(dlf.dlf_loss, loss_params, state.student, data, seg_idx,
+                             setup.val_batch(data, val_idx))
     (g_omega,) = vjp(hg.grads)
     ok = all_finite(g_omega) & jnp.isfinite(hg.val.loss)
     g_omega = _select(ok, g_omega, jax.tree_util.tree_map(jnp.zeros_like, g_omega))
@@ -212,7 +227,7 @@ def dlf_method(setup: Setup, teacher: dlf.DLFTeacher,
     omega = optax.apply_updates(omega, updates)
     features = _features(setup.progress(state.step), hg.train, hg.val)
     student_state, plain_stats = setup.unroll(
-        dlf.dlf_loss, teacher.loss_params(omega, features), hg.student, plain)
+        dlf.dlf_loss, teacher.loss_params(omega, features), hg.student, data, plain_idx)
     c = state.counters
     counters = c._replace(meta_updates=c.meta_updates + ok,
                           skipped_meta_updates=c.skipped_meta_updates + ~ok,
@@ -222,15 +237,17 @@ def dlf_method(setup: Setup, teacher: dlf.DLFTeacher,
                                features=features, counters=counters)
     return new_state, _metrics(_mean_stats(hg.train, plain_stats), hg.val.loss, hg.val.accuracy)
 
-  return Method("l2t_dlf", init, cycle)
+  return Method("l2t_dlf", jax.jit(init), cycle)
 
 
 def dln_method(setup: Setup, loss_init: Callable[[jax.Array], Any], loss_fn: LossFn,
-               teacher: teacher_lib.LSTMTeacher,
-               teacher_opt: optax.GradientTransformation) -> Method:
-  """L2T-DLN with any learned loss `loss_fn(phi, logits, labels)` whose `phi` starts at
-  `loss_init(rng)`; the DLN of `l2t_jax.dln` is the standard choice."""
+               teacher: teacher_lib.LSTMTeacher, teacher_opt: optax.GradientTransformation,
+               prepare: Callable[[Any], Any] | None = None) -> Method:
+  """L2T-DLN with any learned loss `loss_fn(prepare(phi), logits, labels)` whose `phi` starts at
+  `loss_init(rng)`; the DLN of `l2t_jax.dln` is the standard choice. `prepare` (default: none)
+  runs once per segment, e.g. to tabulate the DLN."""
   M = setup.teacher_every
+  prepare = prepare or (lambda phi: phi)
   use_features = teacher.num_features > 0
 
   def init(rng, sample_x):
@@ -248,9 +265,10 @@ def dln_method(setup: Setup, loss_init: Callable[[jax.Array], Any], loss_fn: Los
         memory=memory, window=window)
 
   def cycle(state, data, train_idx, val_idx):
-    seg, plain, val_batch = setup.split_batches(data, train_idx, val_idx, state.step)
+    seg_idx, plain_idx = setup.split_indices(train_idx, state.step)
     # Stage 2a: the hypergradient through the K unrolled student steps.
-    hg = setup.hypergradient(loss_fn, state.loss_params, state.student, seg, val_batch)
+    hg = setup.hypergradient(loss_fn, state.loss_params, state.student, data, seg_idx,
+                             setup.val_batch(data, val_idx), prepare)
     g_flat, unravel = ravel_pytree(hg.grads)
     ok_g = jnp.all(jnp.isfinite(g_flat)) & jnp.isfinite(hg.val.loss)
     features = _features(setup.progress(state.step), hg.train, hg.val)
@@ -289,7 +307,7 @@ def dln_method(setup: Setup, loss_init: Callable[[jax.Array], Any], loss_fn: Los
     memory = _select(apply, step.memory, state.memory)
 
     # Stage 1 goes on: the rest of the cycle trains the student on the updated DLN.
-    student_state, plain_stats = setup.unroll(loss_fn, phi, hg.student, plain)
+    student_state, plain_stats = setup.unroll(loss_fn, prepare(phi), hg.student, data, plain_idx)
     c = state.counters
     counters = Counters(
         meta_updates=c.meta_updates + apply,
@@ -302,7 +320,7 @@ def dln_method(setup: Setup, loss_init: Callable[[jax.Array], Any], loss_fn: Los
         features=features, counters=counters)
     return new_state, _metrics(_mean_stats(hg.train, plain_stats), hg.val.loss, hg.val.accuracy)
 
-  return Method("l2t_dln", init, cycle)
+  return Method("l2t_dln", jax.jit(init), cycle)
 
 
 def make_teacher(cfg: ml_collections.ConfigDict) -> teacher_lib.LSTMTeacher:
@@ -327,9 +345,11 @@ def build_method(config: ml_collections.ConfigDict, student: Student,
       remat=config.meta.remat, axis_name=axis_name, augment=augment, seed=config.seed)
   if config.method == "l2t_dln":
     dln = dln_lib.make_dln(config.dln)
-    return dln_method(setup, dln.init, dln.loss, make_teacher(config.teacher),
-                      optim.teacher_optimizer(config.teacher.learning_rate,
-                                              config.teacher.grad_clip))
+    teacher_opt = optim.teacher_optimizer(config.teacher.learning_rate, config.teacher.grad_clip)
+    if config.dln.table_size:
+      return dln_method(setup, dln.init, dln_table.table_loss, make_teacher(config.teacher),
+                        teacher_opt, lambda phi: dln_table.make_table(dln, phi, config.dln.table_size))
+    return dln_method(setup, dln.init, dln.loss, make_teacher(config.teacher), teacher_opt)
   if config.method == "l2t_dlf":
     teacher = dlf.DLFTeacher(dlf.DLFNetwork(tuple(config.dlf.hidden), num_classes), NUM_FEATURES)
     return dlf_method(setup, teacher,

@@ -61,14 +61,15 @@ class Run(NamedTuple):
   parallel: parallel_lib.DataParallel
 
 
-def build_run(config: ml_collections.ConfigDict) -> Run:
+def build_run(config: ml_collections.ConfigDict, dataset: Dataset | None = None) -> Run:
+  """Validates `config` and builds its run; `dataset` replaces the one the config names."""
   config = config_lib.validate(config)
   parallel_lib.initialize(config.parallel)
   try:
     dp = parallel_lib.DataParallel(parallel_lib.select_devices(config.parallel))
   except ValueError as e:
     raise config_lib.ConfigError(str(e)) from e
-  dataset = load_dataset(config)
+  dataset = dataset if dataset is not None else load_dataset(config)
   student = build_student(config.student, dataset.num_classes, dp.axis_name)
   optimizer = student_optimizer(config.optim, config.train.steps)
   method = build_method(config, student, optimizer, dataset.num_classes, dp.axis_name)
@@ -92,6 +93,17 @@ def build_run(config: ml_collections.ConfigDict) -> Run:
     raise config_lib.ConfigError("; ".join(problems))
   evaluate = make_evaluator(student, config.train.eval_batch_size)
   return Run(config, dataset, method, evaluate, val_batch_size, dp)
+
+
+def data_arrays(dataset: Dataset) -> dict:
+  """The training and validation splits, keyed as the cycle functions take them."""
+  return {"train_x": dataset.train.x, "train_y": dataset.train.y,
+          "val_x": dataset.val.x, "val_y": dataset.val.y}
+
+
+def device_data(dataset: Dataset) -> dict:
+  """The training and validation splits on the (default) device."""
+  return jax.device_put(data_arrays(dataset))
 
 
 def _fmt(x: float, spec: str = ".4f") -> str:
@@ -141,11 +153,14 @@ def _skip_warnings(counters: dict, seen: dict, since_step: int) -> list[str]:
 
 
 def train(config: ml_collections.ConfigDict, workdir: str | None = None,
-          log: Callable[[str], Any] = print) -> TrainResult:
+          log: Callable[[str], Any] = print, dataset: Dataset | None = None) -> TrainResult:
   """Runs `config` to the end (resuming from `workdir`'s checkpoint if it has one); returns the
-  summary, the final state and the method. Raises `Interrupted` after a SIGTERM."""
+  summary, the final state and the method. Raises `Interrupted` after a SIGTERM.
+
+  `dataset` (optional) trains on your own splits instead of the dataset the config names.
+  """
   wall0 = time.time()
-  run = build_run(config)
+  run = build_run(config, dataset)
   cfg, ds, dp = run.config, run.dataset, run.parallel
   interval, steps = cfg.meta.interval, cfg.train.steps
   if jax.process_index() != 0:
@@ -157,7 +172,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | None = None,
   resuming = ckpt is not None and ckpt.latest_step() is not None
   if resuming:
     checkpoint_lib.check_same_run(workdir, cfg)
-  state = jax.jit(run.method.init)(jax.random.PRNGKey(cfg.seed), jnp.asarray(ds.train.x[:1]))
+  state = run.method.init(jax.random.PRNGKey(cfg.seed), jnp.asarray(ds.train.x[:1]))
   resumed = None
   if resuming:
     state, resumed = ckpt.restore(state)
@@ -166,8 +181,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | None = None,
     write_json_atomic(os.path.join(files, "config.json"), json.loads(cfg.to_json()))
   writer = MetricsWriter(files, resume_at=resumed["metrics_bytes"] if resumed else None)
   state = dp.replicate(state)
-  data = dp.replicate({"train_x": ds.train.x, "train_y": ds.train.y,
-                       "val_x": ds.val.x, "val_y": ds.val.y})
+  data = dp.replicate(data_arrays(ds))
   cycle = dp.compile_cycle(run.method.cycle)
 
   log(f"l2t_jax: {cfg.method} on {ds.name} ({cfg.student.name}), seed {cfg.seed}, {steps} student "
@@ -222,7 +236,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | None = None,
           t_after_first = time.time()
         last = step == steps
         if step // cfg.train.log_every > first // cfg.train.log_every or last:
-          means = to_python(jax.tree_util.tree_map(lambda *xs: jnp.stack(xs).mean(), *since_log))
+          fetched = jax.device_get(since_log)  # the only wait on the device in a logging period
+          means = to_python(jax.tree_util.tree_map(lambda *xs: np.mean(xs), *fetched))
           counters = to_python(dp.local(state.counters)._asdict())
           now = time.time()
           record = {"kind": "train", "step": step, **means._asdict(), **counters,

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import optax
 
 from l2t_jax import losses
+from l2t_jax.config import REMAT_POLICIES
 from l2t_jax.students import Student
 
 LossFn = Callable[[Any, jax.Array, jax.Array], jax.Array]
@@ -72,17 +73,62 @@ def student_step(student: Student, optimizer: optax.GradientTransformation, loss
   return StudentState(params, model_state, opt_state), stats
 
 
+def _identity(x):
+  return x
+
+
+def _remat_scan(body, carry, xs, length: int, policy: str):
+  """`lax.scan(body, carry, xs)` with the memory of its reverse pass bounded by `policy`:
+
+  none: every intermediate of every step is kept (fastest, memory grows with K);
+  step: each step is recomputed in the reverse pass, only the carries are kept (O(K) carries);
+  dots: each step keeps only its matrix-product outputs (between the two);
+  sqrt: blocks of about sqrt(K) steps are recomputed from their first carry, and inside a block
+        each step from its own carry (O(sqrt K) carries, about one extra forward pass).
+  """
+  if policy == "none" or length == 0:
+    return jax.lax.scan(body, carry, xs, length=length)
+  if policy == "step":
+    return jax.lax.scan(jax.checkpoint(body), carry, xs, length=length)
+  if policy == "dots":
+    saveable = jax.checkpoint_policies.dots_with_no_batch_dims_saveable
+    return jax.lax.scan(jax.checkpoint(body, policy=saveable), carry, xs, length=length)
+  if policy != "sqrt":
+    raise ValueError(f"meta.remat='{policy}' is not one of {REMAT_POLICIES}")
+  block = max(1, int(round(length ** 0.5)))
+  blocks, tail = divmod(length, block)
+  step = jax.checkpoint(body)
+
+  @jax.checkpoint
+  def run_block(c, block_xs):
+    return jax.lax.scan(step, c, block_xs, length=block)
+
+  head = jax.tree_util.tree_map(lambda x: x[:blocks * block].reshape((blocks, block) + x.shape[1:]), xs)
+  carry, ys = jax.lax.scan(run_block, carry, head, length=blocks)
+  ys = jax.tree_util.tree_map(lambda y: y.reshape((blocks * block,) + y.shape[2:]), ys)
+  if tail:
+    rest = jax.tree_util.tree_map(lambda x: x[blocks * block:], xs)
+    carry, ys_tail = jax.lax.scan(step, carry, rest, length=tail)
+    ys = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), ys, ys_tail)
+  return carry, ys
+
+
 def unroll(student: Student, optimizer: optax.GradientTransformation, loss_fn: LossFn,
-           loss_params: Any, state: StudentState, batches: dict,
-           remat: bool = False, axis_name: str | None = None) -> tuple[StudentState, StepStats]:
-  """Runs one student step per leading entry of `batches`; stats are stacked over steps."""
+           loss_params: Any, state: StudentState, batches: Any, remat: str = "none",
+           fetch: Callable[[Any], dict] | None = None,
+           axis_name: str | None = None) -> tuple[StudentState, StepStats]:
+  """Runs one student step per leading entry of `batches`; stats are stacked over steps.
 
-  def body(carry, batch):
-    return student_step(student, optimizer, loss_fn, loss_params, carry, batch, axis_name)
+  `fetch` (optional) makes each step's batch from its entry inside the scan, e.g. a gather from
+  indices, so that K batches never exist at once and the reverse pass keeps only the indices.
+  """
+  fetch = fetch or _identity
 
-  if remat:
-    body = jax.checkpoint(body)
-  return jax.lax.scan(body, state, batches)
+  def body(carry, xs):
+    return student_step(student, optimizer, loss_fn, loss_params, carry, fetch(xs), axis_name)
+
+  length = jax.tree_util.tree_leaves(batches)[0].shape[0]
+  return _remat_scan(body, state, batches, length, remat)
 
 
 def validate_student(student: Student, state: StudentState, val_fn: ValFn,
@@ -99,10 +145,15 @@ class Hypergradient(NamedTuple):
 
 
 def hypergradient(student: Student, optimizer: optax.GradientTransformation, loss_fn: LossFn,
-                  val_fn: ValFn, loss_params: Any, state: StudentState, batches: dict,
-                  val_batch: dict, remat: bool = False,
+                  val_fn: ValFn, loss_params: Any, state: StudentState, batches: Any,
+                  val_batch: dict, remat: str = "none",
+                  fetch: Callable[[Any], dict] | None = None,
+                  prepare: Callable[[Any], Any] | None = None,
                   axis_name: str | None = None) -> Hypergradient:
   """The validation loss after a K-step segment and its gradient w.r.t. `loss_params`.
+
+  `prepare` (optional) maps `loss_params` once per segment to what `loss_fn` takes (e.g. the DLN
+  tabulated: `dln_table.make_table`); the gradient flows through it.
 
   Data-parallel, each device differentiates the validation loss of its slice of `val_batch`
   (the collectives inside the segment carry every device's contribution back through the others);
@@ -110,7 +161,9 @@ def hypergradient(student: Student, optimizer: optax.GradientTransformation, los
   """
 
   def objective(lp):
-    new_state, stats = unroll(student, optimizer, loss_fn, lp, state, batches, remat, axis_name)
+    prepared = prepare(lp) if prepare else lp
+    new_state, stats = unroll(student, optimizer, loss_fn, prepared, state, batches, remat, fetch,
+                              axis_name)
     val = validate_student(student, new_state, val_fn, val_batch)
     return val.loss, (val.accuracy, new_state, stats)
 

@@ -15,6 +15,7 @@ from jax.flatten_util import ravel_pytree
 
 from l2t_jax import losses
 from l2t_jax.dln import DLN, ItemNetwork
+from l2t_jax.dln_table import make_table, table_loss
 from l2t_jax.students import from_linen
 from l2t_jax.students.mlp import MLP
 from l2t_jax.teacher import LSTMTeacher
@@ -58,15 +59,26 @@ def val_after_segment(p, phi, state):
   return validate_student(p["student"], new_state, losses.cross_entropy, p["val"]).loss
 
 
-def test_dln_hypergradient_equals_central_finite_difference(problem):
+@pytest.mark.parametrize("tabulated", [False, True])
+def test_dln_hypergradient_equals_central_finite_difference(problem, tabulated):
   p = problem
   with jax.enable_x64(True):
-    hg = hypergradient(p["student"], p["optimizer"], p["dln"].loss, losses.cross_entropy,
-                       p["phi"], p["state"], p["batches"], p["val"])
+    if tabulated:  # the DLN tabulated once per segment: the gradient flows through the table
+      loss_fn, prepare = table_loss, lambda phi: make_table(p["dln"], phi, 64)
+    else:
+      loss_fn, prepare = p["dln"].loss, lambda phi: phi
+    hg = hypergradient(p["student"], p["optimizer"], loss_fn, losses.cross_entropy,
+                       p["phi"], p["state"], p["batches"], p["val"], prepare=prepare)
     g, unravel = ravel_pytree(hg.grads)
     flat = ravel_pytree(p["phi"])[0]
     assert g.dtype == jnp.float64 and jnp.all(jnp.isfinite(g))
-    f = jax.jit(lambda v: val_after_segment(p, unravel(v), p["state"]))
+
+    def val_loss(v):
+      new_state, _ = unroll(p["student"], p["optimizer"], loss_fn, prepare(unravel(v)),
+                            p["state"], p["batches"])
+      return validate_student(p["student"], new_state, losses.cross_entropy, p["val"]).loss
+
+    f = jax.jit(val_loss)
     fd = np.array([(f(flat.at[i].add(EPS)) - f(flat.at[i].add(-EPS))) / (2 * EPS)
                    for i in range(flat.size)])
     np.testing.assert_allclose(np.asarray(g), fd, rtol=1e-5, atol=1e-8)
@@ -120,3 +132,17 @@ def test_teacher_gradient_equals_central_finite_difference(problem, num_features
                    for i in range(theta_flat.size)])
     np.testing.assert_allclose(np.asarray(g), fd, rtol=1e-5, atol=1e-9)
     assert np.abs(fd).max() > 1e-5
+
+
+@pytest.mark.parametrize("policy", ["step", "dots", "sqrt"])
+def test_rematerialisation_does_not_change_the_hypergradient(problem, policy):
+  p = problem
+  with jax.enable_x64(True):
+    # 7 steps: sqrt remat runs 2 blocks of 3 and a tail of 1.
+    batches = jax.tree_util.tree_map(lambda x: jnp.concatenate([x, x[:3]]), p["batches"])
+    ref, got = (hypergradient(p["student"], p["optimizer"], p["dln"].loss, losses.cross_entropy,
+                              p["phi"], p["state"], batches, p["val"], remat=r)
+                for r in ("none", policy))
+    for a, b in zip(jax.tree_util.tree_leaves(ref), jax.tree_util.tree_leaves(got)):
+      np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    assert ref.train.loss.shape == (7,)

@@ -1,0 +1,259 @@
+"""Speed and memory of meta-training against plain training, measured in one process.
+
+For each student: per-student-step time of CE, of L2T-DLN with the config's schedule (`default`),
+and of the synchronous meta-segment (every segment differentiated: interval = K); compile time;
+and the peak memory of the differentiated cycle against K, for each rematerialisation policy.
+Times are medians over interleaved repeats after warm-up; ratios compare times from this run only.
+
+  python benchmarks/speed.py --out out/speed                 # MNIST-1D MLP and CNN on this machine
+  python benchmarks/speed.py --out out/speed_gpu --students resnet8   # synthetic CIFAR-shaped data
+
+Peak memory is the compiled program's own account (`memory_analysis()`: arguments + outputs +
+temporaries - donated aliases), the same number on every backend.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from l2t_jax.config import default_config  # noqa: E402
+from l2t_jax.data import Dataset, Split, load_dataset  # noqa: E402
+from l2t_jax.data.sampler import TRAIN_STREAM, VAL_STREAM, batch_indices  # noqa: E402
+from l2t_jax.train import build_run, device_data  # noqa: E402
+
+CONFIGS = {"mlp": "mnist1d_mlp", "cnn1d": "mnist1d_cnn"}
+
+
+def student_config(name: str):
+  if name in CONFIGS:
+    module = __import__(f"configs.{CONFIGS[name]}", fromlist=["get_config"])
+    return module.get_config()
+  config = default_config()  # e.g. resnet8 on synthetic CIFAR-shaped data
+  config.student.name = name
+  return config
+
+
+def synthetic_dataset(input_shape, num_classes: int, n_train: int, n_val: int, seed: int = 0) -> Dataset:
+  rng = np.random.default_rng(seed)
+
+  def split(n):
+    return Split(rng.normal(size=(n,) + tuple(input_shape)).astype(np.float32),
+                 rng.integers(0, num_classes, n).astype(np.int32))
+
+  return Dataset("synthetic", split(n_train), split(n_val), split(n_val), num_classes)
+
+
+class Subject:
+  """One method under one schedule: its jitted cycle, compiled ahead of time, ready to time."""
+
+  def __init__(self, config, dataset: Dataset, cycles: int):
+    self.run = build_run(config, dataset)
+    self.interval = config.meta.interval
+    ds = self.run.dataset
+    self.data = device_data(ds)
+    vb = self.run.val_batch_size
+    self.train_idx = [jnp.asarray(batch_indices(0, TRAIN_STREAM, len(ds.train), config.train.batch_size,
+                                                c * self.interval, self.interval)) for c in range(cycles)]
+    self.val_idx = [jnp.asarray(batch_indices(0, VAL_STREAM, len(ds.val), vb, c, 1)[0])
+                    for c in range(cycles)]
+    self.state = self.run.method.init(jax.random.PRNGKey(0), jnp.asarray(ds.train.x[:1]))
+    t0 = time.perf_counter()
+    self.cycle = jax.jit(self.run.method.cycle, donate_argnums=(0,)).lower(
+        self.state, self.data, self.train_idx[0], self.val_idx[0]).compile()
+    self.compile_seconds = time.perf_counter() - t0
+    self.memory = memory_bytes(self.cycle)
+
+  def time_per_step(self) -> float:
+    """Seconds per student step over one pass through the prepared cycles."""
+    jax.block_until_ready(self.state)
+    t0 = time.perf_counter()
+    for t, v in zip(self.train_idx, self.val_idx):
+      self.state, _ = self.cycle(self.state, self.data, t, v)
+    jax.block_until_ready(self.state)
+    return (time.perf_counter() - t0) / (len(self.train_idx) * self.interval)
+
+
+def memory_bytes(compiled) -> dict:
+  m = compiled.memory_analysis()
+  if m is None:
+    return {}
+  peak = (m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
+          - m.alias_size_in_bytes)
+  return {"peak_bytes": int(peak), "temp_bytes": int(m.temp_size_in_bytes),
+          "argument_bytes": int(m.argument_size_in_bytes)}
+
+
+def variants(base):
+  """CE and L2T-DLN with the config's schedule, and the synchronous meta-segment."""
+  out = {}
+  for name, method, interval in (("ce", "ce", base.meta.interval),
+                                 ("default", "l2t_dln", base.meta.interval),
+                                 ("meta_segment", "l2t_dln", base.meta.unroll_steps)):
+    c = base.copy_and_resolve_references()
+    c.method, c.meta.interval = method, interval
+    out[name] = c
+  return out
+
+
+def measure_student(name: str, dataset: Dataset | None, repeats: int, steps_per_repeat: int,
+                    ks: list[int], policies: list[str], log) -> dict:
+  base = student_config(name)
+  base.train.batch_size = 128
+  if dataset is None:
+    dataset = load_dataset(base)
+  subjects = {}
+  for key, config in variants(base).items():
+    cycles = max(1, steps_per_repeat // config.meta.interval)
+    config.train.steps = config.meta.interval * cycles * (repeats + 2)
+    subjects[key] = Subject(config, dataset, cycles)
+    log(f"  [{name}] {key}: compiled in {subjects[key].compile_seconds:.2f} s")
+  times = {key: [] for key in subjects}
+  for s in subjects.values():
+    s.time_per_step()  # warm-up
+  for _ in range(repeats):  # interleaved, so that machine load affects every method alike
+    for key, s in subjects.items():
+      times[key].append(s.time_per_step())
+  median = {key: statistics.median(v) for key, v in times.items()}
+  result = {
+      "batch_size": base.train.batch_size, "unroll_steps": base.meta.unroll_steps,
+      "interval": base.meta.interval, "teacher_every": base.meta.teacher_every,
+      "us_per_step": {k: v * 1e6 for k, v in median.items()},
+      "us_per_step_all": {k: [x * 1e6 for x in v] for k, v in times.items()},
+      "ratio_meta_segment_vs_ce": median["meta_segment"] / median["ce"],
+      "ratio_default_vs_ce": median["default"] / median["ce"],
+      "compile_seconds": {k: s.compile_seconds for k, s in subjects.items()},
+      "memory_bytes": {k: s.memory for k, s in subjects.items()},
+  }
+  rows = []
+  for policy in policies:
+    for k in ks:
+      config = base.copy_and_resolve_references()
+      config.meta.unroll_steps = config.meta.interval = k
+      config.meta.remat = policy
+      config.train.steps = k
+      run = build_run(config, dataset)
+      state = run.method.init(jax.random.PRNGKey(0), jnp.asarray(dataset.train.x[:1]))
+      idx = jnp.zeros((k, config.train.batch_size), jnp.int32)
+      vidx = jnp.zeros((run.val_batch_size,), jnp.int32)
+      t0 = time.perf_counter()
+      compiled = jax.jit(run.method.cycle, donate_argnums=(0,)).lower(
+          state, device_data(dataset), idx, vidx).compile()
+      rows.append({"K": k, "remat": policy, **memory_bytes(compiled),
+                   "compile_seconds": time.perf_counter() - t0})
+      log(f"  [{name}] memory K={k} remat={policy}: {rows[-1].get('peak_bytes', 0) / 2**20:.1f} MiB")
+  result["memory_vs_K"] = rows
+  for policy in policies:
+    by_k = {r["K"]: r.get("peak_bytes") for r in rows if r["remat"] == policy}
+    if by_k.get(min(ks)):
+      result.setdefault("memory_ratio_maxK_vs_minK", {})[policy] = by_k[max(ks)] / by_k[min(ks)]
+  return result
+
+
+def table(results: dict) -> str:
+  lines = ["| student | CE µs/step | L2T-DLN default µs/step | meta-segment µs/step | "
+           "default / CE | meta-segment / CE | compile (default) s |",
+           "|---|---|---|---|---|---|---|"]
+  for name, r in results.items():
+    u = r["us_per_step"]
+    lines.append(f"| {name} | {u['ce']:.0f} | {u['default']:.0f} | {u['meta_segment']:.0f} | "
+                 f"{r['ratio_default_vs_ce']:.2f} | {r['ratio_meta_segment_vs_ce']:.2f} | "
+                 f"{r['compile_seconds']['default']:.1f} |")
+  lines += ["", "| student | K | " + " | ".join(
+      f"peak MiB ({p})" for p in _policies(results)) + " |",
+            "|---|---|" + "---|" * len(_policies(results))]
+  for name, r in results.items():
+    for k in sorted({row["K"] for row in r["memory_vs_K"]}):
+      cells = [f"{row['peak_bytes'] / 2**20:.2f}" if "peak_bytes" in row else "n/a"
+               for p in _policies(results) for row in r["memory_vs_K"]
+               if row["K"] == k and row["remat"] == p]
+      lines.append(f"| {name} | {k} | " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def _policies(results):
+  first = next(iter(results.values()))
+  return list(dict.fromkeys(row["remat"] for row in first["memory_vs_K"]))
+
+
+def plot(results: dict, path: str) -> None:
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+  names = list(results)
+  keys = ["ce", "default", "meta_segment"]
+  for i, key in enumerate(keys):
+    axes[0].bar(np.arange(len(names)) + (i - 1) * 0.27,
+                [results[n]["us_per_step"][key] for n in names], 0.27, label=key)
+  axes[0].set_xticks(range(len(names)), names)
+  axes[0].set_ylabel("µs per student step")
+  axes[0].legend()
+  axes[0].set_title("time per student step")
+  for n in names:
+    for p in _policies(results):
+      rows = [r for r in results[n]["memory_vs_K"] if r["remat"] == p and "peak_bytes" in r]
+      axes[1].plot([r["K"] for r in rows], [r["peak_bytes"] / 2**20 for r in rows], marker="o",
+                   label=f"{n}, remat={p}")
+  axes[1].set_xscale("log")
+  axes[1].set_xlabel("K (differentiated student steps)")
+  axes[1].set_ylabel("peak memory of the cycle (MiB)")
+  axes[1].legend(fontsize=7)
+  axes[1].set_title("memory against K")
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+
+
+def main(argv=None) -> dict:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--out", required=True)
+  parser.add_argument("--students", default=None,
+                      help="comma-separated; default: mlp,cnn1d (and resnet8 when a GPU is present)")
+  parser.add_argument("--repeats", type=int, default=7)
+  parser.add_argument("--steps_per_repeat", type=int, default=1000)
+  parser.add_argument("--ks", default="10,50,200")
+  parser.add_argument("--remat", default="none,sqrt", help="comma-separated remat policies")
+  args = parser.parse_args(argv)
+  gpu = jax.devices()[0].platform == "gpu"
+  students = (args.students.split(",") if args.students
+              else ["mlp", "cnn1d"] + (["resnet8"] if gpu else []))
+  os.makedirs(args.out, exist_ok=True)
+  log = lambda m: print(m, flush=True)
+  log(f"device: {jax.devices()[0].device_kind} ({jax.devices()[0].platform})")
+  results = {}
+  for name in students:
+    dataset = None
+    if name not in CONFIGS:
+      dataset = synthetic_dataset((32, 32, 3), 10, n_train=10_000, n_val=1000)
+    results[name] = measure_student(name, dataset, args.repeats, args.steps_per_repeat,
+                                    [int(k) for k in args.ks.split(",")], args.remat.split(","), log)
+  primary = results[students[0]]
+  out = {
+      "device": jax.devices()[0].device_kind, "platform": jax.devices()[0].platform,
+      "primary_student": students[0],
+      "ratio_meta_segment_vs_ce": primary["ratio_meta_segment_vs_ce"],
+      "ratio_default_vs_ce": primary["ratio_default_vs_ce"],
+      "compile_seconds": primary["compile_seconds"]["default"],
+      "students": results,
+  }
+  with open(os.path.join(args.out, "speed.json"), "w") as f:
+    json.dump(out, f, indent=2)
+  plot(results, os.path.join(args.out, "speed.png"))
+  print(table(results))
+  print(f"\nwrote {args.out}/speed.json and {args.out}/speed.png")
+  return out
+
+
+if __name__ == "__main__":
+  main()

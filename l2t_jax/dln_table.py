@@ -1,0 +1,111 @@
+"""The DLN as a table: evaluated once per segment on a grid, interpolated for every item.
+
+Each 1-vs-1 item's value depends on its own `(p_c, y_c)` only, so for a fixed `phi` the DLN is
+two functions of one variable (one for `y_c = 1`, one for `y_c = 0`). Within a segment `phi` does
+not change, so instead of running the item network on all `batch * classes` items at every student
+step (and twice more in the reverse pass), we tabulate it once on a grid of the item's logit
+`t = log(p / (1 - p))` and interpolate with cubic Hermite splines (values and slopes at the knots,
+C1 in `t`). The cross-entropy skip path `skip * (-y log p)` stays exact; only the residual network
+is tabulated, so at initialisation the tabulated DLN is cross-entropy exactly. Outside the grid the
+residual continues linearly with the network's own slope there (the network's inputs are clipped,
+so it is flat out there). The table is a differentiable function of `phi`, so hypergradients flow
+through it into `phi`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from l2t_jax.dln import DLN, LOG_P_CAP, Params
+
+
+class DLNTable(NamedTuple):
+  """Cubic pieces of the residual: row `y * (G + 1) + k` holds the coefficients of piece k for
+  target y, in powers of the position inside the piece (in grid steps). Piece 0 continues below the
+  grid, pieces 1..G-1 are the Hermite cubics between knots, piece G continues above it."""
+  coefficients: jax.Array  # (2 * (G + 1), 4)
+  skip: jax.Array  # weight of the exact cross-entropy path
+  t_lo: float  # the grid spans t in [t_lo, t_hi]: the logits where the network's inputs are
+  t_hi: float  # clipped (log p = -log_clip) and capped (log p = dln.LOG_P_CAP): its kinks
+  size: int  # G knots
+
+
+def item_logit(logits: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """`(log p_c, t_c)` with `t_c = log p_c - log(1 - p_c)`, accurate for p_c near 0 and near 1.
+
+  With `e_c = exp(z_c - max z)` and `R` the sum of `e_c` over all classes but the top one:
+  `p_c = e_c / (1 + R)`, so `t_top = -log R` and `t_c = log e_c - log1p(R - e_c)` otherwise, with no
+  cancellation anywhere.
+  """
+  top = jax.nn.one_hot(jnp.argmax(logits, -1), logits.shape[-1], dtype=bool)
+  shifted = logits - jax.lax.stop_gradient(logits.max(-1, keepdims=True))
+  e = jnp.exp(shifted)
+  rest = jnp.where(top, 0.0, e).sum(-1, keepdims=True)
+  # exp(shifted_top) - 1: zero in value, but it carries the top logit's gradient.
+  top_excess = jnp.where(top, jnp.expm1(shifted), 0.0).sum(-1, keepdims=True)
+  log_p = shifted - jnp.log1p(rest + top_excess)
+  tiny = jnp.finfo(logits.dtype).tiny  # all other classes underflowed: t stays finite
+  t = jnp.where(top, shifted - jnp.log(jnp.maximum(rest, tiny)),
+                shifted - jnp.log1p(top_excess + rest - jnp.where(top, 0.0, e)))
+  return log_p, t
+
+
+def _logit_of_log_p(log_p: float) -> float:
+  return log_p - math.log(-math.expm1(log_p))
+
+
+def grid_bounds(dln: DLN) -> tuple[float, float]:
+  """The item logits at which the network's clipped inputs stop changing."""
+  return (_logit_of_log_p(-dln.network.log_clip), _logit_of_log_p(LOG_P_CAP))
+
+
+def make_table(dln: DLN, phi: Params, size: int) -> DLNTable:
+  """Tabulates the residual of `dln` (item value minus the exact skip path) at `size` knots."""
+  skip = phi["skip"]
+  t_lo, t_hi = grid_bounds(dln)
+  h = (t_hi - t_lo) / (size - 1)
+
+  def residual(t, y):
+    log_p = jax.nn.log_sigmoid(t)
+    return dln.network.apply({"params": phi}, log_p, y) - skip * (-y * log_p)
+
+  def value_and_step_slope(t, y):  # slope per grid step
+    return jax.jvp(lambda s: residual(s, y), (t,), (jnp.full_like(t, h),))
+
+  ys = jnp.array([0.0, 1.0])[:, None]
+  grid = jnp.linspace(t_lo, t_hi, size)
+  v, d = value_and_step_slope(jnp.broadcast_to(grid, (2, size)), jnp.broadcast_to(ys, (2, size)))
+  beyond = jnp.array([t_lo - 1.0, t_hi + 1.0])
+  _, d_tail = value_and_step_slope(jnp.broadcast_to(beyond, (2, 2)), jnp.broadcast_to(ys, (2, 2)))
+  v0, v1, d0, d1 = v[:, :-1], v[:, 1:], d[:, :-1], d[:, 1:]
+  cubic = jnp.stack([v0, d0, 3 * (v1 - v0) - 2 * d0 - d1, 2 * (v0 - v1) + d0 + d1], -1)
+  zeros = jnp.zeros((2, 1))
+  below = jnp.stack([v[:, :1], d_tail[:, :1], zeros, zeros], -1)
+  above = jnp.stack([v[:, -1:], d_tail[:, 1:], zeros, zeros], -1)
+  coefficients = jnp.concatenate([below, cubic, above], axis=1).reshape(2 * (size + 1), 4)
+  return DLNTable(coefficients, skip, t_lo, t_hi, size)
+
+
+def table_item_values(table: DLNTable, logits: jax.Array, labels: jax.Array) -> jax.Array:
+  if labels.shape != logits.shape[:-1]:
+    raise ValueError(f"labels shaped {labels.shape} do not fit logits shaped {logits.shape}: "
+                     "expected integer labels with the logits' leading shape")
+  y = jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype)
+  log_p, t = item_logit(logits)
+  g = table.size
+  u = (t - table.t_lo) * ((g - 1) / (table.t_hi - table.t_lo))
+  knot = jnp.clip(jnp.floor(jax.lax.stop_gradient(u)), -1, g - 1)
+  s = u - jnp.maximum(knot, 0)
+  row = (y.astype(jnp.int32) * (g + 1) + knot.astype(jnp.int32) + 1)
+  c = table.coefficients.at[row].get(mode="promise_in_bounds")
+  residual = c[..., 0] + s * (c[..., 1] + s * (c[..., 2] + s * c[..., 3]))
+  return table.skip * (-y * log_p) + residual
+
+
+def table_loss(table: DLNTable, logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """The tabulated DLN loss: mean over samples of the sum over classes."""
+  return table_item_values(table, logits, labels).sum(-1).mean()
