@@ -1,6 +1,6 @@
 """Training throughput of CE and L2T-DLN with CIFAR ResNets, on synthetic CIFAR-shaped data.
 
-  python benchmarks/gpu_throughput.py --out=gpu_throughput.json     # one GPU, about 5 minutes
+  python benchmarks/gpu_throughput.py --out=gpu_throughput.json     # one GPU, < 8 minutes
   python benchmarks/gpu_throughput.py --smoke                       # CPU, seconds
 
 Needs no download: the data are random 32x32x3 images with random labels (throughput does not
