@@ -58,3 +58,18 @@ def test_config_compiles_and_runs_on_mock_data(name):
   assert s["student_steps"] == 4 and s["meta_updates"] == 2 and s["teacher_updates"] == 1
   assert s["skipped_meta_updates"] == 0 and np.isfinite(s["final_train_ce"])
   assert np.isfinite(s["test_loss"])
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("student.depth", 21, "student.depth=21: a CIFAR ResNet has depth 6n+2"),
+    ("data.name", "mnist1d", "student.name='resnet' needs images"),
+    ("checkpoint.every", 2005, "checkpoint.every=2005 must be 0 (no checkpoints) or a positive "
+                               "multiple of meta.interval=10"),
+])
+def test_impossible_paper_settings_are_refused(key, value, message):
+  from l2t_jax.config import ConfigError
+  config = load_config("cifar10_resnet20")
+  group, leaf = key.split(".")
+  config[group][leaf] = value
+  with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    validate(config)

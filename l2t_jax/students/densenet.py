@@ -12,7 +12,7 @@ from typing import Callable
 import flax.linen as nn
 import jax.numpy as jnp
 
-from l2t_jax.students.layers import batch_norm, conv
+from l2t_jax.students.layers import batch_norm, conv, units_per_stage
 
 BLOCKS = 3
 BOTTLENECK_WIDTH = 4  # the 1x1 convolution of a layer has 4k maps
@@ -20,10 +20,7 @@ COMPRESSION = 0.5  # a transition keeps half the maps (the "C" of BC)
 
 
 def depth_to_layers(depth: int) -> int:
-  if depth < 10 or (depth - 4) % 6:
-    raise ValueError(f"student.depth={depth}: a DenseNet-BC has depth 6n+4 with n >= 1 "
-                     "(40, 100, 190, 250, ...)")
-  return (depth - 4) // 6
+  return units_per_stage(depth, 4, "DenseNet-BC", "40, 100, 190, 250")
 
 
 class DenseLayer(nn.Module):

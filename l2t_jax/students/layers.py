@@ -27,3 +27,12 @@ def batch_norm(train: bool, momentum: float, epsilon: float,
   """A BatchNorm factory bound to the mode (train: batch statistics; eval: running averages)."""
   return functools.partial(nn.BatchNorm, use_running_average=not train, momentum=momentum,
                            epsilon=epsilon, axis_name=axis_name if train else None)
+
+
+def units_per_stage(depth: int, extra_layers: int, family: str, examples: str) -> int:
+  """The n of a three-stage CIFAR network of depth 6n + `extra_layers` (n >= 1), or a ValueError
+  that names the valid depths."""
+  if depth < 6 + extra_layers or (depth - extra_layers) % 6:
+    raise ValueError(f"student.depth={depth}: a {family} has depth 6n+{extra_layers} with n >= 1 "
+                     f"({examples}, ...)")
+  return (depth - extra_layers) // 6

@@ -13,16 +13,13 @@ from typing import Callable
 import flax.linen as nn
 import jax.numpy as jnp
 
-from l2t_jax.students.layers import batch_norm, conv
+from l2t_jax.students.layers import batch_norm, conv, units_per_stage
 
 STAGE_FEATURES = (16, 32, 64)
 
 
 def depth_to_blocks(depth: int) -> int:
-  if depth < 8 or (depth - 2) % 6:
-    raise ValueError(f"student.depth={depth}: a CIFAR ResNet has depth 6n+2 with n >= 1 "
-                     "(8, 14, 20, 32, 44, 56, 110, ...)")
-  return (depth - 2) // 6
+  return units_per_stage(depth, 2, "CIFAR ResNet", "8, 14, 20, 32, 44, 56, 110")
 
 
 class BasicBlock(nn.Module):

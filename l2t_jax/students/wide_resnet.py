@@ -10,16 +10,13 @@ from typing import Callable
 
 import flax.linen as nn
 
-from l2t_jax.students.layers import batch_norm, conv
+from l2t_jax.students.layers import batch_norm, conv, units_per_stage
 
 STAGE_FEATURES = (16, 32, 64)
 
 
 def depth_to_blocks(depth: int) -> int:
-  if depth < 10 or (depth - 4) % 6:
-    raise ValueError(f"student.depth={depth}: a wide ResNet has depth 6n+4 with n >= 1 "
-                     "(10, 16, 22, 28, 40, ...)")
-  return (depth - 4) // 6
+  return units_per_stage(depth, 4, "wide ResNet", "10, 16, 22, 28, 40")
 
 
 class WideBlock(nn.Module):
