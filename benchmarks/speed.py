@@ -31,8 +31,7 @@ sys.path.insert(0, ROOT)
 from l2t_jax import loop, losses, optim  # noqa: E402
 from l2t_jax.config import default_config  # noqa: E402
 from l2t_jax.data import Dataset, Split, load_dataset  # noqa: E402
-from l2t_jax.data.sampler import TRAIN_STREAM, VAL_STREAM, batch_indices  # noqa: E402
-from l2t_jax.train import build_run, device_data  # noqa: E402
+from l2t_jax.train import build_run, cycle_indices, device_data  # noqa: E402
 
 CONFIGS = {"mlp": "mnist1d_mlp", "cnn1d": "mnist1d_cnn"}
 
@@ -66,14 +65,12 @@ class Subject:
     self.interval = config.meta.interval
     ds = self.run.dataset
     self.data = device_data(ds)
-    vb = self.run.val_batch_size
-    self.train_idx = [jnp.asarray(batch_indices(0, TRAIN_STREAM, len(ds.train), config.train.batch_size,
-                                                c * self.interval, self.interval)) for c in range(cycles)]
-    self.val_idx = [jnp.asarray(batch_indices(0, VAL_STREAM, len(ds.val), vb, c, 1)[0])
-                    for c in range(cycles)]
+    indices = list(cycle_indices(self.run, 0, cycles))
+    self.train_idx = [t for t, _ in indices]
+    self.val_idx = [v for _, v in indices]
     self.state = self.run.method.init(jax.random.PRNGKey(0), jnp.asarray(ds.train.x[:1]))
     t0 = time.perf_counter()
-    self.cycle = jax.jit(self.run.method.cycle, donate_argnums=(0,)).lower(
+    self.cycle = self.run.parallel.compile_cycle(self.run.method.cycle).lower(
         self.state, self.data, self.train_idx[0], self.val_idx[0]).compile()
     self.compile_seconds = time.perf_counter() - t0
     self.memory = memory_bytes(self.cycle)
@@ -168,7 +165,7 @@ def measure_student(name: str, dataset: Dataset | None, repeats: int, steps_per_
       idx = jnp.zeros((k, config.train.batch_size), jnp.int32)
       vidx = jnp.zeros((run.val_batch_size,), jnp.int32)
       t0 = time.perf_counter()
-      compiled = jax.jit(run.method.cycle, donate_argnums=(0,)).lower(
+      compiled = run.parallel.compile_cycle(run.method.cycle).lower(
           state, device_data(dataset), idx, vidx).compile()
       rows.append({"K": k, "remat": policy, **memory_bytes(compiled),
                    "compile_seconds": time.perf_counter() - t0})

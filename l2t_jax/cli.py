@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import re
+import signal
 import sys
 
 from absl import app, flags, logging
@@ -18,7 +19,8 @@ _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Path to an experiment config file, e.g. configs/mnist1d_mlp.py; its keys can "
     "be overridden as --config.key=value.", lock_config=True)
 _WORKDIR = flags.DEFINE_string(
-    "workdir", None, "Directory for metrics.jsonl, config.json and summary.json (created).")
+    "workdir", None, "Directory for metrics.jsonl, config.json, summary.json and, with "
+    "--config.checkpoint.every=N, checkpoints (created; a run with checkpoints there resumes).")
 
 
 def _main(argv):
@@ -28,12 +30,16 @@ def _main(argv):
   if _CONFIG.value is None:
     raise app.UsageError("--config is required, e.g. --config=configs/mnist1d_mlp.py")
   logging.set_verbosity(logging.WARNING)  # keep JAX's backend probing out of the progress lines
-  from l2t_jax.train import train
+  from l2t_jax.data import DataError
+  from l2t_jax.train import Interrupted, train
   try:
     train(_CONFIG.value, workdir=_WORKDIR.value)
-  except ConfigError as e:
+  except (ConfigError, DataError) as e:
     print(f"l2t-train: {e}", file=sys.stderr)
     sys.exit(2)
+  except Interrupted as e:
+    print(f"l2t-train: {e}", file=sys.stderr)
+    sys.exit(128 + signal.SIGTERM)
 
 
 def _parse_flags(argv):

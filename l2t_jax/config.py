@@ -18,6 +18,10 @@ SCHEDULES = ("constant", "cosine", "piecewise")
 VAL_OBJECTIVES = ("ce", "smooth_error")
 REMAT_POLICIES = ("none", "step", "dots", "sqrt")  # memory policies: see unroll._remat_scan
 DLN_FEATURES = ("log_p", "y", "y_log_p", "log_1mp", "p")
+DATASETS = ("mnist1d", "mnist", "cifar10", "cifar100")
+IMAGE_DATASETS = ("mnist", "cifar10", "cifar100")
+IMAGE_STUDENTS = ("lenet5", "resnet", "wrn", "densenet")
+STUDENTS = ("mlp", "cnn1d", *IMAGE_STUDENTS)
 
 
 class ConfigError(ValueError):
@@ -36,12 +40,19 @@ def default_config() -> ml_collections.ConfigDict:
   c.data.val_size = 500  # carved from the end of the (fixed-order) training split
   c.data.label_noise = 0.0  # symmetric noise on the training split only
   c.data.use_val_for_training = False  # CE on train+val; needs a method without a validation split
+  c.data.augment = False  # images: pad, random crop and horizontal flip, on the device
+  c.data.crop_padding = 4  # pixels of zero padding before the random crop
 
   c.student = ml_collections.ConfigDict()
   c.student.name = "mlp"
   c.student.hidden = (100, 100)
   c.student.channels = (25, 25, 25)  # cnn1d
   c.student.kernel_size = 5  # cnn1d
+  c.student.depth = 20  # resnet: 6n+2 (8, 20, 32, ...); wrn and densenet: 6n+4 (28; 100)
+  c.student.widen_factor = 10  # wrn
+  c.student.growth_rate = 12  # densenet
+  c.student.bn_momentum = 0.9  # weight of the old running average in BatchNorm's update
+  c.student.bn_epsilon = 1e-5
 
   c.optim = ml_collections.ConfigDict()
   c.optim.name = "sgd"
@@ -94,6 +105,18 @@ def default_config() -> ml_collections.ConfigDict:
   c.dlf.hidden = (32,)
   c.dlf.learning_rate = 1e-4
   c.dlf.grad_clip = 1.0
+
+  c.checkpoint = ml_collections.ConfigDict()
+  c.checkpoint.every = 0  # student steps between orbax checkpoints in the workdir; 0: none. When
+  # > 0, a run also saves at its end and on SIGTERM, and resumes from the workdir's latest one.
+  c.checkpoint.keep = 2  # how many of the latest checkpoints are kept
+
+  c.parallel = ml_collections.ConfigDict()
+  c.parallel.devices = 1  # local devices the batch is split over; 0: all of them
+  c.parallel.distributed = False  # multi-host: call jax.distributed.initialize() first
+  c.parallel.coordinator_address = ""  # jax.distributed.initialize's arguments; empty / 0 / -1:
+  c.parallel.num_processes = 0  # detected from the cluster environment (SLURM, Open MPI, TPU)
+  c.parallel.process_id = -1
   return c
 
 
@@ -139,7 +162,12 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _check(p, cfg.method in METHODS, f"method='{cfg.method}' is not one of {METHODS}")
   _check(p, isinstance(cfg.seed, int) and cfg.seed >= 0, f"seed={cfg.seed} must be an int >= 0")
   d = cfg.data
+  _check(p, d.name in DATASETS, f"data.name='{d.name}' is not one of {DATASETS}")
   _check(p, d.val_size >= 0, f"data.val_size={d.val_size} must be >= 0")
+  _check(p, not d.augment or d.name in IMAGE_DATASETS,
+         f"data.augment=True needs images: data.name one of {IMAGE_DATASETS}, not '{d.name}'")
+  _check(p, isinstance(d.crop_padding, int) and d.crop_padding >= 0,
+         f"data.crop_padding={d.crop_padding} must be an int >= 0")
   _check(p, 0.0 <= d.label_noise < 1.0, f"data.label_noise={d.label_noise} must lie in [0, 1)")
   if cfg.method in META_METHODS:
     _check(p, d.val_size > 0,
@@ -147,6 +175,7 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _check(p, not d.use_val_for_training,
            "data.use_val_for_training=True leaves no validation data for "
            f"method='{cfg.method}': use it with ce, label_smoothing or focal")
+  _check_student(p, cfg)
   o = cfg.optim
   _check(p, o.name in OPTIMIZERS, f"optim.name='{o.name}' is not one of {OPTIMIZERS}")
   _check(p, o.learning_rate > 0, f"optim.learning_rate={o.learning_rate} must be > 0")
@@ -187,6 +216,36 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _check(p, _positive_ints(cfg.dlf.hidden), f"dlf.hidden={tuple(cfg.dlf.hidden)} must be positive ints")
   _check(p, 0 <= cfg.loss.label_smoothing < 1,
          f"loss.label_smoothing={cfg.loss.label_smoothing} must lie in [0, 1)")
+  ck = cfg.checkpoint
+  _check(p, isinstance(ck.every, int) and ck.every >= 0 and ck.every % m.interval == 0,
+         f"checkpoint.every={ck.every} must be 0 (no checkpoints) or a positive multiple of "
+         f"meta.interval={m.interval} (checkpoints are taken between cycles)")
+  _check(p, _positive_ints([ck.keep]), f"checkpoint.keep={ck.keep} must be a positive int")
+  pa = cfg.parallel
+  _check(p, isinstance(pa.devices, int) and pa.devices >= 0,
+         f"parallel.devices={pa.devices} must be an int >= 0 (0: all local devices)")
   if p:
     raise ConfigError("invalid config: " + "; ".join(p))
   return cfg
+
+
+def _check_student(p: list[str], cfg: ml_collections.ConfigDict) -> None:
+  s = cfg.student
+  if s.name not in STUDENTS:
+    p.append(f"student.name='{s.name}' is not one of {STUDENTS}")
+    return
+  _check(p, s.name not in IMAGE_STUDENTS or cfg.data.name in IMAGE_DATASETS,
+         f"student.name='{s.name}' needs images: data.name one of {IMAGE_DATASETS}, "
+         f"not '{cfg.data.name}'")
+  _check(p, _positive_ints([s.depth, s.widen_factor, s.growth_rate]),
+         "student.depth, student.widen_factor and student.growth_rate must be positive ints")
+  _check(p, 0 < s.bn_momentum < 1, f"student.bn_momentum={s.bn_momentum} must lie in (0, 1)")
+  _check(p, s.bn_epsilon > 0, f"student.bn_epsilon={s.bn_epsilon} must be > 0")
+  if s.name in ("resnet", "wrn", "densenet") and isinstance(s.depth, int):
+    from l2t_jax.students import densenet, resnet, wide_resnet
+    rule = {"resnet": resnet.depth_to_blocks, "wrn": wide_resnet.depth_to_blocks,
+            "densenet": densenet.depth_to_layers}[s.name]
+    try:
+      rule(s.depth)
+    except ValueError as e:
+      p.append(str(e))

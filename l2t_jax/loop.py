@@ -11,10 +11,16 @@ A cycle is `meta.interval` student steps. For L2T-DLN:
 The student's real trajectory continues from the unrolled state. L2T-DLF uses the same segment and
 hypergradient with its MLP teacher; the fixed losses (CE, label smoothing, focal) run plain steps.
 A non-finite hypergradient or teacher output skips that update, and the skip is counted.
+
+Training batches are gathered by index from the device-resident splits and, for images, augmented
+inside the scans (`Setup.fetchers`). With `Setup.axis_name` set the cycle runs data-parallel inside
+a `shard_map` (see `l2t_jax.parallel`): the averaging over devices happens in `l2t_jax.unroll`, so
+the teachers see the same hypergradients on every device.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -24,6 +30,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from l2t_jax import dlf, dln as dln_lib, dln_table, losses, optim, teacher as teacher_lib
+from l2t_jax.data import augment as augment_lib
 from l2t_jax.students import Student
 from l2t_jax.unroll import (LossFn, StepStats, StudentState, ValFn, all_finite, hypergradient,
                             init_student_state, unroll)
@@ -128,6 +135,9 @@ class Setup(NamedTuple):
   total_steps: int
   initial_features: jax.Array
   remat: str = "none"  # memory policy of the differentiated unroll (unroll.REMAT_POLICIES)
+  axis_name: str | None = None  # the device axis when the cycle runs data-parallel
+  augment: Callable[[jax.Array, jax.Array], jax.Array] | None = None  # (example keys, x) -> x
+  seed: int = 0  # keys the augmentation, with the step and the position in the global batch
 
   def base_state(self, rng, sample_x) -> TrainState:
     return TrainState(
@@ -136,19 +146,41 @@ class Setup(NamedTuple):
         loss_params=(), teacher_params=(), teacher_opt_state=(), memory=(), window=(),
         features=self.initial_features, counters=_zero_counters())
 
+  def indexed_steps(self, train_idx, first_step):
+    """The scan's inputs for the cycle's steps: each step's index row and its step number (which,
+    with the seed and the position in the global batch, keys the augmentation)."""
+    return train_idx, first_step + jnp.arange(train_idx.shape[0])
+
+  def split_indices(self, train_idx, first_step):
+    """`indexed_steps` for the unrolled segment (the first K steps) and for the rest."""
+    xs, k = self.indexed_steps(train_idx, first_step), self.unroll_steps
+    return (jax.tree_util.tree_map(lambda a: a[:k], xs),
+            jax.tree_util.tree_map(lambda a: a[k:], xs))
+
   def fetchers(self, data):
-    """Batch makers for use inside the scans: training batches from index rows."""
-    return lambda idx: gather(data["train_x"], data["train_y"], idx)
+    """Batch makers for use inside the scans: a training batch from an index row, augmented when
+    `augment` is set."""
+
+    def fetch(xs):
+      idx, step = xs
+      batch = gather(data["train_x"], data["train_y"], idx)
+      if self.augment is None:
+        return batch
+      offset = jax.lax.axis_index(self.axis_name) * idx.shape[0] if self.axis_name else 0
+      keys = augment_lib.example_keys(self.seed, step, offset + jnp.arange(idx.shape[0]))
+      return {"x": self.augment(keys, batch["x"]), "y": batch["y"]}
+
+    return fetch
 
   def hypergradient(self, loss_fn, loss_params, student_state, data, seg_idx, val_batch,
                     prepare=None):
     return hypergradient(self.student, self.optimizer, loss_fn, self.val_fn, loss_params,
                          student_state, seg_idx, val_batch, self.remat, self.fetchers(data),
-                         prepare)
+                         prepare, self.axis_name)
 
   def unroll(self, loss_fn, loss_params, student_state, data, idx):
     return unroll(self.student, self.optimizer, loss_fn, loss_params, student_state, idx,
-                  fetch=self.fetchers(data))
+                  fetch=self.fetchers(data), axis_name=self.axis_name)
 
   def val_batch(self, data, val_idx):
     return gather(data["val_x"], data["val_y"], val_idx)
@@ -162,7 +194,8 @@ def fixed_loss_method(name: str, setup: Setup, loss_fn: LossFn) -> Method:
 
   def cycle(state, data, train_idx, val_idx):
     del val_idx
-    student_state, stats = setup.unroll(loss_fn, (), state.student, data, train_idx)
+    student_state, stats = setup.unroll(loss_fn, (), state.student, data,
+                                        setup.indexed_steps(train_idx, state.step))
     nan = jnp.full((), jnp.nan, jnp.float32)
     metrics = _metrics(_mean_stats(stats), nan, nan)
     return state._replace(step=state.step + train_idx.shape[0], student=student_state), metrics
@@ -182,7 +215,7 @@ def dlf_method(setup: Setup, teacher: dlf.DLFTeacher,
         teacher_params=omega, teacher_opt_state=teacher_opt.init(omega))
 
   def cycle(state, data, train_idx, val_idx):
-    seg_idx, plain_idx = train_idx[:setup.unroll_steps], train_idx[setup.unroll_steps:]
+    seg_idx, plain_idx = setup.split_indices(train_idx, state.step)
     omega = state.teacher_params
     loss_params, vjp = jax.vjp(lambda om: teacher.loss_params(om, state.features), omega)
     hg = setup.hypergradient(dlf.dlf_loss, loss_params, state.student, data, seg_idx,
@@ -232,7 +265,7 @@ def dln_method(setup: Setup, loss_init: Callable[[jax.Array], Any], loss_fn: Los
         memory=memory, window=window)
 
   def cycle(state, data, train_idx, val_idx):
-    seg_idx, plain_idx = train_idx[:setup.unroll_steps], train_idx[setup.unroll_steps:]
+    seg_idx, plain_idx = setup.split_indices(train_idx, state.step)
     # Stage 2a: the hypergradient through the K unrolled student steps.
     hg = setup.hypergradient(loss_fn, state.loss_params, state.student, data, seg_idx,
                              setup.val_batch(data, val_idx), prepare)
@@ -297,19 +330,25 @@ def make_teacher(cfg: ml_collections.ConfigDict) -> teacher_lib.LSTMTeacher:
 
 
 def make_setup(config: ml_collections.ConfigDict, student: Student,
-               optimizer: optax.GradientTransformation, num_classes: int) -> Setup:
+               optimizer: optax.GradientTransformation, num_classes: int,
+               axis_name: str | None = None) -> Setup:
+  augment = None
+  if config.data.augment:
+    augment = functools.partial(augment_lib.crop_and_flip_batch, padding=config.data.crop_padding)
   return Setup(
       student=student, optimizer=optimizer,
       val_fn=losses.validation_objective(config.meta.val_objective, config.meta.smooth_error_k),
       unroll_steps=config.meta.unroll_steps, teacher_every=config.meta.teacher_every,
       total_steps=config.train.steps, initial_features=_uniform_guess_features(num_classes),
-      remat=config.meta.remat)
+      remat=config.meta.remat, axis_name=axis_name, augment=augment, seed=config.seed)
 
 
 def build_method(config: ml_collections.ConfigDict, student: Student,
-                 optimizer: optax.GradientTransformation, num_classes: int) -> Method:
-  """The init and cycle functions of `config.method` (pure; jit them)."""
-  setup = make_setup(config, student, optimizer, num_classes)
+                 optimizer: optax.GradientTransformation, num_classes: int,
+                 axis_name: str | None = None) -> Method:
+  """The init and cycle functions of `config.method` (pure; jit them, or with `axis_name` run the
+  cycle data-parallel through `l2t_jax.parallel`)."""
+  setup = make_setup(config, student, optimizer, num_classes, axis_name)
   if config.method == "l2t_dln":
     dln = dln_lib.make_dln(config.dln)
     teacher_opt = optim.teacher_optimizer(config.teacher.learning_rate, config.teacher.grad_clip)

@@ -60,14 +60,29 @@ def to_python(tree: Any) -> Any:
 
 
 class MetricsWriter:
-  """Appends records to `DIR/metrics.jsonl`; each write is flushed to disk."""
+  """Appends records to `DIR/metrics.jsonl`; each write is flushed to disk.
 
-  def __init__(self, workdir: str | None, append: bool = False):
+  `resume_at` (a length in bytes that `size()` returned earlier) continues a file from that point:
+  records written after it, by a run that was killed, are dropped, since the resumed run writes
+  them again.
+  """
+
+  def __init__(self, workdir: str | None, append: bool = False, resume_at: int | None = None):
     self.path = os.path.join(workdir, "metrics.jsonl") if workdir else None
     if self.path:
       os.makedirs(workdir, exist_ok=True)
-      if not append and os.path.exists(self.path):
+      if resume_at is not None:
+        if self.size() < resume_at:
+          raise ValueError(f"{self.path} is shorter than when the checkpoint was taken "
+                           f"({self.size()} < {resume_at} bytes): it was changed since; restore "
+                           "it or start the run in a new workdir")
+        with open(self.path, "a") as f:
+          f.truncate(resume_at)
+      elif not append and os.path.exists(self.path):
         os.remove(self.path)
+
+  def size(self) -> int:
+    return os.path.getsize(self.path) if self.path and os.path.exists(self.path) else 0
 
   def write(self, record: dict) -> None:
     if not self.path:

@@ -1,16 +1,20 @@
 """The training driver: the side-effecting edge around the pure cycle functions of `loop`.
 
-It loads the data, builds the method, runs its jitted cycle over the deterministic batch order,
-evaluates, prints progress, and writes `metrics.jsonl`, `config.json` and `summary.json`.
+It loads the data, builds the method, runs its jitted cycle over the deterministic batch order
+(data-parallel over the selected devices, see `l2t_jax.parallel`), evaluates, prints progress, and
+writes `metrics.jsonl`, `config.json` and `summary.json`. With `checkpoint.every` set it saves orbax
+checkpoints in the workdir (every N steps, at the end, and on SIGTERM) and resumes from the latest
+one, continuing `metrics.jsonl` where that checkpoint left it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import time
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, Iterator, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -18,13 +22,28 @@ import ml_collections
 import numpy as np
 import optax
 
+from l2t_jax import checkpoint as checkpoint_lib
 from l2t_jax import config as config_lib
+from l2t_jax import parallel as parallel_lib
 from l2t_jax.data import Dataset, load_dataset
 from l2t_jax.data.sampler import TRAIN_STREAM, VAL_STREAM, batch_indices
-from l2t_jax.loop import Method, TrainState, build_method
-from l2t_jax.metrics import MetricsWriter, make_evaluator, to_python, write_json_atomic
+from l2t_jax.loop import CycleMetrics, Method, TrainState, build_method
+from l2t_jax.metrics import (MetricsWriter, make_evaluator, read_metrics, to_python,
+                             write_json_atomic)
 from l2t_jax.optim import student_optimizer
 from l2t_jax.students import Student, build_student
+
+SKIP_COUNTERS = (("skipped_meta_updates", "loss updates"),
+                 ("skipped_teacher_updates", "teacher updates"))
+
+
+class Interrupted(Exception):
+  """SIGTERM stopped the run after it saved a checkpoint; running it again resumes it."""
+
+  def __init__(self, step: int, directory: str):
+    super().__init__(f"stopped by SIGTERM after student step {step}; checkpoint saved in "
+                     f"{directory}; run the same command again to resume")
+    self.step = step
 
 
 class TrainResult(NamedTuple):
@@ -41,33 +60,53 @@ class Run(NamedTuple):
   optimizer: optax.GradientTransformation
   method: Method
   evaluate: Callable
-  val_batch_size: int
+  val_batch_size: int  # the meta-objective's validation batch; 0 for methods without one
+  parallel: parallel_lib.DataParallel
 
 
 def build_run(config: ml_collections.ConfigDict, dataset: Dataset | None = None) -> Run:
   """Validates `config` and builds its run; `dataset` replaces the one the config names."""
   config = config_lib.validate(config)
+  parallel_lib.initialize(config.parallel)
+  try:
+    dp = parallel_lib.DataParallel(parallel_lib.select_devices(config.parallel))
+  except ValueError as e:
+    raise config_lib.ConfigError(str(e)) from e
   dataset = dataset if dataset is not None else load_dataset(config)
-  student = build_student(config.student, dataset.num_classes)
+  student = build_student(config.student, dataset.num_classes, dp.axis_name)
   optimizer = student_optimizer(config.optim, config.train.steps)
-  method = build_method(config, student, optimizer, dataset.num_classes)
+  method = build_method(config, student, optimizer, dataset.num_classes, dp.axis_name)
   if config.train.batch_size > len(dataset.train):
     raise config_lib.ConfigError(
         f"train.batch_size={config.train.batch_size} exceeds the {len(dataset.train)} training "
         "examples; lower it")
-  val_batch_size = config.meta.val_batch_size or len(dataset.val)
-  if config.method in config_lib.META_METHODS and val_batch_size > len(dataset.val):
-    raise config_lib.ConfigError(
-        f"meta.val_batch_size={val_batch_size} exceeds the {len(dataset.val)} validation examples; "
-        "lower it or raise data.val_size")
+  val_batch_size = 0
+  if config.method in config_lib.META_METHODS:
+    val_batch_size = config.meta.val_batch_size or len(dataset.val)
+    if val_batch_size > len(dataset.val):
+      raise config_lib.ConfigError(
+          f"meta.val_batch_size={val_batch_size} exceeds the {len(dataset.val)} validation "
+          "examples; lower it or raise data.val_size")
+  problems = [dp.check_divides("train.batch_size", config.train.batch_size)]
+  if val_batch_size:
+    problems.append(dp.check_divides("the validation batch (meta.val_batch_size, or data.val_size "
+                                     "when it is 0)", val_batch_size))
+  problems = [q for q in problems if q]
+  if problems:
+    raise config_lib.ConfigError("; ".join(problems))
   evaluate = make_evaluator(student, config.train.eval_batch_size)
-  return Run(config, dataset, student, optimizer, method, evaluate, val_batch_size)
+  return Run(config, dataset, student, optimizer, method, evaluate, val_batch_size, dp)
+
+
+def data_arrays(dataset: Dataset) -> dict:
+  """The training and validation splits, keyed as the cycle functions take them."""
+  return {"train_x": dataset.train.x, "train_y": dataset.train.y,
+          "val_x": dataset.val.x, "val_y": dataset.val.y}
 
 
 def device_data(dataset: Dataset) -> dict:
-  """The training and validation splits on the device, as the cycle functions take them."""
-  return jax.device_put({"train_x": dataset.train.x, "train_y": dataset.train.y,
-                         "val_x": dataset.val.x, "val_y": dataset.val.y})
+  """The training and validation splits on the (default) device."""
+  return jax.device_put(data_arrays(dataset))
 
 
 def _fmt(x: float, spec: str = ".4f") -> str:
@@ -91,83 +130,153 @@ def _summary_text(s: dict) -> str:
   return "\n".join(lines)
 
 
+def cycle_indices(run: Run, first_cycle: int, num_cycles: int) -> Iterator:
+  """The batch indices of every cycle from `first_cycle` on, placed on the devices."""
+  cfg, ds, dp = run.config, run.dataset, run.parallel
+  interval = cfg.meta.interval
+  for c in range(first_cycle, num_cycles):
+    train_idx = batch_indices(cfg.seed, TRAIN_STREAM, len(ds.train), cfg.train.batch_size,
+                              c * interval, interval)
+    if run.val_batch_size:
+      val_idx = batch_indices(cfg.seed, VAL_STREAM, len(ds.val), run.val_batch_size, c, 1)[0]
+    else:  # the method has no validation batch: placeholder indices, never read
+      val_idx = np.zeros((dp.size,), np.int32)
+    yield dp.put_indices(train_idx, val_idx)
+
+
+def _skip_warnings(counters: dict, seen: dict, since_step: int) -> list[str]:
+  lines = []
+  for key, what in SKIP_COUNTERS:
+    new = counters[key] - seen.get(key, 0)
+    if new > 0:
+      lines.append(f"warning: {new} {what} skipped after step {since_step} because the "
+                   f"hypergradient or the teacher's output was not finite ({counters[key]} in all); "
+                   "training goes on")
+  return lines
+
+
 def train(config: ml_collections.ConfigDict, workdir: str | None = None,
           log: Callable[[str], Any] = print, dataset: Dataset | None = None) -> TrainResult:
-  """Runs `config` to the end; returns the summary, the final state and the method.
+  """Runs `config` to the end (resuming from `workdir`'s checkpoint if it has one); returns the
+  summary, the final state and the method. Raises `Interrupted` after a SIGTERM.
 
   `dataset` (optional) trains on your own splits instead of the dataset the config names.
   """
   wall0 = time.time()
   run = build_run(config, dataset)
-  cfg, ds = run.config, run.dataset
+  cfg, ds, dp = run.config, run.dataset, run.parallel
   interval, steps = cfg.meta.interval, cfg.train.steps
-  if workdir:
-    os.makedirs(workdir, exist_ok=True)
-    write_json_atomic(os.path.join(workdir, "config.json"), json.loads(cfg.to_json()))
-  writer = MetricsWriter(workdir)
+  if jax.process_index() != 0:
+    log = lambda _: None  # noqa: E731 (one host speaks for the run)
+  files = workdir if jax.process_index() == 0 else None
+  ckpt = checkpoint_lib.Checkpointer(workdir, cfg.checkpoint) if workdir and cfg.checkpoint.every \
+      else None
 
+  resuming = ckpt is not None and ckpt.latest_step() is not None
+  if resuming:
+    checkpoint_lib.check_same_run(workdir, cfg)
   state = run.method.init(jax.random.PRNGKey(cfg.seed), jnp.asarray(ds.train.x[:1]))
-  data = device_data(ds)
-  cycle = jax.jit(run.method.cycle, donate_argnums=(0,))
+  resumed = None
+  if resuming:
+    state, resumed = ckpt.restore(state)
+  if files:
+    os.makedirs(files, exist_ok=True)
+    write_json_atomic(os.path.join(files, "config.json"), json.loads(cfg.to_json()))
+  writer = MetricsWriter(files, resume_at=resumed["metrics_bytes"] if resumed else None)
+  state = dp.replicate(state)
+  data = dp.replicate(data_arrays(ds))
+  cycle = dp.compile_cycle(run.method.cycle)
 
   log(f"l2t_jax: {cfg.method} on {ds.name} ({cfg.student.name}), seed {cfg.seed}, {steps} student "
       f"steps, batch {cfg.train.batch_size}; {len(ds.train)} train / {len(ds.val)} val / "
-      f"{len(ds.test)} test examples; device {jax.devices()[0].platform}")
+      f"{len(ds.test)} test examples; {dp.size} {dp.devices[0].platform} device(s)")
 
   def evaluation(step):
-    val = run.evaluate(state.student.params, state.student.model_state, ds.val.x, ds.val.y)
-    test = run.evaluate(state.student.params, state.student.model_state, ds.test.x, ds.test.y)
+    params, model_state = dp.local((state.student.params, state.student.model_state))
+    val = run.evaluate(params, model_state, ds.val.x, ds.val.y)
+    test = run.evaluate(params, model_state, ds.test.x, ds.test.y)
     return {"kind": "eval", "step": step, "val_accuracy": val["accuracy"], "val_loss": val["loss"],
             "test_accuracy": test["accuracy"], "test_loss": test["loss"]}
 
-  since_log: list = []
-  evals = [evaluation(0)]  # the untrained student: where every curve starts
-  writer.write(evals[0])
+  if resumed:
+    start = resumed["step"]
+    records = read_metrics(workdir) if os.path.exists(os.path.join(workdir, "metrics.jsonl")) else []
+    evals = [r for r in records if r["kind"] == "eval"] or [evaluation(start)]  # (no shared disk)
+    trains = [r for r in records if r["kind"] == "train"]
+    last_train = trains[-1] if trains else {}
+    since_log = [CycleMetrics(*np.asarray(m, np.float32)) for m in resumed["pending_metrics"]]
+    wall_before = resumed["wall_seconds"]
+    log(f"resumed from the checkpoint at step {start} in {ckpt.directory}")
+  else:
+    start, last_train, since_log, wall_before = 0, {}, [], 0.0
+    evals = [evaluation(0)]  # the untrained student: where every curve starts
+    writer.write(evals[0])
+  seen_counters = {key: last_train.get(key, 0) for key, _ in SKIP_COUNTERS}
   compile_seconds = 0.0
-  t_log, step_log = time.time(), 0
-  t_after_first, last_train = None, {}
-  for c in range(steps // interval):
-    start = c * interval
-    train_idx = batch_indices(cfg.seed, TRAIN_STREAM, len(ds.train), cfg.train.batch_size, start,
-                              interval)
-    val_idx = batch_indices(cfg.seed, VAL_STREAM, len(ds.val), run.val_batch_size, c, 1)[0]
-    state, metrics = cycle(state, data, train_idx, val_idx)
-    since_log.append(metrics)
-    step = start + interval
-    if c == 0:
-      jax.block_until_ready(state)
-      compile_seconds = time.time() - wall0
-      t_after_first = time.time()
-    last = step == steps
-    if step // cfg.train.log_every > start // cfg.train.log_every or last:
-      fetched = jax.device_get(since_log)  # the only wait on the device in a logging period
-      means = to_python(jax.tree_util.tree_map(lambda *xs: np.mean(xs), *fetched))
-      now = time.time()
-      record = {"kind": "train", "step": step, **means._asdict(),
-                **to_python(state.counters._asdict()),
-                "steps_per_second": (step - step_log) / max(now - t_log, 1e-9),
-                "elapsed_seconds": now - wall0}
-      writer.write(record)
-      last_train = record
-      since_log, t_log, step_log = [], now, step
-      line = (f"step {step:>7d}/{steps} | train loss {_fmt(record['train_loss'])} ce "
-              f"{_fmt(record['train_ce'])} acc {_fmt(record['train_accuracy'], '.3f')}")
-      if not math.isnan(record["val_loss"]):
-        line += f" | meta val loss {_fmt(record['val_loss'])}"
-      log(line + f" | {record['steps_per_second']:.0f} steps/s")
-    if step // cfg.train.eval_every > start // cfg.train.eval_every or last:
-      record = evaluation(step)
-      writer.write(record)
-      evals.append(record)
-      log(f"eval {step:>7d}/{steps} | val acc {record['val_accuracy']:.4f} loss "
-          f"{record['val_loss']:.4f} | test acc {record['test_accuracy']:.4f} loss "
-          f"{record['test_loss']:.4f}")
+  t_log, step_log = time.time(), start
+  t_after_first, first_step = None, start + interval
+
+  def save(step):
+    pending = [[float(v) for v in to_python(m)] for m in since_log]
+    # The run's randomness is a function of (seed, step): init from the seed, batch order and
+    # augmentation from (seed, step); both are recorded.
+    ckpt.save(step, dp.local(state), {"seed": cfg.seed, "metrics_bytes": writer.size(),
+                                      "pending_metrics": pending,
+                                      "wall_seconds": wall_before + time.time() - wall0})
+
+  stop_request = checkpoint_lib.StopRequest() if ckpt else contextlib.nullcontext()
+  try:
+    with stop_request as stop:
+      cycles = parallel_lib.prefetch(cycle_indices(run, start // interval, steps // interval))
+      for c, (train_idx, val_idx) in zip(range(start // interval, steps // interval), cycles):
+        state, metrics = cycle(state, data, train_idx, val_idx)
+        since_log.append(dp.local(metrics))
+        first = c * interval
+        step = first + interval
+        if step == first_step:
+          jax.block_until_ready(state)
+          compile_seconds = time.time() - wall0
+          t_after_first = time.time()
+        last = step == steps
+        if step // cfg.train.log_every > first // cfg.train.log_every or last:
+          fetched = jax.device_get(since_log)  # the only wait on the device in a logging period
+          means = to_python(jax.tree_util.tree_map(lambda *xs: np.mean(xs), *fetched))
+          counters = to_python(dp.local(state.counters)._asdict())
+          now = time.time()
+          record = {"kind": "train", "step": step, **means._asdict(), **counters,
+                    "steps_per_second": (step - step_log) / max(now - t_log, 1e-9),
+                    "elapsed_seconds": wall_before + now - wall0}
+          writer.write(record)
+          last_train = record
+          line = (f"step {step:>7d}/{steps} | train loss {_fmt(record['train_loss'])} ce "
+                  f"{_fmt(record['train_ce'])} acc {_fmt(record['train_accuracy'], '.3f')}")
+          if not math.isnan(record["val_loss"]):
+            line += f" | meta val loss {_fmt(record['val_loss'])}"
+          log(line + f" | {record['steps_per_second']:.0f} steps/s")
+          for warning in _skip_warnings(counters, seen_counters, step_log):
+            log(warning)
+          since_log, t_log, step_log, seen_counters = [], now, step, counters
+        if step // cfg.train.eval_every > first // cfg.train.eval_every or last:
+          record = evaluation(step)
+          writer.write(record)
+          evals.append(record)
+          log(f"eval {step:>7d}/{steps} | val acc {record['val_accuracy']:.4f} loss "
+              f"{record['val_loss']:.4f} | test acc {record['test_accuracy']:.4f} loss "
+              f"{record['test_loss']:.4f}")
+        if ckpt and (step % cfg.checkpoint.every == 0 or last or stop.requested):
+          save(step)
+        if ckpt and stop.requested and not last:
+          raise Interrupted(step, ckpt.directory)
+  finally:
+    if ckpt:
+      ckpt.close()
 
   jax.block_until_ready(state)
-  wall = time.time() - wall0
+  wall = wall_before + time.time() - wall0
   final = evals[-1]
   best = max(evals, key=lambda r: (r["val_accuracy"], -r["step"]))
-  counters = to_python(state.counters._asdict())
+  counters = to_python(dp.local(state.counters)._asdict())
+  cycles_timed = (steps - first_step) // interval
   summary = {
       "method": cfg.method, "seed": cfg.seed, "dataset": ds.name, "student": cfg.student.name,
       "student_steps": steps,
@@ -177,11 +286,12 @@ def train(config: ml_collections.ConfigDict, workdir: str | None = None,
       "test_accuracy_at_best_val": best["test_accuracy"],
       "final_train_ce": last_train.get("train_ce"),
       "wall_seconds": wall, "compile_seconds": compile_seconds,
-      "steps_per_second": ((steps - interval) / (time.time() - t_after_first)
-                           if steps > interval else math.nan),
+      "steps_per_second": (cycles_timed * interval / (time.time() - t_after_first)
+                           if t_after_first and cycles_timed > 0 else math.nan),
+      "devices": dp.size,
       **counters,
   }
-  if workdir:
-    write_json_atomic(os.path.join(workdir, "summary.json"), summary)
+  if files:
+    write_json_atomic(os.path.join(files, "summary.json"), summary)
   log(_summary_text(summary))
   return TrainResult(summary, state, run.method)

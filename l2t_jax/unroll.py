@@ -3,6 +3,11 @@
 `unroll` runs the segment; `hypergradient` differentiates the validation loss after the segment
 with respect to the loss parameters, by reverse mode through every update of the scan.
 Loss functions have the signature `loss_fn(loss_params, logits, labels) -> scalar`.
+
+Data-parallel: with `axis_name` (the device axis of a `shard_map`), every device holds a slice of
+the batch; student gradients, BatchNorm statistics, step statistics, validation results and
+hypergradients are averaged over the axis (`lax.pmean`), so every device keeps the same state and
+the result equals the one-device run on the global batch.
 """
 
 from __future__ import annotations
@@ -45,8 +50,13 @@ def init_student_state(student: Student, optimizer: optax.GradientTransformation
   return StudentState(params, model_state, optimizer.init(params))
 
 
+def _pmean(tree: Any, axis_name: str | None) -> Any:
+  return jax.lax.pmean(tree, axis_name) if axis_name else tree
+
+
 def student_step(student: Student, optimizer: optax.GradientTransformation, loss_fn: LossFn,
-                 loss_params: Any, state: StudentState, batch: dict) -> tuple[StudentState, StepStats]:
+                 loss_params: Any, state: StudentState, batch: dict,
+                 axis_name: str | None = None) -> tuple[StudentState, StepStats]:
   """One student update on `loss_fn(loss_params, ...)`: the student stage of the method."""
 
   def objective(params):
@@ -54,11 +64,12 @@ def student_step(student: Student, optimizer: optax.GradientTransformation, loss
     return loss_fn(loss_params, logits, batch["y"]), (logits, model_state)
 
   (loss, (logits, model_state)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
+  grads, model_state = _pmean((grads, model_state), axis_name)
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   logits = jax.lax.stop_gradient(logits)
-  stats = StepStats(loss, losses.cross_entropy(logits, batch["y"]),
-                    losses.accuracy(logits, batch["y"]))
+  stats = _pmean(StepStats(loss, losses.cross_entropy(logits, batch["y"]),
+                           losses.accuracy(logits, batch["y"])), axis_name)
   return StudentState(params, model_state, opt_state), stats
 
 
@@ -104,7 +115,8 @@ def _remat_scan(body, carry, xs, length: int, policy: str):
 
 def unroll(student: Student, optimizer: optax.GradientTransformation, loss_fn: LossFn,
            loss_params: Any, state: StudentState, batches: Any, remat: str = "none",
-           fetch: Callable[[Any], dict] | None = None) -> tuple[StudentState, StepStats]:
+           fetch: Callable[[Any], dict] | None = None,
+           axis_name: str | None = None) -> tuple[StudentState, StepStats]:
   """Runs one student step per leading entry of `batches`; stats are stacked over steps.
 
   `fetch` (optional) makes each step's batch from its entry inside the scan, e.g. a gather from
@@ -113,7 +125,7 @@ def unroll(student: Student, optimizer: optax.GradientTransformation, loss_fn: L
   fetch = fetch or _identity
 
   def body(carry, xs):
-    return student_step(student, optimizer, loss_fn, loss_params, carry, fetch(xs))
+    return student_step(student, optimizer, loss_fn, loss_params, carry, fetch(xs), axis_name)
 
   length = jax.tree_util.tree_leaves(batches)[0].shape[0]
   return _remat_scan(body, state, batches, length, remat)
@@ -136,21 +148,28 @@ def hypergradient(student: Student, optimizer: optax.GradientTransformation, los
                   val_fn: ValFn, loss_params: Any, state: StudentState, batches: Any,
                   val_batch: dict, remat: str = "none",
                   fetch: Callable[[Any], dict] | None = None,
-                  prepare: Callable[[Any], Any] | None = None) -> Hypergradient:
+                  prepare: Callable[[Any], Any] | None = None,
+                  axis_name: str | None = None) -> Hypergradient:
   """The validation loss after a K-step segment and its gradient w.r.t. `loss_params`.
 
   `prepare` (optional) maps `loss_params` once per segment to what `loss_fn` takes (e.g. the DLN
   tabulated: `dln_table.make_table`); the gradient flows through it.
+
+  Data-parallel, each device differentiates the validation loss of its slice of `val_batch`
+  (the collectives inside the segment carry every device's contribution back through the others);
+  the mean over devices of those gradients is the gradient of the global validation loss.
   """
 
   def objective(lp):
     prepared = prepare(lp) if prepare else lp
-    new_state, stats = unroll(student, optimizer, loss_fn, prepared, state, batches, remat, fetch)
+    new_state, stats = unroll(student, optimizer, loss_fn, prepared, state, batches, remat, fetch,
+                              axis_name)
     val = validate_student(student, new_state, val_fn, val_batch)
     return val.loss, (val.accuracy, new_state, stats)
 
   (val_loss, (val_acc, new_state, stats)), grads = jax.value_and_grad(
       objective, has_aux=True)(loss_params)
+  val_loss, val_acc, grads = _pmean((val_loss, val_acc, grads), axis_name)
   return Hypergradient(ValStats(val_loss, val_acc), grads, new_state, stats)
 
 

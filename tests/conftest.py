@@ -1,13 +1,24 @@
 """Shared helpers for the test suite (CPU only)."""
 
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 
 import ml_collections
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)  # configs/ and examples/ are importable in tests
+sys.path.insert(0, ROOT)  # configs/, benchmarks/ and examples/ are importable in tests
+
+# One persistent XLA compilation cache for the session, shared with the tests' subprocesses
+# (they inherit the environment): a program compiled again, by another process or another run
+# of the same config, is loaded instead. Set before any test imports jax.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  _cache = tempfile.mkdtemp(prefix="l2t_jax_test_xla_cache_")
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
+  atexit.register(shutil.rmtree, _cache, ignore_errors=True)
 
 
 def small_config(method: str = "l2t_dln", steps: int = 200) -> ml_collections.ConfigDict:

@@ -1,7 +1,9 @@
 """The three splits of a classification dataset, and how they are made from the raw data.
 
 Validation is carved from the end of the training split (whose order is fixed by the source), never
-from the test split. Label noise, when asked for, touches the training split only.
+from the test split. Label noise, when asked for, touches the training split only. Images are
+standardised per channel with the mean and standard deviation of the training split (after the
+carve-out), so nothing of the validation or test data leaks into the inputs.
 """
 
 from __future__ import annotations
@@ -10,6 +12,10 @@ import dataclasses
 
 import ml_collections
 import numpy as np
+
+
+class DataError(RuntimeError):
+  """A dataset that cannot be read here; the message says how to make it available."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +42,11 @@ class Dataset:
   @property
   def input_shape(self) -> tuple[int, ...]:
     return tuple(self.train.x.shape[1:])
+
+  @property
+  def is_image(self) -> bool:
+    """Inputs shaped (height, width, channels)."""
+    return len(self.input_shape) == 3
 
 
 def carve_validation(x: np.ndarray, y: np.ndarray, val_size: int) -> tuple[Split, Split]:
@@ -70,12 +81,38 @@ def make_splits(name: str, x_train, y_train, x_test, y_test, num_classes: int,
                  test=Split(np.asarray(x_test), np.asarray(y_test)), num_classes=num_classes)
 
 
+def channel_statistics(x: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+  """Per-channel mean and standard deviation of images (N, H, W, C), accumulated in float64."""
+  total = np.zeros(x.shape[-1]), np.zeros(x.shape[-1])
+  for i in range(0, len(x), chunk):
+    part = x[i:i + chunk].astype(np.float64)
+    total = total[0] + part.sum(axis=(0, 1, 2)), total[1] + np.square(part).sum(axis=(0, 1, 2))
+  count = x.size // x.shape[-1]
+  mean = total[0] / count
+  return mean, np.sqrt(np.maximum(total[1] / count - mean ** 2, 0.0))
+
+
+def standardise_images(ds: Dataset) -> Dataset:
+  """Float32 images with zero mean and unit variance per channel over the training split."""
+  mean, std = channel_statistics(ds.train.x)
+  std = np.where(std > 0, std, 1.0)
+
+  def apply(split: Split) -> Split:
+    return Split(((split.x.astype(np.float32) - mean) / std).astype(np.float32), split.y)
+
+  return dataclasses.replace(ds, train=apply(ds.train), val=apply(ds.val), test=apply(ds.test))
+
+
 def load_dataset(config: ml_collections.ConfigDict) -> Dataset:
-  """The dataset named by `config.data.name`, split by the project's rules."""
+  """The dataset named by `config.data.name`, split (and for images, standardised) by the
+  project's rules. TFDS datasets are read from `config.data.data_dir`."""
   name = config.data.name
   if name == "mnist1d":
     from l2t_jax.data import mnist1d
-    raw = mnist1d.load()
-  else:
-    raise ValueError(f"data.name='{name}' is not a known dataset; known: mnist1d")
-  return make_splits(name, *raw, data_cfg=config.data, seed=config.seed)
+    return make_splits(name, *mnist1d.load(), data_cfg=config.data, seed=config.seed)
+  from l2t_jax.data import tfds
+  if name in tfds.NUM_CLASSES:
+    raw = tfds.load(name, config.data.data_dir)
+    return standardise_images(make_splits(name, *raw, data_cfg=config.data, seed=config.seed))
+  raise ValueError(f"data.name='{name}' is not a known dataset; known: "
+                   f"{['mnist1d', *sorted(tfds.NUM_CLASSES)]}")

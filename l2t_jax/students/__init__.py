@@ -38,13 +38,22 @@ def from_linen(module: nn.Module) -> Student:
   return Student(init=init, apply=apply, module=module)
 
 
-def build_student(cfg: ml_collections.ConfigDict, num_classes: int) -> Student:
-  """The student named by `cfg.name`."""
-  from l2t_jax.students import cnn1d, mlp
+def build_student(cfg: ml_collections.ConfigDict, num_classes: int,
+                  axis_name: str | None = None) -> Student:
+  """The student named by `cfg.name`. `axis_name` is the device axis of a data-parallel run, over
+  which BatchNorm averages its batch statistics (None on one device)."""
+  from l2t_jax.students import cnn1d, densenet, lenet, mlp, resnet, wide_resnet
+  norm = dict(bn_momentum=cfg.bn_momentum, bn_epsilon=cfg.bn_epsilon, axis_name=axis_name)
   builders = {
       "mlp": lambda: mlp.MLP(hidden=tuple(cfg.hidden), num_classes=num_classes),
       "cnn1d": lambda: cnn1d.CNN1D(channels=tuple(cfg.channels), kernel_size=cfg.kernel_size,
                                    num_classes=num_classes),
+      "lenet5": lambda: lenet.LeNet5(num_classes=num_classes),
+      "resnet": lambda: resnet.CIFARResNet(depth=cfg.depth, num_classes=num_classes, **norm),
+      "wrn": lambda: wide_resnet.WideResNet(depth=cfg.depth, widen_factor=cfg.widen_factor,
+                                            num_classes=num_classes, **norm),
+      "densenet": lambda: densenet.DenseNetBC(depth=cfg.depth, growth_rate=cfg.growth_rate,
+                                              num_classes=num_classes, **norm),
   }
   if cfg.name not in builders:
     raise ValueError(f"student.name='{cfg.name}' is not a known student; known: {sorted(builders)}")

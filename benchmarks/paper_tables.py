@@ -1,0 +1,149 @@
+"""The paper's classification tables: test error (%) of CE, L2T-DLF and L2T-DLN per setting.
+
+  python benchmarks/paper_tables.py --data_dir=~/tensorflow_datasets --workdir=runs/paper
+  python benchmarks/paper_tables.py --configs=cifar10_resnet8,cifar10_resnet20 --seeds=0,1,2
+  python benchmarks/paper_tables.py --smoke   # a few steps on tfds.testing.mock_data, CPU
+
+Every (config, method, seed) is one `l2t_jax.train.train` run in its own workdir
+(`WORKDIR/<config>/<method>/seed<k>`), checkpointed as its config says: rerunning the command
+resumes unfinished runs and reuses finished ones. It prints one table per dataset, in the layout of
+the paper (rows: methods; columns: students; cells: final test error in %, mean +- std over seeds)
+and writes every run's summary and the tables to a JSON file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import json
+import math
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.common import PAPER_CONFIGS, load_config, smoke_config  # noqa: E402
+
+METHODS = ("ce", "l2t_dlf", "l2t_dln")
+METHOD_NAMES = {"ce": "Cross entropy", "l2t_dlf": "L2T-DLF", "l2t_dln": "L2T-DLN"}
+DATASET_NAMES = {"mnist": "MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
+SMOKE_CONFIGS = ("mnist_lenet", "cifar10_resnet8")
+SMOKE_EXAMPLES = 40  # per split of the mock datasets: 24 train + 16 validation, 40 test
+
+
+def student_label(config) -> str:
+  s = config.student
+  return {"mlp": "MLP", "lenet5": "LeNet", "resnet": f"ResNet-{s.depth}",
+          "wrn": f"WRN-{s.depth}-{s.widen_factor}", "densenet": f"DenseNet-BC-{s.depth}"}.get(
+              s.name, s.name)
+
+
+def _cell(errors: list[float]) -> str:
+  if not errors:
+    return "-"
+  mean = sum(errors) / len(errors)
+  if len(errors) == 1:
+    return f"{mean:.2f}"
+  std = math.sqrt(sum((e - mean) ** 2 for e in errors) / (len(errors) - 1))
+  return f"{mean:.2f} ± {std:.2f}"
+
+
+def tables(results: list[dict]) -> dict[str, dict]:
+  """{dataset: {"columns": [...], "rows": {method: {column: [errors]}}}} in the paper's order."""
+  out: dict[str, dict] = {}
+  for r in results:
+    t = out.setdefault(r["dataset"], {"columns": [], "rows": {}})
+    if r["student"] not in t["columns"]:
+      t["columns"].append(r["student"])
+    t["rows"].setdefault(r["method"], {}).setdefault(r["student"], []).append(r["test_error"])
+  return out
+
+
+def format_tables(tabs: dict[str, dict]) -> str:
+  lines = []
+  for dataset, t in tabs.items():
+    columns = t["columns"]
+    cells = {m: [_cell(t["rows"].get(m, {}).get(c, [])) for c in columns] for m in METHODS
+             if m in t["rows"]}
+    width = max([len(c) for c in columns] + [len(x) for row in cells.values() for x in row] + [6])
+    head = f"{'Test error (%) on ' + DATASET_NAMES.get(dataset, dataset):<28}" + "".join(
+        f" | {c:>{width}}" for c in columns)
+    lines += [head, "-" * len(head)]
+    for m, row in cells.items():
+      lines.append(f"{METHOD_NAMES[m]:<28}" + "".join(f" | {x:>{width}}" for x in row))
+    lines.append("")
+  return "\n".join(lines)
+
+
+def run_one(config, workdir: str, log) -> dict:
+  """The summary of one run, reusing it when `workdir` already holds it for this config."""
+  from l2t_jax.train import train
+  summary_path, config_path = (os.path.join(workdir, f) for f in ("summary.json", "config.json"))
+  if os.path.exists(summary_path) and os.path.exists(config_path):
+    with open(config_path) as f:
+      if json.load(f) == json.loads(config.to_json()):
+        with open(summary_path) as g:
+          return json.load(g)
+  return train(config, workdir=workdir, log=log).summary
+
+
+def main(argv=None) -> dict:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--configs", default=None,
+                      help=f"comma-separated names in configs/ (default: all of {PAPER_CONFIGS}; "
+                           f"with --smoke: {SMOKE_CONFIGS})")
+  parser.add_argument("--methods", default=",".join(METHODS))
+  parser.add_argument("--seeds", default="0")
+  parser.add_argument("--data_dir", default="", help="TFDS data directory (default: TFDS's own)")
+  parser.add_argument("--workdir", default="runs/paper_tables")
+  parser.add_argument("--out", default=None, help="JSON output (default: WORKDIR/paper_tables.json)")
+  parser.add_argument("--smoke", action="store_true",
+                      help="tfds.testing.mock_data, two cycles of two steps, small architectures")
+  parser.add_argument("--quiet", action="store_true", help="no per-run progress lines")
+  args = parser.parse_args(argv)
+
+  names = args.configs.split(",") if args.configs else list(SMOKE_CONFIGS if args.smoke
+                                                            else PAPER_CONFIGS)
+  methods = args.methods.split(",")
+  unknown = [m for m in methods if m not in METHODS]
+  if unknown:
+    parser.error(f"--methods: unknown {unknown}; known: {METHODS}")
+  seeds = [int(s) for s in args.seeds.split(",")]
+  log = (lambda _: None) if args.quiet else print
+
+  mock = contextlib.nullcontext()
+  if args.smoke:
+    import tensorflow_datasets as tfds
+    mock = tfds.testing.mock_data(num_examples=SMOKE_EXAMPLES)
+  results = []
+  with mock:
+    for name in names:
+      base = load_config(name)
+      for method in methods:
+        for seed in seeds:
+          config = smoke_config(base) if args.smoke else copy.deepcopy(base)
+          config.method, config.seed = method, seed
+          if args.data_dir:
+            config.data.data_dir = os.path.expanduser(args.data_dir)
+          workdir = os.path.join(args.workdir, name, method, f"seed{seed}")
+          print(f"== {name} / {method} / seed {seed} -> {workdir}", flush=True)
+          summary = run_one(config, workdir, log)
+          results.append({"config": name, "dataset": config.data.name,
+                          "student": student_label(base), "method": method, "seed": seed,
+                          "test_error": 100.0 * (1.0 - summary["test_accuracy"]),
+                          "summary": summary})
+  tabs = tables(results)
+  text = format_tables(tabs)
+  print(("SMOKE RUN on mock data (numbers mean nothing)\n" if args.smoke else "") + text)
+  out = args.out or os.path.join(args.workdir, "paper_tables.json")
+  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+  report = {"smoke": args.smoke, "tables": tabs, "runs": results}
+  with open(out, "w") as f:
+    json.dump(report, f, indent=2, allow_nan=True)
+  print(f"wrote {out}")
+  return report
+
+
+if __name__ == "__main__":
+  main()
