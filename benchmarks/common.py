@@ -7,6 +7,9 @@ import importlib.util
 import os
 
 import ml_collections
+import numpy as np
+
+from l2t_jax.data import Dataset, Split
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_DIR = os.path.join(ROOT, "configs")
@@ -58,3 +61,15 @@ def smoke_config(config: ml_collections.ConfigDict, small_architecture: bool = T
     for key, value in SMOKE_ARCHITECTURE.get(c.student.name, {}).items():
       c.student[key] = value
   return c
+
+
+def synthetic_dataset(input_shape: tuple[int, ...], num_classes: int, train: int, val: int,
+                      seed: int = 0) -> Dataset:
+  """Random inputs and labels of a dataset's shapes: enough to time training, nothing to learn."""
+  rng = np.random.default_rng(seed)
+
+  def split(n):
+    return Split(rng.normal(size=(n, *input_shape)).astype(np.float32),
+                 rng.integers(0, num_classes, n).astype(np.int32))
+
+  return Dataset("synthetic", split(train), split(val), split(val), num_classes)

@@ -28,22 +28,16 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks.common import load_config, smoke_config  # noqa: E402
+from benchmarks.common import load_config, smoke_config, synthetic_dataset  # noqa: E402
 from l2t_jax.data.sampler import TRAIN_STREAM, VAL_STREAM, batch_indices  # noqa: E402
 from l2t_jax.loop import build_method  # noqa: E402
 from l2t_jax.optim import student_optimizer  # noqa: E402
 from l2t_jax.parallel import DataParallel  # noqa: E402
 from l2t_jax.students import build_student  # noqa: E402
+from l2t_jax.train import data_arrays  # noqa: E402
 
 NUM_CLASSES = 10
 IMAGE_SHAPE = (32, 32, 3)
-
-
-def synthetic_data(rng: np.random.Generator, train: int, val: int) -> dict:
-  return {"train_x": rng.normal(size=(train, *IMAGE_SHAPE)).astype(np.float32),
-          "train_y": rng.integers(0, NUM_CLASSES, train).astype(np.int32),
-          "val_x": rng.normal(size=(val, *IMAGE_SHAPE)).astype(np.float32),
-          "val_y": rng.integers(0, NUM_CLASSES, val).astype(np.int32)}
 
 
 def measure(config, data: dict, dp: DataParallel, cycles: int, repeats: int) -> dict:
@@ -126,7 +120,7 @@ def main(argv=None) -> dict:
       config.train.batch_size = args.batch_size
       config.checkpoint.every = 0
       val = config.meta.val_batch_size
-      data = synthetic_data(np.random.default_rng(0), args.train_examples, val)
+      data = data_arrays(synthetic_dataset(IMAGE_SHAPE, NUM_CLASSES, args.train_examples, val))
       entry = {"method": method, "depth": depth, "unroll_steps": config.meta.unroll_steps,
                "interval": config.meta.interval, "val_batch_size": val}
       elapsed = time.perf_counter() - t_start

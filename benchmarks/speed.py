@@ -29,30 +29,22 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from l2t_jax import loop, losses, optim  # noqa: E402
-from l2t_jax.config import default_config  # noqa: E402
-from l2t_jax.data import Dataset, Split, load_dataset  # noqa: E402
+from benchmarks.common import load_config, synthetic_dataset  # noqa: E402
+from l2t_jax.data import Dataset, load_dataset  # noqa: E402
 from l2t_jax.train import build_run, cycle_indices, device_data  # noqa: E402
 
-CONFIGS = {"mlp": "mnist1d_mlp", "cnn1d": "mnist1d_cnn"}
+# Students measured, with the experiment config each is measured in.
+CONFIGS = {"mlp": "mnist1d_mlp", "cnn1d": "mnist1d_cnn", "resnet8": "cifar10_resnet8",
+           "resnet32": "cifar10_resnet32"}
+SYNTHETIC = {"resnet8": ((32, 32, 3), 10), "resnet32": ((32, 32, 3), 10)}  # no download needed
 
 
 def student_config(name: str):
-  if name in CONFIGS:
-    module = __import__(f"configs.{CONFIGS[name]}", fromlist=["get_config"])
-    return module.get_config()
-  config = default_config()  # e.g. resnet8 on synthetic CIFAR-shaped data
-  config.student.name = name
+  if name not in CONFIGS:
+    raise SystemExit(f"unknown student '{name}'; known: {', '.join(CONFIGS)}")
+  config = load_config(CONFIGS[name])
+  config.checkpoint.every = 0
   return config
-
-
-def synthetic_dataset(input_shape, num_classes: int, n_train: int, n_val: int, seed: int = 0) -> Dataset:
-  rng = np.random.default_rng(seed)
-
-  def split(n):
-    return Split(rng.normal(size=(n,) + tuple(input_shape)).astype(np.float32),
-                 rng.integers(0, num_classes, n).astype(np.int32))
-
-  return Dataset("synthetic", split(n_train), split(n_val), split(n_val), num_classes)
 
 
 class Subject:
@@ -253,8 +245,8 @@ def main(argv=None) -> dict:
   results = {}
   for name in students:
     dataset = None
-    if name not in CONFIGS:
-      dataset = synthetic_dataset((32, 32, 3), 10, n_train=10_000, n_val=1000)
+    if name in SYNTHETIC:
+      dataset = synthetic_dataset(*SYNTHETIC[name], train=10_000, val=1000)
     results[name] = measure_student(name, dataset, args.repeats, args.steps_per_repeat,
                                     [int(k) for k in args.ks.split(",")], args.remat.split(","), log)
   primary = results[students[0]]
