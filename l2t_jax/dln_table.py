@@ -38,7 +38,7 @@ def item_logit(logits: jax.Array) -> tuple[jax.Array, jax.Array]:
   """`(log p_c, t_c)` with `t_c = log p_c - log(1 - p_c)`, accurate for p_c near 0 and near 1.
 
   With `e_c = exp(z_c - max z)` and `R` the sum of `e_c` over all classes but the top one:
-  `p_c = e_c / (1 + R)`, so `t_top = -log R` and `t_c = log e_c - log1p(R - e_c)` otherwise, with no
+  `p_c = e_c / (1 + R)`, so `t_top = -log R` (a log-sum-exp) and `t_c = log e_c - log1p(R - e_c)` otherwise, with no
   cancellation anywhere.
   """
   top = jax.nn.one_hot(jnp.argmax(logits, -1), logits.shape[-1], dtype=bool)
@@ -48,8 +48,10 @@ def item_logit(logits: jax.Array) -> tuple[jax.Array, jax.Array]:
   # exp(shifted_top) - 1: zero in value, but it carries the top logit's gradient.
   top_excess = jnp.where(top, jnp.expm1(shifted), 0.0).sum(-1, keepdims=True)
   log_p = shifted - jnp.log1p(rest + top_excess)
-  tiny = jnp.finfo(logits.dtype).tiny  # all other classes underflowed: t stays finite
-  t = jnp.where(top, shifted - jnp.log(jnp.maximum(rest, tiny)),
+  # log R as a log-sum-exp over the other classes: finite, with bounded first and second
+  # derivatives, even when every e_c underflows (huge logits late in training).
+  log_rest = jax.nn.logsumexp(jnp.where(top, -jnp.inf, shifted), axis=-1, keepdims=True)
+  t = jnp.where(top, shifted - log_rest,
                 shifted - jnp.log1p(top_excess + rest - jnp.where(top, 0.0, e)))
   return log_p, t
 

@@ -67,3 +67,25 @@ def test_item_logit_is_accurate_at_both_ends_and_finite_beyond():
   grads = jax.grad(lambda l: table_loss(make_table(*moved_dln(0.2), SIZE), l,
                                         jnp.array([1, 0, 2])))(logits)
   assert bool(jnp.all(jnp.isfinite(grads)))
+
+
+@pytest.mark.parametrize("use_table", [True, False])
+def test_second_derivatives_stay_finite_for_huge_logits(use_table):
+  """A student that fits its training set drives logits far apart (every other class's
+  probability underflows); the hypergradient then needs finite Hessian-vector products there."""
+  dln, phi = moved_dln(0.1)
+  labels = jnp.arange(8) % 10
+
+  def loss(phi, logits):
+    if use_table:
+      return table_loss(make_table(dln, phi, SIZE), logits, labels)
+    return dln.loss(phi, logits, labels)
+
+  grad_z = jax.grad(loss, argnums=1)
+  for scale in (100.0, 1000.0):
+    logits = scale * jax.random.normal(jax.random.PRNGKey(2), (8, 10))
+    v = jax.random.normal(jax.random.PRNGKey(4), logits.shape)
+    hvp = jax.jvp(lambda z: grad_z(phi, z), (logits,), (v,))[1]
+    mixed = jax.grad(lambda p: jnp.vdot(v, grad_z(p, logits)))(phi)
+    assert jnp.all(jnp.isfinite(hvp)), scale
+    assert jnp.all(jnp.isfinite(ravel_pytree(mixed)[0])), scale
