@@ -33,6 +33,8 @@ def default_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.method = "l2t_dln"
   c.seed = 0
+  c.teacher_init = ""  # l2t_dln: a saved LSTM teacher (WORKDIR/teacher.msgpack of an earlier run)
+  # to start from instead of a random one; its architecture must equal `teacher` below
 
   c.data = ml_collections.ConfigDict()
   c.data.name = "mnist1d"
@@ -98,7 +100,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.teacher.output_scale = 1e-3
   c.teacher.preprocess_p = 10.0
   c.teacher.state_features = True  # progress, train loss, val loss, val accuracy
-  c.teacher.learning_rate = 1e-3
+  c.teacher.learning_rate = 1e-3  # 0: a frozen teacher (with teacher_init: teaches, never learns)
   c.teacher.grad_clip = 1.0  # global norm of the teacher's gradient; 0 disables
 
   c.dlf = ml_collections.ConfigDict()
@@ -175,6 +177,9 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _check(p, not d.use_val_for_training,
            "data.use_val_for_training=True leaves no validation data for "
            f"method='{cfg.method}': use it with ce, label_smoothing or focal")
+  _check(p, not cfg.teacher_init or cfg.method == "l2t_dln",
+         f"teacher_init='{cfg.teacher_init}' starts an LSTM teacher, which only method='l2t_dln' "
+         f"has, not method='{cfg.method}': set teacher_init='' or method='l2t_dln'")
   _check_student(p, cfg)
   o = cfg.optim
   _check(p, o.name in OPTIMIZERS, f"optim.name='{o.name}' is not one of {OPTIMIZERS}")

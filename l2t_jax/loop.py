@@ -29,7 +29,7 @@ import ml_collections
 import optax
 from jax.flatten_util import ravel_pytree
 
-from l2t_jax import dlf, dln as dln_lib, dln_table, losses, optim, teacher as teacher_lib
+from l2t_jax import dlf, dln as dln_lib, dln_table, losses, optim, teacher as teacher_lib, teacher_io
 from l2t_jax.data import augment as augment_lib
 from l2t_jax.students import Student
 from l2t_jax.unroll import (LossFn, StepStats, StudentState, ValFn, all_finite, hypergradient,
@@ -242,10 +242,12 @@ def dlf_method(setup: Setup, teacher: dlf.DLFTeacher,
 
 def dln_method(setup: Setup, loss_init: Callable[[jax.Array], Any], loss_fn: LossFn,
                teacher: teacher_lib.LSTMTeacher, teacher_opt: optax.GradientTransformation,
-               prepare: Callable[[Any], Any] | None = None) -> Method:
+               prepare: Callable[[Any], Any] | None = None,
+               teacher_params: Any = None) -> Method:
   """L2T-DLN with any learned loss `loss_fn(prepare(phi), logits, labels)` whose `phi` starts at
   `loss_init(rng)`; the DLN of `l2t_jax.dln` is the standard choice. `prepare` (default: none)
-  runs once per segment, e.g. to tabulate the DLN."""
+  runs once per segment, e.g. to tabulate the DLN. `teacher_params` (default: a random teacher)
+  starts the teacher from trained parameters, e.g. `teacher_io.load_teacher`'s."""
   M = setup.teacher_every
   prepare = prepare or (lambda phi: phi)
   use_features = teacher.num_features > 0
@@ -254,6 +256,9 @@ def dln_method(setup: Setup, loss_init: Callable[[jax.Array], Any], loss_fn: Los
     rng_s, rng_d, rng_t = jax.random.split(rng, 3)
     phi = loss_init(rng_d)
     theta = teacher.init(rng_t)
+    if teacher_params is not None:  # copied, so that init's outputs never share buffers
+      theta = jax.tree_util.tree_map(lambda t, x: jnp.array(x, t.dtype, copy=True), theta,
+                                     teacher_params)
     memory = teacher.init_state(phi)
     flat = ravel_pytree(phi)[0]
     window = Window(memory0=memory, in_grads=jnp.zeros((M, flat.size), flat.dtype),
@@ -352,10 +357,14 @@ def build_method(config: ml_collections.ConfigDict, student: Student,
   if config.method == "l2t_dln":
     dln = dln_lib.make_dln(config.dln)
     teacher_opt = optim.teacher_optimizer(config.teacher.learning_rate, config.teacher.grad_clip)
+    theta = teacher_io.load_teacher(config.teacher_init, config.teacher) if config.teacher_init \
+        else None
     if config.dln.table_size:
       return dln_method(setup, dln.init, dln_table.table_loss, make_teacher(config.teacher),
-                        teacher_opt, lambda phi: dln_table.make_table(dln, phi, config.dln.table_size))
-    return dln_method(setup, dln.init, dln.loss, make_teacher(config.teacher), teacher_opt)
+                        teacher_opt, lambda phi: dln_table.make_table(dln, phi, config.dln.table_size),
+                        teacher_params=theta)
+    return dln_method(setup, dln.init, dln.loss, make_teacher(config.teacher), teacher_opt,
+                      teacher_params=theta)
   if config.method == "l2t_dlf":
     teacher = dlf.DLFTeacher(dlf.DLFNetwork(tuple(config.dlf.hidden), num_classes), NUM_FEATURES)
     return dlf_method(setup, teacher,

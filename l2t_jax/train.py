@@ -2,9 +2,10 @@
 
 It loads the data, builds the method, runs its jitted cycle over the deterministic batch order
 (data-parallel over the selected devices, see `l2t_jax.parallel`), evaluates, prints progress, and
-writes `metrics.jsonl`, `config.json` and `summary.json`. With `checkpoint.every` set it saves orbax
-checkpoints in the workdir (every N steps, at the end, and on SIGTERM) and resumes from the latest
-one, continuing `metrics.jsonl` where that checkpoint left it.
+writes `metrics.jsonl`, `config.json`, `summary.json` and, for L2T-DLN, the final teacher
+(`teacher.msgpack`, to start later runs from: `config.teacher_init`). With `checkpoint.every` set
+it saves orbax checkpoints in the workdir (every N steps, at the end, and on SIGTERM) and resumes
+from the latest one, continuing `metrics.jsonl` where that checkpoint left it.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import optax
 from l2t_jax import checkpoint as checkpoint_lib
 from l2t_jax import config as config_lib
 from l2t_jax import parallel as parallel_lib
+from l2t_jax import teacher_io
 from l2t_jax.data import Dataset, load_dataset
 from l2t_jax.data.sampler import TRAIN_STREAM, VAL_STREAM, batch_indices
 from l2t_jax.loop import CycleMetrics, Method, TrainState, build_method
@@ -156,11 +158,15 @@ def _skip_warnings(counters: dict, seen: dict, since_step: int) -> list[str]:
 
 
 def train(config: ml_collections.ConfigDict, workdir: str | None = None,
-          log: Callable[[str], Any] = print, dataset: Dataset | None = None) -> TrainResult:
+          log: Callable[[str], Any] = print, dataset: Dataset | None = None,
+          on_eval: Callable[[int, TrainState], None] | None = None) -> TrainResult:
   """Runs `config` to the end (resuming from `workdir`'s checkpoint if it has one); returns the
   summary, the final state and the method. Raises `Interrupted` after a SIGTERM.
 
   `dataset` (optional) trains on your own splits instead of the dataset the config names.
+  `on_eval(step, state)` (optional) is called at every evaluation, step 0 included, with this
+  host's copy of the state, e.g. to snapshot the DLN; the next cycle may reuse (donate) the state's
+  buffers, so copy what you keep (`jax.device_get`).
   """
   wall0 = time.time()
   run = build_run(config, dataset)
@@ -195,6 +201,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | None = None,
     params, model_state = dp.local((state.student.params, state.student.model_state))
     val = run.evaluate(params, model_state, ds.val.x, ds.val.y)
     test = run.evaluate(params, model_state, ds.test.x, ds.test.y)
+    if on_eval is not None:
+      on_eval(step, dp.local(state))
     return {"kind": "eval", "step": step, "val_accuracy": val["accuracy"], "val_loss": val["loss"],
             "test_accuracy": test["accuracy"], "test_loss": test["loss"]}
 
@@ -291,7 +299,12 @@ def train(config: ml_collections.ConfigDict, workdir: str | None = None,
       "devices": dp.size,
       **counters,
   }
+  text = _summary_text(summary)
   if files:
     write_json_atomic(os.path.join(files, "summary.json"), summary)
-  log(_summary_text(summary))
+    if cfg.method == "l2t_dln":
+      path = os.path.join(files, "teacher.msgpack")
+      teacher_io.save_teacher(path, dp.local(state.teacher_params), cfg.teacher)
+      text += f"\nteacher saved to   {path} (start a run from it: teacher_init='{path}')"
+  log(text)
   return TrainResult(summary, state, run.method)

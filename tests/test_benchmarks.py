@@ -42,3 +42,31 @@ def test_gpu_throughput_smoke_reports_step_time_and_images_per_second(tmp_path, 
   assert abs(entry["images_per_second"] - 8 / (entry["step_ms"] / 1e3)) < 1e-6 * entry[
       "images_per_second"]
   assert "images/s" in capsys.readouterr().out
+
+
+def test_compare_losses_small_writes_results_plots_and_table(tmp_path, capsys):
+  from benchmarks import compare_losses
+  out = tmp_path / "cmp"
+  compare_losses.main(["--seeds=1", "--steps=40", "--ce_lrs=0.05,0.1", f"--out={out}",
+                       "--set", "train.eval_every=20", "--set", "train.log_every=20",
+                       "--set", "meta.teacher_every=2", "--set", "data.val_size=200"])
+  text = capsys.readouterr().out
+  saved = json.loads((out / "results.json").read_text())
+  assert set(saved["methods"]) == set(compare_losses.METHODS)
+  assert saved["steps"] == 40 and saved["seeds"] == [0] and saved["label_noise"] == 0.0
+  for name, m in saved["methods"].items():
+    (acc,) = m["test_accuracy"]
+    assert 0.0 <= acc <= 1.0 and m["mean"] == acc and m["std"] == 0.0
+    assert m["wins_vs_ce"] in (0, 1)
+  assert saved["methods"]["ce_trainval"]["val_accuracy"] == [None]
+  assert set(saved["ce_lr_sweep"]) == {"0.05", "0.1"}
+  best = max(saved["ce_lr_sweep"], key=lambda lr: saved["ce_lr_sweep"][lr]["val_accuracy"])
+  assert saved["methods"]["ce"]["learning_rate"] == float(best)
+  assert saved["methods"]["ce_trainval"]["learning_rate"] == float(best)
+  assert (out / "teacher_run" / "teacher.msgpack").exists()
+  config = json.loads((out / "runs" / "l2t_dln_teacher_init" / "seed0" / "config.json").read_text())
+  assert config["teacher_init"] == str(out / "teacher_run" / "teacher.msgpack")
+  for name in ("curves.png", "learned_loss.png", "table.md"):
+    assert (out / name).stat().st_size > 0
+  assert "| l2t_dln_teacher_init |" in text and "| l2t_dln_teacher_init |" in (
+      out / "table.md").read_text()

@@ -1,0 +1,348 @@
+"""Learned loss against hand-made losses on MNIST-1D: test accuracy over seeds, curves, the DLN.
+
+  python benchmarks/compare_losses.py --student mlp --out out/compare
+  python benchmarks/compare_losses.py --student cnn --seeds 5 --label_noise 0.4 --out out/compare
+  python benchmarks/compare_losses.py --methods ce,l2t_dln --set meta.teacher_every=2 --out out/x
+
+Every method trains the same student with the same optimizer, steps, seeds and batch order (its
+config is the student's config with `method` changed, plus the `--set` overrides):
+  ce                    cross-entropy; its learning rate is swept over --ce_lrs on every seed and
+                        the rate of the best mean final validation accuracy is reported
+  ce_trainval           cross-entropy on train+val at that rate (no validation split left: n/a)
+  label_smoothing, l2t_dlf, l2t_dln   the config's own learning rate
+  l2t_dln_teacher_init  L2T-DLN whose teacher starts from one trained on a separate run (seed
+                        1000, a student not among the evaluated seeds; OUT/teacher_run)
+Each run keeps its files in OUT/runs/<method>/seed<k> (CE: OUT/runs/ce_lr<rate>/seed<k>); a run
+whose directory holds a finished run of the same config is reused (--rerun trains anew). Writes
+OUT/results.json, OUT/table.md (also printed), OUT/curves.png (validation and test accuracy against
+student steps, mean over seeds with the min-max band) and OUT/learned_loss.png (the DLN of the
+l2t_dln run of seed 0 at four points of training, against cross-entropy). With --label_noise > 0
+every output gets a suffix (results_noise0.4.json, runs_noise0.4/, ...) beside the clean ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import copy
+import json
+import math
+import os
+import shlex
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.common import load_config  # noqa: E402
+
+STUDENT_CONFIGS = {"mlp": "mnist1d_mlp", "cnn": "mnist1d_cnn"}
+METHODS = ("ce", "label_smoothing", "l2t_dlf", "l2t_dln", "ce_trainval", "l2t_dln_teacher_init")
+TEACHER_SEED = 1000  # the student the pre-trained teacher learns on: not an evaluated seed
+SNAPSHOTS = "dln_snapshots.msgpack"  # the DLN at every evaluation, kept with the l2t_dln runs
+
+
+def parse_override(text: str) -> tuple[str, object]:
+  """`key=value` with the value read as a Python literal, or else kept as a string."""
+  if "=" not in text:
+    raise ValueError(f"--set {text!r}: expected key=value, e.g. meta.teacher_every=2")
+  key, raw = text.split("=", 1)
+  try:
+    value = ast.literal_eval(raw)
+  except (ValueError, SyntaxError):
+    value = raw
+  return key.strip(), value
+
+
+def apply_override(config, key: str, value) -> None:
+  """Sets `config[key]` for a dotted key that the config already has."""
+  node = config
+  for part in key.split(".")[:-1]:
+    if part not in node:
+      raise ValueError(f"--set {key}: the config has no '{part}'")
+    node = node[part]
+  leaf = key.split(".")[-1]
+  if leaf not in node:
+    raise ValueError(f"--set {key}: the config has no key '{leaf}'")
+  node[leaf] = value
+
+
+def _finite_or_none(x):
+  return None if x is None or (isinstance(x, float) and math.isnan(x)) else x
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+  mean = float(np.mean(values))
+  std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+  return mean, std
+
+
+def _same_run(workdir: str, config, needed: tuple[str, ...]) -> bool:
+  files = ("summary.json", "config.json", "metrics.jsonl") + needed
+  if not all(os.path.exists(os.path.join(workdir, f)) for f in files):
+    return False
+  with open(os.path.join(workdir, "config.json")) as f:
+    return json.load(f) == json.loads(config.to_json())
+
+
+def run_one(config, workdir: str, label: str, rerun: bool, snapshot: bool = False) -> dict:
+  """The summary of one run (reused when `workdir` holds it); prints one line when it is done.
+  With `snapshot`, the DLN parameters at every evaluation are saved beside it."""
+  import flax.serialization
+  import jax
+  from l2t_jax.train import train
+  needed = (SNAPSHOTS,) if snapshot else ()
+  needed += ("teacher.msgpack",) if config.method == "l2t_dln" else ()
+  if not rerun and _same_run(workdir, config, needed):
+    with open(os.path.join(workdir, "summary.json")) as f:
+      summary = json.load(f)
+    print(f"{label:<34} test acc {summary['test_accuracy']:.4f}  (reused {workdir})", flush=True)
+    return summary
+  snapshots = {}
+
+  def on_eval(step, state):
+    snapshots[str(step)] = jax.device_get(state.loss_params)
+
+  summary = train(config, workdir=workdir, log=lambda _: None,
+                  on_eval=on_eval if snapshot else None).summary
+  if snapshot:
+    with open(os.path.join(workdir, SNAPSHOTS), "wb") as f:
+      f.write(flax.serialization.msgpack_serialize(snapshots))
+  print(f"{label:<34} test acc {summary['test_accuracy']:.4f}  ({summary['wall_seconds']:.1f} s)",
+        flush=True)
+  return summary
+
+
+def load_snapshots(workdir: str) -> dict[int, object]:
+  import flax.serialization
+  with open(os.path.join(workdir, SNAPSHOTS), "rb") as f:
+    saved = flax.serialization.msgpack_restore(f.read())
+  return {int(step): phi for step, phi in saved.items()}
+
+
+def eval_curves(workdirs: list[str]) -> dict[str, np.ndarray]:
+  """Steps and (seeds, evals) arrays of validation and test accuracy from the runs' metrics."""
+  from l2t_jax.metrics import read_metrics
+  runs = [[r for r in read_metrics(w) if r["kind"] == "eval"] for w in workdirs]
+  steps = [r["step"] for r in runs[0]]
+  return {"steps": np.array(steps),
+          "val": np.array([[r["val_accuracy"] for r in evals] for evals in runs], float),
+          "test": np.array([[r["test_accuracy"] for r in evals] for evals in runs], float)}
+
+
+def plot_curves(curves: dict[str, dict], path: str, title: str) -> None:
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharex=True)
+  for ax, key, name in ((axes[0], "val", "validation accuracy"), (axes[1], "test", "test accuracy")):
+    for method, c in curves.items():
+      values = c[key]
+      if np.all(np.isnan(values)):
+        continue  # ce_trainval has no validation split
+      line, = ax.plot(c["steps"], values.mean(0), label=method)
+      ax.fill_between(c["steps"], values.min(0), values.max(0), color=line.get_color(), alpha=0.2)
+    ax.set_xlabel("student steps")
+    ax.set_ylabel(name)
+    ax.set_title(f"{name} (mean over seeds, min-max band)")
+    ax.grid(alpha=0.3)
+  axes[1].legend(fontsize=8)
+  fig.suptitle(title)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def plot_learned_loss(dln_cfg, snapshots: dict[int, object], path: str, title: str) -> None:
+  """The DLN's item value against p for a true-class and a wrong-class item, at about four points
+  of training (start, 1/3, 2/3, end), next to cross-entropy."""
+  import jax.numpy as jnp
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  from l2t_jax.dln import make_dln
+  dln = make_dln(dln_cfg)
+  steps = sorted(snapshots)
+  picks = sorted({steps[round(i * (len(steps) - 1) / 3)] for i in range(4)})
+  p = np.linspace(1e-3, 1 - 1e-3, 400, dtype=np.float32)
+  fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+  for ax, y in zip(axes, (1.0, 0.0)):
+    ce = -np.log(p) if y else np.zeros_like(p)
+    ax.plot(p, ce, "k--", lw=2, label="cross-entropy")
+    for step in picks:
+      phi = snapshots[step]
+      values = np.asarray(dln.item_loss(phi, jnp.asarray(p), jnp.full_like(p, y)))
+      ax.plot(p, values, label=f"DLN at step {step}")
+    ax.set_xlabel("p (predicted probability of the class)")
+    ax.set_ylabel("item loss")
+    ax.set_title("true-class item (y=1)" if y else "wrong-class item (y=0)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+  fig.suptitle(title)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def format_table(methods: dict[str, dict]) -> str:
+  head = ("| method | test accuracy (%) mean ± std | per seed (%) | val accuracy (%) | lr | "
+          "wins vs CE |")
+  lines = [head, "|---|---|---|---|---|---|"]
+  for name, m in methods.items():
+    vals = [v for v in m["val_accuracy"] if v is not None]
+    val = f"{100 * np.mean(vals):.2f}" if vals else "n/a"
+    wins = "-" if m["wins_vs_ce"] is None else f"{m['wins_vs_ce']}/{len(m['test_accuracy'])}"
+    seeds = ", ".join(f"{100 * a:.2f}" for a in m["test_accuracy"])
+    lines.append(f"| {name} | {100 * m['mean']:.2f} ± {100 * m['std']:.2f} | {seeds} | {val} | "
+                 f"{m['learning_rate']:g} | {wins} |")
+  return "\n".join(lines)
+
+
+def main(argv=None) -> dict:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--student", choices=sorted(STUDENT_CONFIGS), default="mlp",
+                      help="mlp: configs/mnist1d_mlp.py; cnn: configs/mnist1d_cnn.py")
+  parser.add_argument("--seeds", type=int, default=5, help="evaluated seeds are 0..N-1")
+  parser.add_argument("--out", required=True)
+  parser.add_argument("--label_noise", type=float, default=0.0,
+                      help="data.label_noise (symmetric noise on the training split)")
+  parser.add_argument("--steps", type=int, default=None, help="student steps (default: the config's)")
+  parser.add_argument("--ce_lrs", default="0.03,0.05,0.1,0.2",
+                      help="learning rates of the CE sweep, comma-separated")
+  parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, of {METHODS}")
+  parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                      help="config override applied to every method, e.g. meta.teacher_every=2 "
+                           "(repeatable; the value is read as a Python literal)")
+  parser.add_argument("--rerun", action="store_true",
+                      help="train every run anew, even where its directory holds it finished")
+  args = parser.parse_args(argv)
+  command = shlex.join([sys.argv[0] if argv is None else "benchmarks/compare_losses.py",
+                        *(sys.argv[1:] if argv is None else argv)])
+
+  methods = args.methods.split(",")
+  unknown = [m for m in methods if m not in METHODS]
+  if unknown:
+    parser.error(f"--methods: unknown {unknown}; known: {METHODS}")
+  ce_lrs = [float(x) for x in args.ce_lrs.split(",")]
+  seeds = list(range(args.seeds))
+  base = load_config(STUDENT_CONFIGS[args.student])
+  base.data.label_noise = args.label_noise
+  if args.steps is not None:
+    base.train.steps = args.steps
+  try:
+    for text in args.set:
+      apply_override(base, *parse_override(text))
+  except (ValueError, TypeError, KeyError) as e:
+    parser.error(str(e))
+
+  suffix = f"_noise{args.label_noise:g}" if args.label_noise > 0 else ""
+  out = args.out
+  runs_dir = os.path.join(out, f"runs{suffix}")
+  os.makedirs(out, exist_ok=True)
+  print(f"compare_losses: {args.student} student, {base.train.steps} steps, seeds {seeds}, label "
+        f"noise {args.label_noise:g}, methods {methods}", flush=True)
+
+  def config_for(method: str, seed: int, **changes):
+    c = copy.deepcopy(base)
+    c.method, c.seed = method, seed
+    for key, value in changes.items():
+      apply_override(c, key, value)
+    return c
+
+  def run_seeds(name: str, method: str, snapshot_seed0: bool = False, **changes) -> list[dict]:
+    rows = []
+    for seed in seeds:
+      workdir = os.path.join(runs_dir, name, f"seed{seed}")
+      summary = run_one(config_for(method, seed, **changes), workdir, f"{name} seed {seed}",
+                        args.rerun, snapshot=snapshot_seed0 and seed == 0)
+      rows.append({"summary": summary, "workdir": workdir})
+    return rows
+
+  from l2t_jax.config import ConfigError, validate
+  try:  # every method's config, checked before the first run starts
+    for method in ("ce", "label_smoothing", "l2t_dlf", "l2t_dln"):
+      validate(config_for(method, 0))
+  except ConfigError as e:
+    parser.error(f"the config with these options does not work: {e}")
+
+  results: dict[str, list[dict]] = {}
+  rates: dict[str, float] = {}
+  sweep: dict[str, dict] = {}
+  if "ce" in methods or "ce_trainval" in methods:
+    by_lr = {}
+    for lr in ce_lrs:
+      by_lr[lr] = run_seeds(f"ce_lr{lr:g}", "ce", **{"optim.learning_rate": lr})
+      sweep[f"{lr:g}"] = {
+          "val_accuracy": float(np.mean([r["summary"]["val_accuracy"] for r in by_lr[lr]])),
+          "test_accuracy": float(np.mean([r["summary"]["test_accuracy"] for r in by_lr[lr]]))}
+    best_lr = max(ce_lrs, key=lambda lr: sweep[f"{lr:g}"]["val_accuracy"])
+    if "ce" in methods:
+      results["ce"], rates["ce"] = by_lr[best_lr], best_lr
+  for method in methods:
+    if method in ("label_smoothing", "l2t_dlf", "l2t_dln"):
+      results[method] = run_seeds(method, method, snapshot_seed0=method == "l2t_dln")
+      rates[method] = base.optim.learning_rate
+    elif method == "ce_trainval":
+      results[method] = run_seeds(method, "ce", **{"optim.learning_rate": best_lr,
+                                                   "data.use_val_for_training": True})
+      rates[method] = best_lr
+    elif method == "l2t_dln_teacher_init":
+      teacher_dir = os.path.join(out, f"teacher_run{suffix}")
+      run_one(config_for("l2t_dln", TEACHER_SEED), teacher_dir,
+              f"teacher run (l2t_dln seed {TEACHER_SEED})", args.rerun)
+      results[method] = run_seeds(method, "l2t_dln",
+                                  teacher_init=os.path.join(teacher_dir, "teacher.msgpack"))
+      rates[method] = base.optim.learning_rate
+
+  order = [m for m in METHODS if m in results]
+  ce_test = [r["summary"]["test_accuracy"] for r in results["ce"]] if "ce" in results else None
+  table_rows = {}
+  for method in order:
+    test = [r["summary"]["test_accuracy"] for r in results[method]]
+    val = [None if method == "ce_trainval" else _finite_or_none(r["summary"]["val_accuracy"])
+           for r in results[method]]
+    mean, std = _mean_std(test)
+    table_rows[method] = {
+        "test_accuracy": test, "val_accuracy": val, "mean": mean, "std": std,
+        "learning_rate": rates[method],
+        "wins_vs_ce": None if ce_test is None else int(sum(a > b for a, b in zip(test, ce_test)))}
+
+  report = {"student": args.student, "label_noise": args.label_noise,
+            "steps": base.train.steps, "seeds": seeds, "methods": table_rows,
+            "ce_lr_sweep": sweep, "command": command}
+  from l2t_jax.metrics import write_json_atomic
+  results_path = os.path.join(out, f"results{suffix}.json")
+  write_json_atomic(results_path, report)
+
+  title = (f"MNIST-1D, {args.student} student, {base.train.steps} steps, {len(seeds)} seed(s)"
+           + (f", label noise {args.label_noise:g}" if args.label_noise > 0 else ""))
+  plot_curves({m: eval_curves([r["workdir"] for r in results[m]]) for m in order},
+              os.path.join(out, f"curves{suffix}.png"), title)
+  written = [results_path, os.path.join(out, f"curves{suffix}.png")]
+  if "l2t_dln" in results and 0 in seeds:
+    path = os.path.join(out, f"learned_loss{suffix}.png")
+    plot_learned_loss(base.dln, load_snapshots(results["l2t_dln"][0]["workdir"]), path,
+                      f"The DLN of the l2t_dln run of seed 0 ({title})")
+    written.append(path)
+
+  text = [f"## {title}", ""]
+  if sweep:
+    text += ["CE learning-rate sweep (mean over seeds; chosen by validation accuracy: "
+             f"{best_lr:g}):", "", "| lr | val accuracy (%) | test accuracy (%) |", "|---|---|---|"]
+    text += [f"| {lr} | {100 * s['val_accuracy']:.2f} | {100 * s['test_accuracy']:.2f} |"
+             for lr, s in sweep.items()]
+    text.append("")
+  text.append(format_table(table_rows))
+  table = "\n".join(text) + "\n"
+  table_path = os.path.join(out, f"table{suffix}.md")
+  with open(table_path, "w") as f:
+    f.write(table)
+  written.append(table_path)
+  print("\n" + table)
+  print("wrote " + ", ".join(written))
+  return report
+
+
+if __name__ == "__main__":
+  main()
