@@ -10,6 +10,8 @@ config is the student's config with `method` changed, plus the `--set` overrides
                         the rate of the best mean final validation accuracy is reported
   ce_trainval           cross-entropy on train+val at that rate (no validation split left: n/a)
   label_smoothing, l2t_dlf, l2t_dln   the config's own learning rate
+  l2t_dln_scale_free    L2T-DLN whose teacher minimises the scale-free validation CE (CE of the
+                        standardised logits): it cannot win by making the student less confident
   l2t_dln_teacher_init  L2T-DLN whose teacher starts from one trained on a separate run (seed
                         1000, a student not among the evaluated seeds; OUT/teacher_run)
 Each run keeps its files in OUT/runs/<method>/seed<k> (CE: OUT/runs/ce_lr<rate>/seed<k>); a run
@@ -38,7 +40,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.common import load_config  # noqa: E402
 
 STUDENT_CONFIGS = {"mlp": "mnist1d_mlp", "cnn": "mnist1d_cnn"}
-METHODS = ("ce", "label_smoothing", "l2t_dlf", "l2t_dln", "ce_trainval", "l2t_dln_teacher_init")
+METHODS = ("ce", "label_smoothing", "l2t_dlf", "l2t_dln", "l2t_dln_scale_free", "ce_trainval",
+           "l2t_dln_teacher_init")
+# Variants worth keeping: a method run with a few keys changed.
+VARIANTS = {"l2t_dln_scale_free": ("l2t_dln", {"meta.val_objective": "scale_free_ce"})}
 TEACHER_SEED = 1000  # the student the pre-trained teacher learns on: not an evaluated seed
 SNAPSHOTS = "dln_snapshots.msgpack"  # the DLN at every evaluation, kept with the l2t_dln runs
 
@@ -282,6 +287,10 @@ def main(argv=None) -> dict:
   for method in methods:
     if method in ("label_smoothing", "l2t_dlf", "l2t_dln"):
       results[method] = run_seeds(method, method, snapshot_seed0=method == "l2t_dln")
+      rates[method] = base.optim.learning_rate
+    elif method in VARIANTS:
+      parent, changes = VARIANTS[method]
+      results[method] = run_seeds(method, parent, **changes)
       rates[method] = base.optim.learning_rate
     elif method == "ce_trainval":
       results[method] = run_seeds(method, "ce", **{"optim.learning_rate": best_lr,

@@ -15,7 +15,7 @@ METHODS = ("ce", "label_smoothing", "focal", "l2t_dlf", "l2t_dln")
 META_METHODS = ("l2t_dlf", "l2t_dln")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "piecewise")
-VAL_OBJECTIVES = ("ce", "smooth_error")
+VAL_OBJECTIVES = ("ce", "smooth_error", "scale_free_ce")
 REMAT_POLICIES = ("none", "step", "dots", "sqrt")  # memory policies: see unroll._remat_scan
 DLN_FEATURES = ("log_p", "y", "y_log_p", "log_1mp", "p")
 DATASETS = ("mnist1d", "mnist", "cifar10", "cifar100")
@@ -83,8 +83,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.meta.interval = 10  # student steps between loss updates (>= K); the first K are unrolled
   c.meta.teacher_every = 5  # M: loss updates per teacher update (truncated BPTT window)
   c.meta.val_batch_size = 0  # 0: the whole validation split each segment
-  c.meta.val_objective = "ce"
+  c.meta.val_objective = "ce"  # ce, smooth_error (L2T-DLF's), scale_free_ce (see losses.py)
   c.meta.smooth_error_k = 5.0
+  c.meta.scale_free_temperature = 0.3  # scale_free_ce: CE of the standardised logits / this
   c.meta.remat = "none"  # memory policy of the differentiated unroll: none, step, dots, sqrt
 
   c.dln = ml_collections.ConfigDict()
@@ -207,6 +208,8 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
          f"meta.remat='{m.remat}' is not one of {REMAT_POLICIES}")
   _check(p, m.val_objective in VAL_OBJECTIVES,
          f"meta.val_objective='{m.val_objective}' is not one of {VAL_OBJECTIVES}")
+  _check(p, m.scale_free_temperature > 0,
+         f"meta.scale_free_temperature={m.scale_free_temperature} must be > 0")
   _check(p, set(cfg.dln.features) <= set(DLN_FEATURES) and len(cfg.dln.features) > 0,
          f"dln.features={tuple(cfg.dln.features)} must be a non-empty subset of {DLN_FEATURES}")
   _check(p, _positive_ints(cfg.dln.hidden), f"dln.hidden={tuple(cfg.dln.hidden)} must be positive ints")

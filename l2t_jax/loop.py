@@ -342,7 +342,8 @@ def make_setup(config: ml_collections.ConfigDict, student: Student,
     augment = functools.partial(augment_lib.crop_and_flip_batch, padding=config.data.crop_padding)
   return Setup(
       student=student, optimizer=optimizer,
-      val_fn=losses.validation_objective(config.meta.val_objective, config.meta.smooth_error_k),
+      val_fn=losses.validation_objective(config.meta.val_objective, config.meta.smooth_error_k,
+                                        config.meta.scale_free_temperature),
       unroll_steps=config.meta.unroll_steps, teacher_every=config.meta.teacher_every,
       total_steps=config.train.steps, initial_features=_uniform_guess_features(num_classes),
       remat=config.meta.remat, axis_name=axis_name, augment=augment, seed=config.seed)

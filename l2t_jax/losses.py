@@ -32,14 +32,28 @@ def smooth_error(logits: jax.Array, labels: jax.Array, k: float) -> jax.Array:
   return (2.0 * jax.nn.sigmoid(k * (p.max(-1) - p_y)) - 1.0).mean()
 
 
+def scale_free_ce(logits: jax.Array, labels: jax.Array, temperature: float) -> jax.Array:
+  """Cross-entropy of the logits standardised per sample, divided by `temperature`.
+
+  Blind to the scale of the logits (a confidence change that keeps the ranking leaves it
+  unchanged), so a teacher that minimises it cannot win by making the student less confident.
+  """
+  z = logits - logits.mean(-1, keepdims=True)
+  z = z / jnp.sqrt((z * z).mean(-1, keepdims=True) + 1e-6)
+  return cross_entropy(z / temperature, labels)
+
+
 def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
   return (logits.argmax(-1) == labels).mean()
 
 
-def validation_objective(name: str, smooth_error_k: float):
+def validation_objective(name: str, smooth_error_k: float, scale_free_temperature: float):
   """`(logits, labels) -> scalar`: what the teacher minimises on validation data."""
   if name == "ce":
     return cross_entropy
   if name == "smooth_error":
     return lambda logits, labels: smooth_error(logits, labels, smooth_error_k)
-  raise ValueError(f"meta.val_objective='{name}' is not one of ('ce', 'smooth_error')")
+  if name == "scale_free_ce":
+    return lambda logits, labels: scale_free_ce(logits, labels, scale_free_temperature)
+  raise ValueError(f"meta.val_objective='{name}' is not one of ('ce', 'smooth_error', "
+                   "'scale_free_ce')")

@@ -1,0 +1,34 @@
+"""Validation objectives: what they are blind to and what they equal."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from l2t_jax import losses
+
+
+def test_scale_free_ce_ignores_the_scale_and_shift_of_each_samples_logits():
+  logits = jax.random.normal(jax.random.PRNGKey(0), (16, 10))
+  labels = jnp.arange(16) % 10
+  scale = jnp.exp(jax.random.normal(jax.random.PRNGKey(1), (16, 1)))  # a positive scale per sample
+  shift = jax.random.normal(jax.random.PRNGKey(2), (16, 1))
+  a = losses.scale_free_ce(logits, labels, 0.3)
+  b = losses.scale_free_ce(scale * logits + shift, labels, 0.3)
+  np.testing.assert_allclose(a, b, rtol=1e-5)
+  # Plain CE does change: a student that is only less confident scores better on it.
+  assert losses.cross_entropy(0.5 * logits, labels) != losses.cross_entropy(logits, labels)
+
+
+def test_scale_free_ce_is_cross_entropy_of_standardised_logits():
+  logits = jnp.array([[3.0, 1.0, -1.0, -3.0]])
+  z = logits / jnp.sqrt(5.0)  # zero mean, unit root-mean-square
+  np.testing.assert_allclose(losses.scale_free_ce(logits, jnp.array([1]), 0.5),
+                             losses.cross_entropy(z / 0.5, jnp.array([1])), rtol=1e-5)
+
+
+def test_validation_objective_names():
+  logits = jax.random.normal(jax.random.PRNGKey(3), (8, 10))
+  labels = jnp.arange(8)
+  for name in ("ce", "smooth_error", "scale_free_ce"):
+    value = losses.validation_objective(name, 5.0, 0.3)(logits, labels)
+    assert jnp.isfinite(value) and value > 0
