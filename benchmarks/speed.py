@@ -87,14 +87,17 @@ def memory_bytes(compiled) -> dict:
           "argument_bytes": int(m.argument_size_in_bytes)}
 
 
-def variants(base):
-  """CE and L2T-DLN with the config's schedule, the synchronous meta-segment, and the same
-  meta-segment with the cheapest possible learned loss (floor)."""
+def variants(base, intervals=()):
+  """CE and L2T-DLN with the config's schedule, the synchronous meta-segment, the same
+  meta-segment with the cheapest possible learned loss (floor), and L2T-DLN with K differentiated
+  steps in every cycle of each of `intervals` steps (the asynchronous schedule)."""
   out = {}
-  for name, method, interval in (("ce", "ce", base.meta.interval),
-                                 ("default", "l2t_dln", base.meta.interval),
-                                 ("meta_segment", "l2t_dln", base.meta.unroll_steps),
-                                 ("meta_segment_floor", "l2t_dln", base.meta.unroll_steps)):
+  rows = [("ce", "ce", base.meta.interval),
+          ("default", "l2t_dln", base.meta.interval),
+          ("meta_segment", "l2t_dln", base.meta.unroll_steps),
+          ("meta_segment_floor", "l2t_dln", base.meta.unroll_steps)]
+  rows += [(f"interval_{n}", "l2t_dln", n) for n in intervals]
+  for name, method, interval in rows:
     c = base.copy_and_resolve_references()
     c.method, c.meta.interval = method, interval
     out[name] = c
@@ -115,13 +118,13 @@ def floor_method(run):
 
 
 def measure_student(name: str, dataset: Dataset | None, repeats: int, steps_per_repeat: int,
-                    ks: list[int], policies: list[str], log) -> dict:
+                    ks: list[int], policies: list[str], log, intervals=()) -> dict:
   base = student_config(name)
   base.train.batch_size = 128
   if dataset is None:
     dataset = load_dataset(base)
   subjects = {}
-  for key, config in variants(base).items():
+  for key, config in variants(base, intervals).items():
     cycles = max(1, steps_per_repeat // config.meta.interval)
     config.train.steps = config.meta.interval * cycles * (repeats + 2)
     subjects[key] = Subject(config, dataset, cycles,
@@ -142,6 +145,7 @@ def measure_student(name: str, dataset: Dataset | None, repeats: int, steps_per_
       "ratio_meta_segment_vs_ce": median["meta_segment"] / median["ce"],
       "ratio_default_vs_ce": median["default"] / median["ce"],
       "ratio_meta_segment_floor_vs_ce": median["meta_segment_floor"] / median["ce"],
+      "ratio_interval_vs_ce": {n: median[f"interval_{n}"] / median["ce"] for n in intervals},
       "compile_seconds": {k: s.compile_seconds for k, s in subjects.items()},
       "memory_bytes": {k: s.memory for k, s in subjects.items()},
   }
@@ -172,15 +176,17 @@ def measure_student(name: str, dataset: Dataset | None, repeats: int, steps_per_
 
 def table(results: dict) -> str:
   lines = ["| student | K / interval | CE µs/step | L2T-DLN default µs/step | meta-segment µs/step "
-           "| floor µs/step | default / CE | meta-segment / CE | floor / CE | compile (default) s |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
+           "| floor µs/step | default / CE | meta-segment / CE | floor / CE | compile (default) s |"
+           + "".join(f" interval {n} / CE |" for n in _intervals(results)),
+           "|---|---|---|---|---|---|---|---|---|---|" + "---|" * len(_intervals(results))]
   for name, r in results.items():
     u = r["us_per_step"]
     lines.append(f"| {name} | {r['unroll_steps']} / {r['interval']} | {u['ce']:.0f} | "
                  f"{u['default']:.0f} | {u['meta_segment']:.0f} | {u['meta_segment_floor']:.0f} | "
                  f"{r['ratio_default_vs_ce']:.2f} | {r['ratio_meta_segment_vs_ce']:.2f} | "
                  f"{r['ratio_meta_segment_floor_vs_ce']:.2f} | "
-                 f"{r['compile_seconds']['default']:.1f} |")
+                 f"{r['compile_seconds']['default']:.1f} |"
+                 + "".join(f" {r['ratio_interval_vs_ce'][n]:.2f} |" for n in _intervals(results)))
   lines += ["", "| student | K | " + " | ".join(
       f"peak MiB ({p})" for p in _policies(results)) + " |",
             "|---|---|" + "---|" * len(_policies(results))]
@@ -191,6 +197,10 @@ def table(results: dict) -> str:
                if row["K"] == k and row["remat"] == p]
       lines.append(f"| {name} | {k} | " + " | ".join(cells) + " |")
   return "\n".join(lines)
+
+
+def _intervals(results):
+  return list(next(iter(results.values()))["ratio_interval_vs_ce"])
 
 
 def _policies(results):
@@ -235,6 +245,9 @@ def main(argv=None) -> dict:
   parser.add_argument("--steps_per_repeat", type=int, default=1000)
   parser.add_argument("--ks", default="10,50,200")
   parser.add_argument("--remat", default="none,sqrt", help="comma-separated remat policies")
+  parser.add_argument("--intervals", default="100,500",
+                      help="also time L2T-DLN with K differentiated steps per cycle of this many "
+                           "steps (comma-separated; empty: none)")
   args = parser.parse_args(argv)
   gpu = jax.devices()[0].platform == "gpu"
   students = (args.students.split(",") if args.students
@@ -248,13 +261,15 @@ def main(argv=None) -> dict:
     if name in SYNTHETIC:
       dataset = synthetic_dataset(*SYNTHETIC[name], train=10_000, val=1000)
     results[name] = measure_student(name, dataset, args.repeats, args.steps_per_repeat,
-                                    [int(k) for k in args.ks.split(",")], args.remat.split(","), log)
+                                    [int(k) for k in args.ks.split(",")], args.remat.split(","), log,
+                                    [int(n) for n in args.intervals.split(",") if n])
   primary = results[students[0]]
   out = {
       "device": jax.devices()[0].device_kind, "platform": jax.devices()[0].platform,
       "primary_student": students[0],
       "ratio_meta_segment_vs_ce": primary["ratio_meta_segment_vs_ce"],
       "ratio_default_vs_ce": primary["ratio_default_vs_ce"],
+      "ratio_interval_vs_ce": primary["ratio_interval_vs_ce"],
       "compile_seconds": primary["compile_seconds"]["default"],
       "students": results,
   }
