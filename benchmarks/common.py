@@ -4,6 +4,7 @@ name, and the shrinking that turns a setting into a few-second smoke run of the 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 
 import ml_collections
@@ -73,3 +74,17 @@ def synthetic_dataset(input_shape: tuple[int, ...], num_classes: int, train: int
                  rng.integers(0, num_classes, n).astype(np.int32))
 
   return Dataset("synthetic", split(train), split(val), split(val), num_classes)
+
+
+def finished_summary(workdir: str, config: ml_collections.ConfigDict,
+                     needed: tuple[str, ...] = ()) -> dict | None:
+  """The summary of the run in `workdir` when it finished with exactly `config` (and holds the
+  files `needed`), so that a benchmark can reuse it; None otherwise."""
+  files = ("summary.json", "config.json") + needed
+  if not all(os.path.exists(os.path.join(workdir, f)) for f in files):
+    return None
+  with open(os.path.join(workdir, "config.json")) as f:
+    if json.load(f) != json.loads(config.to_json()):
+      return None
+  with open(os.path.join(workdir, "summary.json")) as f:
+    return json.load(f)

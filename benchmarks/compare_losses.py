@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import ast
 import copy
-import json
 import math
 import os
 import shlex
@@ -37,7 +36,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.common import load_config  # noqa: E402
+from benchmarks.common import finished_summary, load_config  # noqa: E402
 
 STUDENT_CONFIGS = {"mlp": "mnist1d_mlp", "cnn": "mnist1d_cnn"}
 METHODS = ("ce", "label_smoothing", "l2t_dlf", "l2t_dln", "l2t_dln_scale_free", "ce_trainval",
@@ -83,25 +82,17 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
   return mean, std
 
 
-def _same_run(workdir: str, config, needed: tuple[str, ...]) -> bool:
-  files = ("summary.json", "config.json", "metrics.jsonl") + needed
-  if not all(os.path.exists(os.path.join(workdir, f)) for f in files):
-    return False
-  with open(os.path.join(workdir, "config.json")) as f:
-    return json.load(f) == json.loads(config.to_json())
-
-
 def run_one(config, workdir: str, label: str, rerun: bool, snapshot: bool = False) -> dict:
   """The summary of one run (reused when `workdir` holds it); prints one line when it is done.
   With `snapshot`, the DLN parameters at every evaluation are saved beside it."""
   import flax.serialization
   import jax
   from l2t_jax.train import train
-  needed = (SNAPSHOTS,) if snapshot else ()
+  from l2t_jax.metrics import write_bytes_atomic
+  needed = ("metrics.jsonl",) + ((SNAPSHOTS,) if snapshot else ())
   needed += ("teacher.msgpack",) if config.method == "l2t_dln" else ()
-  if not rerun and _same_run(workdir, config, needed):
-    with open(os.path.join(workdir, "summary.json")) as f:
-      summary = json.load(f)
+  summary = None if rerun else finished_summary(workdir, config, needed)
+  if summary is not None:
     print(f"{label:<34} test acc {summary['test_accuracy']:.4f}  (reused {workdir})", flush=True)
     return summary
   snapshots = {}
@@ -112,8 +103,8 @@ def run_one(config, workdir: str, label: str, rerun: bool, snapshot: bool = Fals
   summary = train(config, workdir=workdir, log=lambda _: None,
                   on_eval=on_eval if snapshot else None).summary
   if snapshot:
-    with open(os.path.join(workdir, SNAPSHOTS), "wb") as f:
-      f.write(flax.serialization.msgpack_serialize(snapshots))
+    write_bytes_atomic(os.path.join(workdir, SNAPSHOTS),
+                       flax.serialization.msgpack_serialize(snapshots))
   print(f"{label:<34} test acc {summary['test_accuracy']:.4f}  ({summary['wall_seconds']:.1f} s)",
         flush=True)
   return summary

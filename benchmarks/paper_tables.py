@@ -23,7 +23,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.common import PAPER_CONFIGS, load_config, smoke_config  # noqa: E402
+from benchmarks.common import (PAPER_CONFIGS, finished_summary, load_config,  # noqa: E402
+                               smoke_config)
 
 METHODS = ("ce", "l2t_dlf", "l2t_dln")
 METHOD_NAMES = {"ce": "Cross entropy", "l2t_dlf": "L2T-DLF", "l2t_dln": "L2T-DLN"}
@@ -79,13 +80,8 @@ def format_tables(tabs: dict[str, dict]) -> str:
 def run_one(config, workdir: str, log) -> dict:
   """The summary of one run, reusing it when `workdir` already holds it for this config."""
   from l2t_jax.train import train
-  summary_path, config_path = (os.path.join(workdir, f) for f in ("summary.json", "config.json"))
-  if os.path.exists(summary_path) and os.path.exists(config_path):
-    with open(config_path) as f:
-      if json.load(f) == json.loads(config.to_json()):
-        with open(summary_path) as g:
-          return json.load(g)
-  return train(config, workdir=workdir, log=log).summary
+  summary = finished_summary(workdir, config)
+  return summary if summary is not None else train(config, workdir=workdir, log=log).summary
 
 
 def main(argv=None) -> dict:

@@ -29,7 +29,8 @@ import ml_collections
 import optax
 from jax.flatten_util import ravel_pytree
 
-from l2t_jax import dlf, dln as dln_lib, dln_table, losses, optim, teacher as teacher_lib, teacher_io
+from l2t_jax import dlf, dln as dln_lib, dln_table, losses, optim, teacher_io
+from l2t_jax import teacher as teacher_lib
 from l2t_jax.data import augment as augment_lib
 from l2t_jax.students import Student
 from l2t_jax.unroll import (LossFn, StepStats, StudentState, ValFn, all_finite, hypergradient,
@@ -360,11 +361,11 @@ def build_method(config: ml_collections.ConfigDict, student: Student,
     teacher_opt = optim.teacher_optimizer(config.teacher.learning_rate, config.teacher.grad_clip)
     theta = teacher_io.load_teacher(config.teacher_init, config.teacher) if config.teacher_init \
         else None
+    loss_fn, prepare = dln.loss, None
     if config.dln.table_size:
-      return dln_method(setup, dln.init, dln_table.table_loss, make_teacher(config.teacher),
-                        teacher_opt, lambda phi: dln_table.make_table(dln, phi, config.dln.table_size),
-                        teacher_params=theta)
-    return dln_method(setup, dln.init, dln.loss, make_teacher(config.teacher), teacher_opt,
+      loss_fn = dln_table.table_loss
+      prepare = lambda phi: dln_table.make_table(dln, phi, config.dln.table_size)  # noqa: E731
+    return dln_method(setup, dln.init, loss_fn, make_teacher(config.teacher), teacher_opt, prepare,
                       teacher_params=theta)
   if config.method == "l2t_dlf":
     teacher = dlf.DLFTeacher(dlf.DLFNetwork(tuple(config.dlf.hidden), num_classes), NUM_FEATURES)

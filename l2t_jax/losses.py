@@ -9,6 +9,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from l2t_jax.config import VAL_OBJECTIVES
+
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
   return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
@@ -55,5 +57,4 @@ def validation_objective(name: str, smooth_error_k: float, scale_free_temperatur
     return lambda logits, labels: smooth_error(logits, labels, smooth_error_k)
   if name == "scale_free_ce":
     return lambda logits, labels: scale_free_ce(logits, labels, scale_free_temperature)
-  raise ValueError(f"meta.val_objective='{name}' is not one of ('ce', 'smooth_error', "
-                   "'scale_free_ce')")
+  raise ValueError(f"meta.val_objective='{name}' is not one of {VAL_OBJECTIVES}")

@@ -18,6 +18,7 @@ import ml_collections
 import numpy as np
 
 from l2t_jax.config import ConfigError
+from l2t_jax.metrics import write_bytes_atomic
 
 FORMAT = "l2t_jax.teacher/1"
 TRAINING_KEYS = ("learning_rate", "grad_clip")  # how the teacher learns, not what it computes
@@ -34,14 +35,8 @@ def save_teacher(path: str, theta: Any, teacher_cfg: ml_collections.ConfigDict) 
   params = flax.serialization.to_state_dict(jax.device_get(theta))
   blob = flax.serialization.msgpack_serialize(
       {"format": FORMAT, "architecture": json.dumps(architecture(teacher_cfg)), "params": params})
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  tmp = path + ".tmp"
-  with open(tmp, "wb") as f:
-    f.write(blob)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  write_bytes_atomic(path, blob)
 
 
 def load_teacher(path: str, teacher_cfg: ml_collections.ConfigDict) -> Any:
