@@ -9,7 +9,10 @@ config is the student's config with `method` changed, plus the `--set` overrides
   ce                    cross-entropy; its learning rate is swept over --ce_lrs on every seed and
                         the rate of the best mean final validation accuracy is reported
   ce_trainval           cross-entropy on train+val at that rate (no validation split left: n/a)
-  label_smoothing, l2t_dlf, l2t_dln   the config's own learning rate
+  label_smoothing, l2t_dlf   at that rate too (the config's own when CE is not run)
+  ce_cosine             cross-entropy with a cosine-decayed rate, its peak swept over --ce_lrs the
+                        same way: a hand-made schedule, for reference (a learned loss can act as one)
+  l2t_dln               the config's own learning rate
   l2t_dln_scale_free    L2T-DLN whose teacher minimises the scale-free validation CE (CE of the
                         standardised logits): it cannot win by making the student less confident
   l2t_dln_teacher_init  L2T-DLN whose teacher starts from one trained on a separate run (seed
@@ -40,7 +43,7 @@ from benchmarks.common import finished_summary, load_config  # noqa: E402
 
 STUDENT_CONFIGS = {"mlp": "mnist1d_mlp", "cnn": "mnist1d_cnn"}
 METHODS = ("ce", "label_smoothing", "l2t_dlf", "l2t_dln", "l2t_dln_scale_free", "ce_trainval",
-           "l2t_dln_teacher_init")
+           "ce_cosine", "l2t_dln_teacher_init")
 # Variants worth keeping: a method run with a few keys changed.
 VARIANTS = {"l2t_dln_scale_free": ("l2t_dln", {"meta.val_objective": "scale_free_ce"})}
 TEACHER_SEED = 1000  # the student the pre-trained teacher learns on: not an evaluated seed
@@ -151,30 +154,55 @@ def plot_curves(curves: dict[str, dict], path: str, title: str) -> None:
 
 
 def plot_learned_loss(dln_cfg, snapshots: dict[int, object], path: str, title: str) -> None:
-  """The DLN's item value against p for a true-class and a wrong-class item, at about four points
-  of training (start, 1/3, 2/3, end), next to cross-entropy."""
+  """The DLN for a true-class and a wrong-class item at about four points of training (start, 1/3,
+  2/3, end), next to cross-entropy: top, the item's value against p (shifted by a constant, which
+  no gradient sees, to 0 where cross-entropy's is: p -> 1 for the target, p -> 0 for the others);
+  bottom, its push on the item's logit as a multiple of binary cross-entropy's (-log p for the
+  target, -log(1 - p) for the others; cross-entropy itself has no wrong-class term: 0). With a table (`dln.table_size`), the tabulated DLN, bounded
+  if `dln.slope_bound` says so: the loss the student was trained on."""
+  import jax
   import jax.numpy as jnp
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+  from l2t_jax import dln_table
   from l2t_jax.dln import make_dln
   dln = make_dln(dln_cfg)
+
+  def item_loss(phi, p, y):
+    if not dln_cfg.table_size:
+      return dln.item_loss(phi, p, y)
+    table = dln_table.make_table(dln, phi, dln_cfg.table_size, dln_cfg.slope_bound)
+    return dln_table.table_item_loss(table, p, y)
+
+  def push(phi, t, y):  # minus the slope in the item logit t, over binary CE's
+    slope = jax.vmap(jax.grad(lambda s: item_loss(phi, jax.nn.sigmoid(s), jnp.asarray(y))))(t)
+    return np.asarray(-slope / jax.nn.sigmoid(-t) if y else slope / jax.nn.sigmoid(t))
+
   steps = sorted(snapshots)
   picks = sorted({steps[round(i * (len(steps) - 1) / 3)] for i in range(4)})
-  p = np.linspace(1e-3, 1 - 1e-3, 400, dtype=np.float32)
-  fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
-  for ax, y in zip(axes, (1.0, 0.0)):
-    ce = -np.log(p) if y else np.zeros_like(p)
-    ax.plot(p, ce, "k--", lw=2, label="cross-entropy")
+  t = np.linspace(-7.0, 6.0, 401, dtype=np.float32)  # p from 1e-3 to 1 - 2.5e-3 (float32 ratios
+  # of vanishing slopes are noise beyond)
+  p = 1.0 / (1.0 + np.exp(-t))
+  fig, axes = plt.subplots(2, 2, figsize=(11, 8), sharex=True)
+  for col, y in enumerate((1.0, 0.0)):
+    top, bottom = axes[0, col], axes[1, col]
+    top.plot(p, -np.log(p) if y else np.zeros_like(p), "k--", lw=2, label="cross-entropy")
+    bottom.plot(p, np.full_like(p, y), "k--", lw=2, label="cross-entropy")
     for step in picks:
       phi = snapshots[step]
-      values = np.asarray(dln.item_loss(phi, jnp.asarray(p), jnp.full_like(p, y)))
-      ax.plot(p, values, label=f"DLN at step {step}")
-    ax.set_xlabel("p (predicted probability of the class)")
-    ax.set_ylabel("item loss")
-    ax.set_title("true-class item (y=1)" if y else "wrong-class item (y=0)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+      values = np.asarray(item_loss(phi, jnp.asarray(p), jnp.full_like(p, y)))
+      top.plot(p, values - (values[-1] if y else values[0]), label=f"DLN at step {step}")
+      bottom.plot(p, push(phi, jnp.asarray(t), y), label=f"DLN at step {step}")
+    top.set_ylabel("item loss (up to a constant)")
+    top.set_title("true-class item (y=1)" if y else "wrong-class item (y=0)")
+    bottom.set_ylabel("push on the item's logit / binary CE's")
+    bottom.set_xlabel("p (predicted probability of the class)")
+    if dln_cfg.table_size and dln_cfg.slope_bound:
+      bottom.set_ylim(-0.1, dln_cfg.slope_bound + 0.3)
+    for ax in (top, bottom):
+      ax.grid(alpha=0.3)
+      ax.legend(fontsize=8)
   fig.suptitle(title)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
@@ -204,7 +232,7 @@ def main(argv=None) -> dict:
   parser.add_argument("--label_noise", type=float, default=0.0,
                       help="data.label_noise (symmetric noise on the training split)")
   parser.add_argument("--steps", type=int, default=None, help="student steps (default: the config's)")
-  parser.add_argument("--ce_lrs", default="0.03,0.05,0.1,0.2",
+  parser.add_argument("--ce_lrs", default="0.03,0.05,0.1,0.15,0.2",
                       help="learning rates of the CE sweep, comma-separated")
   parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, of {METHODS}")
   parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -264,20 +292,34 @@ def main(argv=None) -> dict:
 
   results: dict[str, list[dict]] = {}
   rates: dict[str, float] = {}
-  sweep: dict[str, dict] = {}
-  if "ce" in methods or "ce_trainval" in methods:
-    by_lr = {}
+  sweeps: dict[str, dict] = {}  # per swept method: rate -> mean val and test accuracy
+
+  def lr_sweep(prefix: str, **changes):
+    """Runs CE at every rate of --ce_lrs; returns the runs and the rate of the best mean final
+    validation accuracy, and records the sweep."""
+    by_lr, table = {}, sweeps.setdefault(prefix, {})
     for lr in ce_lrs:
-      by_lr[lr] = run_seeds(f"ce_lr{lr:g}", "ce", **{"optim.learning_rate": lr})
-      sweep[f"{lr:g}"] = {
+      by_lr[lr] = run_seeds(f"{prefix}_lr{lr:g}", "ce", **{"optim.learning_rate": lr, **changes})
+      table[f"{lr:g}"] = {
           "val_accuracy": float(np.mean([r["summary"]["val_accuracy"] for r in by_lr[lr]])),
           "test_accuracy": float(np.mean([r["summary"]["test_accuracy"] for r in by_lr[lr]]))}
-    best_lr = max(ce_lrs, key=lambda lr: sweep[f"{lr:g}"]["val_accuracy"])
+    best = max(ce_lrs, key=lambda lr: table[f"{lr:g}"]["val_accuracy"])
+    return by_lr[best], best
+
+  if "ce" in methods or "ce_trainval" in methods:
+    ce_runs, best_lr = lr_sweep("ce")
+    rates["ce"] = best_lr
     if "ce" in methods:
-      results["ce"], rates["ce"] = by_lr[best_lr], best_lr
+      results["ce"] = ce_runs
+  if "ce_cosine" in methods:
+    results["ce_cosine"], rates["ce_cosine"] = lr_sweep("ce_cosine", **{"optim.schedule": "cosine"})
   for method in methods:
-    if method in ("label_smoothing", "l2t_dlf", "l2t_dln"):
-      results[method] = run_seeds(method, method, snapshot_seed0=method == "l2t_dln")
+    if method in ("label_smoothing", "l2t_dlf"):  # the baselines get CE's best rate, if swept
+      rate = rates.get("ce", base.optim.learning_rate)
+      results[method] = run_seeds(method, method, **{"optim.learning_rate": rate})
+      rates[method] = rate
+    elif method == "l2t_dln":
+      results[method] = run_seeds(method, method, snapshot_seed0=True)
       rates[method] = base.optim.learning_rate
     elif method in VARIANTS:
       parent, changes = VARIANTS[method]
@@ -310,7 +352,8 @@ def main(argv=None) -> dict:
 
   report = {"student": args.student, "label_noise": args.label_noise,
             "steps": base.train.steps, "seeds": seeds, "methods": table_rows,
-            "ce_lr_sweep": sweep, "command": command}
+            "ce_lr_sweep": sweeps.get("ce", {}), "ce_cosine_lr_sweep": sweeps.get("ce_cosine", {}),
+            "command": command}
   from l2t_jax.metrics import write_json_atomic
   results_path = os.path.join(out, f"results{suffix}.json")
   write_json_atomic(results_path, report)
@@ -329,9 +372,10 @@ def main(argv=None) -> dict:
     written.append(path)
 
   text = [f"## {title}", ""]
-  if sweep:
-    text += ["CE learning-rate sweep (mean over seeds; chosen by validation accuracy: "
-             f"{best_lr:g}):", "", "| lr | val accuracy (%) | test accuracy (%) |", "|---|---|---|"]
+  for name, sweep in sweeps.items():
+    text += [f"{name} learning-rate sweep (mean over seeds; chosen by validation accuracy: "
+             f"{rates[name]:g}):", "", "| lr | val accuracy (%) | test accuracy (%) |",
+             "|---|---|---|"]
     text += [f"| {lr} | {100 * s['val_accuracy']:.2f} | {100 * s['test_accuracy']:.2f} |"
              for lr, s in sweep.items()]
     text.append("")

@@ -92,6 +92,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.dln.features = ("log_p", "y", "y_log_p", "log_1mp")
   c.dln.hidden = (16, 16)
   c.dln.skip_init = 1.0  # weight of the cross-entropy skip path at init
+  c.dln.slope_bound = 0.0  # >0 (table only): item slopes within [0, this x binary CE's], see dln_table
+  c.dln.learn_scale = False  # a learned log-scale of the whole loss (starts at 0: scale 1)
   c.dln.log_clip = 20.0  # log-probabilities fed to the MLP are clipped at -log_clip
   c.dln.table_size = 512  # >0: tabulate the DLN once per segment at this many knots (dln_table.py)
 
@@ -216,6 +218,12 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _check(p, cfg.dln.table_size == 0 or cfg.dln.table_size >= 16,
          f"dln.table_size={cfg.dln.table_size} must be 0 (exact DLN) or at least 16 knots")
   _check(p, cfg.dln.log_clip > 0, f"dln.log_clip={cfg.dln.log_clip} must be > 0")
+  _check(p, cfg.dln.slope_bound == 0 or cfg.dln.slope_bound >= 1,
+         f"dln.slope_bound={cfg.dln.slope_bound} must be 0 (unbounded) or >= 1 (a bound below 1 "
+         "would clip cross-entropy itself, where the DLN starts)")
+  _check(p, not cfg.dln.slope_bound or cfg.dln.table_size,
+         f"dln.slope_bound={cfg.dln.slope_bound} bounds the tabulated DLN: set dln.table_size > 0 "
+         "(e.g. 512) or dln.slope_bound=0")
   tc = cfg.teacher
   _check(p, _positive_ints([tc.hidden, tc.layers]), "teacher.hidden and teacher.layers must be positive ints")
   _check(p, tc.output_scale > 0, f"teacher.output_scale={tc.output_scale} must be > 0")

@@ -45,6 +45,7 @@ class ItemNetwork(nn.Module):
   hidden: Sequence[int]
   skip_init: float
   log_clip: float
+  learn_scale: bool = False  # a log-scale of the whole loss, learnable: the loss's own step size
 
   @nn.compact
   def __call__(self, log_p: jax.Array, y: jax.Array) -> jax.Array:
@@ -53,7 +54,10 @@ class ItemNetwork(nn.Module):
     for width in self.hidden:
       h = jnp.tanh(nn.Dense(width)(h))
     residual = nn.Dense(1, kernel_init=nn.initializers.zeros, bias_init=nn.initializers.zeros)(h)
-    return skip * (-y * log_p) + residual[..., 0]
+    value = skip * (-y * log_p) + residual[..., 0]
+    if self.learn_scale:
+      value = jnp.exp(self.param("log_scale", nn.initializers.zeros, ())) * value
+    return value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,4 +90,5 @@ class DLN:
 
 def make_dln(cfg: ml_collections.ConfigDict) -> DLN:
   return DLN(ItemNetwork(features=tuple(cfg.features), hidden=tuple(cfg.hidden),
-                         skip_init=float(cfg.skip_init), log_clip=float(cfg.log_clip)))
+                         skip_init=float(cfg.skip_init), log_clip=float(cfg.log_clip),
+                         learn_scale=bool(cfg.learn_scale)))

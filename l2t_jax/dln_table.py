@@ -65,9 +65,31 @@ def grid_bounds(dln: DLN) -> tuple[float, float]:
   return (_logit_of_log_p(-dln.network.log_clip), _logit_of_log_p(LOG_P_CAP))
 
 
-def make_table(dln: DLN, phi: Params, size: int) -> DLNTable:
-  """Tabulates the residual of `dln` (item value minus the exact skip path) at `size` knots."""
-  skip = phi["skip"]
+def effective_skip(phi: Params) -> jax.Array:
+  """The weight of the exact cross-entropy path, the DLN's learned scale included."""
+  return phi["skip"] * jnp.exp(phi["log_scale"]) if "log_scale" in phi else phi["skip"]
+
+
+def _bounded(v, d, t, skip_slope, ys, h, bound):
+  """Residual values and slopes (per grid step, at item logits `t`) such that every item's whole
+  slope lies between 0 and `bound` times its binary cross-entropy's, on the side that never rewards
+  a wrong answer; values re-integrated from the clamped slopes."""
+  bce = h * jnp.where(ys == 1, -jax.nn.sigmoid(-t), jax.nn.sigmoid(t))  # slope of -log p or -log(1-p)
+  total = jnp.clip(d + skip_slope, jnp.minimum(bound * bce, 0.0), jnp.maximum(bound * bce, 0.0))
+  d = total - skip_slope
+  steps = jnp.cumsum(0.5 * (d[:, :-1] + d[:, 1:]), axis=1)  # trapezoids, in grid steps
+  return jnp.concatenate([v[:, :1], v[:, :1] + steps], axis=1) if v is not None else None, d
+
+
+def make_table(dln: DLN, phi: Params, size: int, slope_bound: float = 0.0) -> DLNTable:
+  """Tabulates the residual of `dln` (item value minus the exact skip path) at `size` knots.
+
+  `slope_bound` > 0 tabulates the DLN bounded instead: each item's slope in its logit clamped
+  between 0 and `slope_bound` times the slope of its binary cross-entropy (-log p for the target,
+  -log(1 - p) for the others), its values the integral of the clamped slopes. The student is then
+  never rewarded for lowering the target's probability or raising another's, and its gradient is
+  never more than `slope_bound` times a cross-entropy gradient."""
+  skip = effective_skip(phi)
   t_lo, t_hi = grid_bounds(dln)
   h = (t_hi - t_lo) / (size - 1)
 
@@ -83,6 +105,10 @@ def make_table(dln: DLN, phi: Params, size: int) -> DLNTable:
   v, d = value_and_step_slope(jnp.broadcast_to(grid, (2, size)), jnp.broadcast_to(ys, (2, size)))
   beyond = jnp.array([t_lo - 1.0, t_hi + 1.0])
   _, d_tail = value_and_step_slope(jnp.broadcast_to(beyond, (2, 2)), jnp.broadcast_to(ys, (2, 2)))
+  if slope_bound:  # the skip path skip * (-y log sigmoid(t)) has slope -skip y sigmoid(-t)
+    v, d = _bounded(v, d, grid, -skip * h * ys * jax.nn.sigmoid(-grid), ys, h, slope_bound)
+    _, d_tail = _bounded(None, d_tail, beyond, -skip * h * ys * jax.nn.sigmoid(-beyond), ys, h,
+                         slope_bound)
   v0, v1, d0, d1 = v[:, :-1], v[:, 1:], d[:, :-1], d[:, 1:]
   cubic = jnp.stack([v0, d0, 3 * (v1 - v0) - 2 * d0 - d1, 2 * (v0 - v1) + d0 + d1], -1)
   zeros = jnp.zeros((2, 1))
@@ -98,6 +124,17 @@ def table_item_values(table: DLNTable, logits: jax.Array, labels: jax.Array) -> 
                      "expected integer labels with the logits' leading shape")
   y = jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype)
   log_p, t = item_logit(logits)
+  return _interpolate(table, log_p, t, y)
+
+
+def table_item_loss(table: DLNTable, p: jax.Array, y: jax.Array) -> jax.Array:
+  """The tabulated value of binary items given their probability `p` and target `y` directly
+  (what the student is trained on; e.g. to plot the learned loss)."""
+  log_p = jnp.log(p)
+  return _interpolate(table, log_p, log_p - jnp.log1p(-p), y)
+
+
+def _interpolate(table: DLNTable, log_p: jax.Array, t: jax.Array, y: jax.Array) -> jax.Array:
   g = table.size
   u = (t - table.t_lo) * ((g - 1) / (table.t_hi - table.t_lo))
   knot = jnp.clip(jnp.floor(jax.lax.stop_gradient(u)), -1, g - 1)

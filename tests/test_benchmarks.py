@@ -62,7 +62,14 @@ def test_compare_losses_small_writes_results_plots_and_table(tmp_path, capsys):
   assert set(saved["ce_lr_sweep"]) == {"0.05", "0.1"}
   best = max(saved["ce_lr_sweep"], key=lambda lr: saved["ce_lr_sweep"][lr]["val_accuracy"])
   assert saved["methods"]["ce"]["learning_rate"] == float(best)
-  assert saved["methods"]["ce_trainval"]["learning_rate"] == float(best)
+  for name in ("ce_trainval", "label_smoothing", "l2t_dlf"):
+    assert saved["methods"][name]["learning_rate"] == float(best)
+  cosine = saved["ce_cosine_lr_sweep"]
+  assert set(cosine) == {"0.05", "0.1"}
+  assert saved["methods"]["ce_cosine"]["learning_rate"] == float(
+      max(cosine, key=lambda lr: cosine[lr]["val_accuracy"]))
+  config = json.loads((out / "runs" / "ce_cosine_lr0.1" / "seed0" / "config.json").read_text())
+  assert config["optim"]["schedule"] == "cosine"
   assert (out / "teacher_run" / "teacher.msgpack").exists()
   config = json.loads((out / "runs" / "l2t_dln_teacher_init" / "seed0" / "config.json").read_text())
   assert config["teacher_init"] == str(out / "teacher_run" / "teacher.msgpack")

@@ -30,6 +30,7 @@ def test_unknown_key_is_refused_with_a_suggestion():
     ("optim.learning_rate", -1.0, "optim.learning_rate=-1.0 must be > 0"),
     ("dln.features", ("log_p", "entropy"), "dln.features"),
     ("data.val_size", 0, "learns from a validation split"),
+    ("dln.slope_bound", 0.5, "would clip cross-entropy itself"),
 ])
 def test_impossible_values_are_refused(key, value, message):
   config = default_config()
@@ -39,6 +40,13 @@ def test_impossible_values_are_refused(key, value, message):
     target = target[group]
   setattr(target, leaf, value)
   with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    validate(config)
+
+
+def test_a_slope_bound_needs_the_table():
+  config = default_config()
+  config.dln.slope_bound, config.dln.table_size = 1.0, 0
+  with pytest.raises(ConfigError, match="bounds the tabulated DLN: set dln.table_size > 0"):
     validate(config)
 
 

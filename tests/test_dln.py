@@ -13,9 +13,12 @@ from l2t_jax.students import from_linen
 from l2t_jax.students.mlp import MLP
 
 
-@pytest.mark.parametrize("num_classes", [2, 10, 37])
-def test_dln_at_init_equals_cross_entropy(num_classes):
-  dln = make_dln(default_config().dln)
+@pytest.mark.parametrize("num_classes,learn_scale", [(2, False), (10, False), (37, False),
+                                                    (10, True)])
+def test_dln_at_init_equals_cross_entropy(num_classes, learn_scale):
+  cfg = default_config().dln
+  cfg.learn_scale = learn_scale
+  dln = make_dln(cfg)
   phi = dln.init(jax.random.PRNGKey(0))
   rng = np.random.default_rng(num_classes)
   logits = jnp.asarray(3.0 * rng.normal(size=(64, num_classes)), jnp.float32)
@@ -59,6 +62,19 @@ def test_dln_moved_off_init_differs_from_cross_entropy():
   logits = jax.random.normal(jax.random.PRNGKey(2), (8, 10))
   labels = jnp.arange(8) % 10
   assert abs(float(dln.loss(moved, logits, labels) - losses.cross_entropy(logits, labels))) > 1e-3
+
+
+def test_the_learned_scale_multiplies_the_whole_loss():
+  cfg = default_config().dln
+  cfg.learn_scale = True
+  dln = make_dln(cfg)
+  flat, unravel = ravel_pytree(dln.init(jax.random.PRNGKey(0)))
+  phi = unravel(flat + 0.1 * jax.random.normal(jax.random.PRNGKey(1), flat.shape))
+  logits = jax.random.normal(jax.random.PRNGKey(2), (8, 10))
+  labels = jnp.arange(8) % 10
+  doubled = dict(phi, log_scale=phi["log_scale"] + jnp.log(2.0))
+  np.testing.assert_allclose(dln.loss(doubled, logits, labels), 2 * dln.loss(phi, logits, labels),
+                             rtol=1e-5)
 
 
 def test_dln_refuses_labels_that_do_not_fit_the_logits():

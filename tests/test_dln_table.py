@@ -15,8 +15,10 @@ from l2t_jax.dln_table import item_logit, make_table, table_item_values, table_l
 SIZE = 512
 
 
-def moved_dln(scale, seed=1):
-  dln = make_dln(default_config().dln)
+def moved_dln(scale, seed=1, learn_scale=False):
+  cfg = default_config().dln
+  cfg.learn_scale = learn_scale
+  dln = make_dln(cfg)
   flat, unravel = ravel_pytree(dln.init(jax.random.PRNGKey(0)))
   return dln, unravel(flat + scale * jax.random.normal(jax.random.PRNGKey(seed), flat.shape))
 
@@ -33,9 +35,9 @@ def test_tabulated_dln_at_init_is_cross_entropy_exactly():
                              rtol=1e-5, atol=1e-7)
 
 
-@pytest.mark.parametrize("logit_scale", [1.0, 8.0])
-def test_tabulated_dln_matches_the_exact_dln(logit_scale):
-  dln, phi = moved_dln(0.2)
+@pytest.mark.parametrize("logit_scale,learn_scale", [(1.0, False), (8.0, False), (1.0, True)])
+def test_tabulated_dln_matches_the_exact_dln(logit_scale, learn_scale):
+  dln, phi = moved_dln(0.2, learn_scale=learn_scale)
   table = make_table(dln, phi, SIZE)
   logits = logit_scale * jax.random.normal(jax.random.PRNGKey(3), (256, 10))
   labels = jnp.arange(256) % 10
@@ -51,6 +53,38 @@ def test_tabulated_dln_matches_the_exact_dln(logit_scale):
   gp_table = ravel_pytree(jax.grad(lambda p: table_loss(make_table(dln, p, SIZE), logits,
                                                         labels))(phi))[0]
   assert float(jnp.linalg.norm(gp_table - gp_exact) / jnp.linalg.norm(gp_exact)) < 1e-3
+
+
+@pytest.mark.parametrize("bound", [1.0, 2.0])
+def test_a_bounded_table_is_cross_entropy_at_init(bound):
+  dln = make_dln(default_config().dln)
+  table = make_table(dln, dln.init(jax.random.PRNGKey(0)), SIZE, slope_bound=bound)
+  logits = 4.0 * jax.random.normal(jax.random.PRNGKey(2), (64, 10))
+  labels = jnp.arange(64) % 10
+  np.testing.assert_allclose(table_loss(table, logits, labels),
+                             losses.cross_entropy(logits, labels), rtol=1e-6)
+
+
+def _two_class_items(table, s):
+  """Item values of a two-class sample with logits (0, s) and label 1: the target item sits at
+  item logit s, the other item at -s."""
+  values = table_item_values(table, jnp.stack([jnp.zeros_like(s), s], -1), jnp.ones(s.shape, int))
+  return values[..., 1], values[..., 0]
+
+
+@pytest.mark.parametrize("bound", [1.0, 2.0])
+def test_a_bounded_table_never_rewards_a_wrong_answer_nor_pushes_harder_than_the_bound(bound):
+  dln, phi = moved_dln(0.5)
+  s = jnp.linspace(-12.0, 12.0, 2001)
+  slopes = jax.vmap(jax.jacfwd(lambda x: jnp.stack(_two_class_items(table, x))))
+  table = make_table(dln, phi, SIZE)  # unbounded: the moved DLN breaks the rule somewhere
+  d_target, d_other = slopes(s).T  # other item: d/ds of its value, i.e. minus its slope in -s
+  assert float(d_target.max()) > 1e-3 or float(d_other.max()) > 1e-3
+  table = make_table(dln, phi, SIZE, slope_bound=bound)
+  d_target, d_other = slopes(s).T
+  limit = bound * jax.nn.sigmoid(-s) + 1e-4  # binary CE slope: sigmoid(-t) at t = s for the
+  assert bool(jnp.all(d_target <= 1e-4)) and bool(jnp.all(-d_target <= limit))  # target, and at
+  assert bool(jnp.all(d_other <= 1e-4)) and bool(jnp.all(-d_other <= limit))  # t = -s the other
 
 
 def test_item_logit_is_accurate_at_both_ends_and_finite_beyond():

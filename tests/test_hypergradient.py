@@ -59,12 +59,13 @@ def val_after_segment(p, phi, state):
   return validate_student(p["student"], new_state, losses.cross_entropy, p["val"]).loss
 
 
-@pytest.mark.parametrize("tabulated", [False, True])
-def test_dln_hypergradient_equals_central_finite_difference(problem, tabulated):
+@pytest.mark.parametrize("tabulated,slope_bound", [(False, 0.0), (True, 0.0), (True, 1.0)])
+def test_dln_hypergradient_equals_central_finite_difference(problem, tabulated, slope_bound):
   p = problem
   with jax.enable_x64(True):
-    if tabulated:  # the DLN tabulated once per segment: the gradient flows through the table
-      loss_fn, prepare = table_loss, lambda phi: make_table(p["dln"], phi, 64)
+    if tabulated:  # the DLN tabulated once per segment (bounded or not): the gradient flows
+      # through the table
+      loss_fn, prepare = table_loss, lambda phi: make_table(p["dln"], phi, 64, slope_bound)
     else:
       loss_fn, prepare = p["dln"].loss, lambda phi: phi
     hg = hypergradient(p["student"], p["optimizer"], loss_fn, losses.cross_entropy,
