@@ -95,6 +95,7 @@ def test_killed_run_resumes_to_the_metrics_of_an_uninterrupted_run(root, tmp_pat
 
   # A config that would change the results cannot continue this run.
   changed = resumable_config()
-  changed.optim.learning_rate = 0.05
-  with pytest.raises(ConfigError, match=r"optim.learning_rate: 0.1 -> 0.05.*new --workdir"):
+  rate = changed.optim.learning_rate
+  changed.optim.learning_rate = rate / 4
+  with pytest.raises(ConfigError, match=rf"optim.learning_rate: {rate} -> {rate / 4}.*new --workdir"):
     train(changed, workdir=run, log=lambda _: None)
