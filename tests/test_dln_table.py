@@ -85,6 +85,9 @@ def test_a_bounded_table_never_rewards_a_wrong_answer_nor_pushes_harder_than_the
   limit = bound * jax.nn.sigmoid(-s) + 1e-4  # binary CE slope: sigmoid(-t) at t = s for the
   assert bool(jnp.all(d_target <= 1e-4)) and bool(jnp.all(-d_target <= limit))  # target, and at
   assert bool(jnp.all(d_other <= 1e-4)) and bool(jnp.all(-d_other <= limit))  # t = -s the other
+  target, other = _two_class_items(table, s)  # zero where cross-entropy's item is, else above
+  assert float(jnp.abs(target[-1])) < 1e-3 and float(jnp.abs(other[-1])) < 1e-3
+  assert float(jnp.minimum(target, other).min()) > -1e-3
 
 
 def test_item_logit_is_accurate_at_both_ends_and_finite_beyond():
