@@ -1,6 +1,6 @@
-"""MNIST-1D, MLP student (100-100), L2T-DLN: the default experiment, with the settings under which
-the teacher beats cross-entropy (benchmarks/compare_losses.py; README, "Does the teaching beat
-cross-entropy?").
+"""MNIST-1D, MLP student (100-100), L2T-DLN: the default experiment, with our best settings so far
+(level with or slightly above cross-entropy: benchmarks/compare_losses.py; README, "Does the
+teaching beat cross-entropy?").
 
 Where it departs from `default_config()` (the method as the paper describes it):
 - the DLN is bounded (`dln.slope_bound=1`): every item's slope lies between zero and its binary
