@@ -158,8 +158,9 @@ def plot_learned_loss(dln_cfg, snapshots: dict[int, object], path: str, title: s
   2/3, end), next to cross-entropy: top, the item's value against p (shifted by a constant, which
   no gradient sees, to 0 where cross-entropy's is: p -> 1 for the target, p -> 0 for the others);
   bottom, its push on the item's logit as a multiple of binary cross-entropy's (-log p for the
-  target, -log(1 - p) for the others; cross-entropy itself has no wrong-class term: 0). With a table (`dln.table_size`), the tabulated DLN, bounded
-  if `dln.slope_bound` says so: the loss the student was trained on."""
+  target, -log(1 - p) for the others; cross-entropy itself has no wrong-class term: 0). With a
+  table (`dln.table_size`), the tabulated DLN, bounded if `dln.slope_bound` says so: the loss the
+  student was trained on."""
   import jax
   import jax.numpy as jnp
   import matplotlib
@@ -169,14 +170,15 @@ def plot_learned_loss(dln_cfg, snapshots: dict[int, object], path: str, title: s
   from l2t_jax.dln import make_dln
   dln = make_dln(dln_cfg)
 
-  def item_loss(phi, p, y):
+  def item_loss_fn(phi):
+    """`(p, y) -> item value` of the DLN `phi` (its table built once)."""
     if not dln_cfg.table_size:
-      return dln.item_loss(phi, p, y)
+      return lambda p, y: dln.item_loss(phi, p, y)
     table = dln_table.make_table(dln, phi, dln_cfg.table_size, dln_cfg.slope_bound)
-    return dln_table.table_item_loss(table, p, y)
+    return lambda p, y: dln_table.table_item_loss(table, p, y)
 
-  def push(phi, t, y):  # minus the slope in the item logit t, over binary CE's
-    slope = jax.vmap(jax.grad(lambda s: item_loss(phi, jax.nn.sigmoid(s), jnp.asarray(y))))(t)
+  def push(item_loss, t, y):  # minus the slope in the item logit t, over binary CE's
+    slope = jax.vmap(jax.grad(lambda s: item_loss(jax.nn.sigmoid(s), jnp.asarray(y))))(t)
     return np.asarray(-slope / jax.nn.sigmoid(-t) if y else slope / jax.nn.sigmoid(t))
 
   steps = sorted(snapshots)
@@ -190,10 +192,10 @@ def plot_learned_loss(dln_cfg, snapshots: dict[int, object], path: str, title: s
     top.plot(p, -np.log(p) if y else np.zeros_like(p), "k--", lw=2, label="cross-entropy")
     bottom.plot(p, np.full_like(p, y), "k--", lw=2, label="cross-entropy")
     for step in picks:
-      phi = snapshots[step]
-      values = np.asarray(item_loss(phi, jnp.asarray(p), jnp.full_like(p, y)))
+      item_loss = item_loss_fn(snapshots[step])
+      values = np.asarray(item_loss(jnp.asarray(p), jnp.full_like(p, y)))
       top.plot(p, values - (values[-1] if y else values[0]), label=f"DLN at step {step}")
-      bottom.plot(p, push(phi, jnp.asarray(t), y), label=f"DLN at step {step}")
+      bottom.plot(p, push(item_loss, jnp.asarray(t), y), label=f"DLN at step {step}")
     top.set_ylabel("item loss (up to a constant)")
     top.set_title("true-class item (y=1)" if y else "wrong-class item (y=0)")
     bottom.set_ylabel("push on the item's logit / binary CE's")

@@ -70,19 +70,21 @@ def effective_skip(phi: Params) -> jax.Array:
   return phi["skip"] * jnp.exp(phi["log_scale"]) if "log_scale" in phi else phi["skip"]
 
 
-def _bounded(d, t, skip_slope, ys, h, bound, integrate=True):
+def _clamp_slopes(d, t, skip_slope, ys, h, bound):
   """Residual slopes (per grid step, at item logits `t`) such that every item's whole slope lies
   between 0 and `bound` times its binary cross-entropy's, on the side that never rewards a wrong
-  answer; with `integrate`, also residual values re-integrated from them, zero where
-  cross-entropy's item value is (p -> 1 for the target, p -> 0 for the others)."""
+  answer."""
   bce = h * jnp.where(ys == 1, -jax.nn.sigmoid(-t), jax.nn.sigmoid(t))  # slope of -log p or -log(1-p)
   total = jnp.clip(d + skip_slope, jnp.minimum(bound * bce, 0.0), jnp.maximum(bound * bce, 0.0))
-  d = total - skip_slope
-  if not integrate:
-    return None, d
+  return total - skip_slope
+
+
+def _integrate(d, ys):
+  """Residual values whose slopes (per grid step) are `d`, zero where cross-entropy's item value
+  is: p -> 1 for the target (last knot), p -> 0 for the others (first knot)."""
   steps = jnp.cumsum(0.5 * (d[:, :-1] + d[:, 1:]), axis=1)  # trapezoids, in grid steps
   v = jnp.concatenate([jnp.zeros_like(steps[:, :1]), steps], axis=1)
-  return v - jnp.where(ys == 1, v[:, -1:], v[:, :1]), d
+  return v - jnp.where(ys == 1, v[:, -1:], v[:, :1])
 
 
 def make_table(dln: DLN, phi: Params, size: int, slope_bound: float = 0.0) -> DLNTable:
@@ -92,9 +94,8 @@ def make_table(dln: DLN, phi: Params, size: int, slope_bound: float = 0.0) -> DL
   between 0 and `slope_bound` times the slope of its binary cross-entropy (-log p for the target,
   -log(1 - p) for the others), its values the integral of the clamped slopes, zero where
   cross-entropy's are (so it reads like one: about zero for a confident right answer, positive
-  otherwise). The student is then
-  never rewarded for lowering the target's probability or raising another's, and its gradient is
-  never more than `slope_bound` times a cross-entropy gradient."""
+  otherwise). The student is then never rewarded for lowering the target's probability or raising
+  another's, and its gradient is never more than `slope_bound` times a cross-entropy gradient."""
   skip = effective_skip(phi)
   t_lo, t_hi = grid_bounds(dln)
   h = (t_hi - t_lo) / (size - 1)
@@ -112,9 +113,10 @@ def make_table(dln: DLN, phi: Params, size: int, slope_bound: float = 0.0) -> DL
   beyond = jnp.array([t_lo - 1.0, t_hi + 1.0])
   _, d_tail = value_and_step_slope(jnp.broadcast_to(beyond, (2, 2)), jnp.broadcast_to(ys, (2, 2)))
   if slope_bound:  # the skip path skip * (-y log sigmoid(t)) has slope -skip y sigmoid(-t)
-    v, d = _bounded(d, grid, -skip * h * ys * jax.nn.sigmoid(-grid), ys, h, slope_bound)
-    _, d_tail = _bounded(d_tail, beyond, -skip * h * ys * jax.nn.sigmoid(-beyond), ys, h,
-                         slope_bound, integrate=False)
+    d = _clamp_slopes(d, grid, -skip * h * ys * jax.nn.sigmoid(-grid), ys, h, slope_bound)
+    d_tail = _clamp_slopes(d_tail, beyond, -skip * h * ys * jax.nn.sigmoid(-beyond), ys, h,
+                           slope_bound)
+    v = _integrate(d, ys)
   v0, v1, d0, d1 = v[:, :-1], v[:, 1:], d[:, :-1], d[:, 1:]
   cubic = jnp.stack([v0, d0, 3 * (v1 - v0) - 2 * d0 - d1, 2 * (v0 - v1) + d0 + d1], -1)
   zeros = jnp.zeros((2, 1))

@@ -76,12 +76,14 @@ def _two_class_items(table, s):
 def test_a_bounded_table_never_rewards_a_wrong_answer_nor_pushes_harder_than_the_bound(bound):
   dln, phi = moved_dln(0.5)
   s = jnp.linspace(-12.0, 12.0, 2001)
-  slopes = jax.vmap(jax.jacfwd(lambda x: jnp.stack(_two_class_items(table, x))))
-  table = make_table(dln, phi, SIZE)  # unbounded: the moved DLN breaks the rule somewhere
-  d_target, d_other = slopes(s).T  # other item: d/ds of its value, i.e. minus its slope in -s
+
+  def slopes(table):  # other item: d/ds of its value, i.e. minus its slope in -s
+    return jax.vmap(jax.jacfwd(lambda x: jnp.stack(_two_class_items(table, x))))(s).T
+
+  d_target, d_other = slopes(make_table(dln, phi, SIZE))  # unbounded: breaks the rule somewhere
   assert float(d_target.max()) > 1e-3 or float(d_other.max()) > 1e-3
   table = make_table(dln, phi, SIZE, slope_bound=bound)
-  d_target, d_other = slopes(s).T
+  d_target, d_other = slopes(table)
   limit = bound * jax.nn.sigmoid(-s) + 1e-4  # binary CE slope: sigmoid(-t) at t = s for the
   assert bool(jnp.all(d_target <= 1e-4)) and bool(jnp.all(-d_target <= limit))  # target, and at
   assert bool(jnp.all(d_other <= 1e-4)) and bool(jnp.all(-d_other <= limit))  # t = -s the other
