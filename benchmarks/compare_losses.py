@@ -9,7 +9,9 @@ config is the student's config with `method` changed, plus the `--set` overrides
   ce                    cross-entropy; its learning rate is swept over --ce_lrs on every seed and
                         the rate of the best mean final validation accuracy is reported
   ce_trainval           cross-entropy on train+val at that rate (no validation split left: n/a)
-  label_smoothing, l2t_dlf   at that rate too (the config's own when CE is not run)
+  label_smoothing, l2t_dlf   at that rate too (the config's own when CE is not run); L2T-DLF's
+                        teacher sees the whole validation split each segment, as published,
+                        whatever the config's meta.val_batch_size (with half, it collapses)
   ce_cosine             cross-entropy with a cosine-decayed rate, its peak swept over --ce_lrs the
                         same way: a hand-made schedule, for reference (a learned loss can act as one)
   l2t_dln               the config's own learning rate
@@ -285,7 +287,7 @@ def main(argv=None) -> dict:
       rows.append({"summary": summary, "workdir": workdir})
     return rows
 
-  from l2t_jax.config import ConfigError, validate
+  from l2t_jax.config import ConfigError, default_config, validate
   try:  # every method's config, checked before the first run starts
     for method in ("ce", "label_smoothing", "l2t_dlf", "l2t_dln"):
       validate(config_for(method, 0))
@@ -318,7 +320,10 @@ def main(argv=None) -> dict:
   for method in methods:
     if method in ("label_smoothing", "l2t_dlf"):  # the baselines get CE's best rate, if swept
       rate = rates.get("ce", base.optim.learning_rate)
-      results[method] = run_seeds(method, method, **{"optim.learning_rate": rate})
+      changes = {"optim.learning_rate": rate}
+      if method == "l2t_dlf":  # its teacher as published: the whole validation split each time
+        changes["meta.val_batch_size"] = default_config().meta.val_batch_size
+      results[method] = run_seeds(method, method, **changes)
       rates[method] = rate
     elif method == "l2t_dln":
       results[method] = run_seeds(method, method, snapshot_seed0=True)

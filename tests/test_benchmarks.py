@@ -49,7 +49,8 @@ def test_compare_losses_small_writes_results_plots_and_table(tmp_path, capsys):
   out = tmp_path / "cmp"
   compare_losses.main(["--seeds=1", "--steps=40", "--ce_lrs=0.05,0.1", f"--out={out}",
                        "--set", "train.eval_every=20", "--set", "train.log_every=20",
-                       "--set", "meta.teacher_every=2", "--set", "data.val_size=200"])
+                       "--set", "meta.teacher_every=2", "--set", "data.val_size=200",
+                       "--set", "meta.val_batch_size=100"])
   text = capsys.readouterr().out
   saved = json.loads((out / "results.json").read_text())
   assert set(saved["methods"]) == set(compare_losses.METHODS)
@@ -70,6 +71,10 @@ def test_compare_losses_small_writes_results_plots_and_table(tmp_path, capsys):
       max(cosine, key=lambda lr: cosine[lr]["val_accuracy"]))
   config = json.loads((out / "runs" / "ce_cosine_lr0.1" / "seed0" / "config.json").read_text())
   assert config["optim"]["schedule"] == "cosine"
+  # L2T-DLN takes the validation batch it is given; L2T-DLF's teacher sees the whole split.
+  val_batch = {name: json.loads((out / "runs" / name / "seed0" / "config.json").read_text())
+               ["meta"]["val_batch_size"] for name in ("l2t_dln", "l2t_dlf")}
+  assert val_batch == {"l2t_dln": 100, "l2t_dlf": 0}
   assert (out / "teacher_run" / "teacher.msgpack").exists()
   config = json.loads((out / "runs" / "l2t_dln_teacher_init" / "seed0" / "config.json").read_text())
   assert config["teacher_init"] == str(out / "teacher_run" / "teacher.msgpack")
