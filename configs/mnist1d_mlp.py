@@ -1,6 +1,7 @@
 """MNIST-1D, MLP student (100-100), L2T-DLN: the default experiment, with our best settings so far
-(level with or slightly above cross-entropy: benchmarks/compare_losses.py; README, "Does the
-teaching beat cross-entropy?").
+(2.1 points above cross-entropy on seeds 0-4, 1.9 over seeds 0-14, with settings close to where
+some seeds collapse: benchmarks/compare_losses.py; README, "Does the teaching beat
+cross-entropy?").
 
 Where it departs from `default_config()` (the method as the paper describes it):
 - the DLN is bounded (`dln.slope_bound=1`): every item's slope lies between zero and its binary
@@ -9,7 +10,9 @@ Where it departs from `default_config()` (the method as the paper describes it):
 - the student's rate is 0.2, twice cross-entropy's best (0.1; CE alone diverges at 0.2): the
   teacher learns how much of that push to take away, and when;
 - the teacher moves the DLN in steps ten times larger (`teacher.output_scale=1e-2`) and learns at
-  Adam rate 3e-3.
+  Adam rate 3e-3;
+- every hypergradient sees half of the validation split (`meta.val_batch_size=250`), a different
+  half each time, not all 500 examples.
 For cross-entropy on this config pass --config.optim.learning_rate=0.1.
 """
 
@@ -23,4 +26,5 @@ def get_config():
   config.dln.learn_scale = True
   config.teacher.output_scale = 1e-2
   config.teacher.learning_rate = 3e-3
+  config.meta.val_batch_size = 250
   return config
