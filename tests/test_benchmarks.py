@@ -69,15 +69,17 @@ def test_compare_losses_small_writes_results_plots_and_table(tmp_path, capsys):
   assert set(cosine) == {"0.05", "0.1"}
   assert saved["methods"]["ce_cosine"]["learning_rate"] == float(
       max(cosine, key=lambda lr: cosine[lr]["val_accuracy"]))
-  config = json.loads((out / "runs" / "ce_cosine_lr0.1" / "seed0" / "config.json").read_text())
-  assert config["optim"]["schedule"] == "cosine"
+
+  def run_config(name):
+    return json.loads((out / "runs" / name / "seed0" / "config.json").read_text())
+
+  assert run_config("ce_cosine_lr0.1")["optim"]["schedule"] == "cosine"
   # L2T-DLN takes the validation batch it is given; L2T-DLF's teacher sees the whole split.
-  val_batch = {name: json.loads((out / "runs" / name / "seed0" / "config.json").read_text())
-               ["meta"]["val_batch_size"] for name in ("l2t_dln", "l2t_dlf")}
-  assert val_batch == {"l2t_dln": 100, "l2t_dlf": 0}
+  assert run_config("l2t_dln")["meta"]["val_batch_size"] == 100
+  assert run_config("l2t_dlf")["meta"]["val_batch_size"] == 0
   assert (out / "teacher_run" / "teacher.msgpack").exists()
-  config = json.loads((out / "runs" / "l2t_dln_teacher_init" / "seed0" / "config.json").read_text())
-  assert config["teacher_init"] == str(out / "teacher_run" / "teacher.msgpack")
+  assert run_config("l2t_dln_teacher_init")["teacher_init"] == str(
+      out / "teacher_run" / "teacher.msgpack")
   for name in ("curves.png", "learned_loss.png", "table.md"):
     assert (out / name).stat().st_size > 0
   assert "| l2t_dln_teacher_init |" in text and "| l2t_dln_teacher_init |" in (
