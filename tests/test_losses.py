@@ -29,6 +29,34 @@ def test_scale_free_ce_is_cross_entropy_of_standardised_logits():
 def test_validation_objective_names():
   logits = jax.random.normal(jax.random.PRNGKey(3), (8, 10))
   labels = jnp.arange(8)
-  for name in ("ce", "smooth_error", "scale_free_ce"):
+  for name in ("ce", "smooth_error", "scale_free_ce", "calibrated_ce"):
     value = losses.validation_objective(name, 5.0, 0.3)(logits, labels)
     assert jnp.isfinite(value) and value > 0
+
+
+def _overconfident_batch():
+  logits = 4.0 * jax.random.normal(jax.random.PRNGKey(4), (400, 10))
+  noise = jax.random.randint(jax.random.PRNGKey(5), (400,), 0, 10)
+  right = jax.random.uniform(jax.random.PRNGKey(6), (400,)) < 0.6
+  return logits, jnp.where(right, logits.argmax(-1), noise)
+
+
+def test_calibration_scale_is_the_minimising_inverse_temperature():
+  logits, labels = _overconfident_batch()
+  grid = np.linspace(0.01, 3.0, 3000)
+  brute = grid[np.argmin([float(losses.cross_entropy(b * logits, labels)) for b in grid])]
+  np.testing.assert_allclose(losses.calibration_scale(logits, labels, 10), brute, atol=2e-3)
+
+
+def test_calibrated_ce_ignores_the_students_overall_confidence():
+  logits, labels = _overconfident_batch()
+  a = losses.calibrated_ce(logits, labels)
+  for scale in (0.25, 3.0):
+    np.testing.assert_allclose(losses.calibrated_ce(scale * logits, labels), a, rtol=1e-4)
+  # ... which plain CE rewards: the same ranking, less confident, scores far better.
+  assert losses.cross_entropy(0.25 * logits, labels) < 0.7 * losses.cross_entropy(logits, labels)
+  # Its gradient is CE's at the fitted temperature (the temperature's own derivative is zero there).
+  b = losses.calibration_scale(logits, labels, 10)
+  np.testing.assert_allclose(
+      jax.grad(losses.calibrated_ce)(logits, labels),
+      jax.grad(lambda z: losses.cross_entropy(b * z, labels))(logits), rtol=1e-4, atol=1e-7)
