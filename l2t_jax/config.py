@@ -18,7 +18,7 @@ SCHEDULES = ("constant", "cosine", "piecewise")
 VAL_OBJECTIVES = ("ce", "smooth_error", "scale_free_ce", "calibrated_ce")
 REMAT_POLICIES = ("none", "step", "dots", "sqrt")  # memory policies: see unroll._remat_scan
 DLN_FEATURES = ("log_p", "y", "y_log_p", "log_1mp", "p")
-DATASETS = ("mnist1d", "mnist", "cifar10", "cifar100")
+DATASETS = ("mnist1d", "digits", "mnist", "cifar10", "cifar100")
 IMAGE_DATASETS = ("mnist", "cifar10", "cifar100")
 IMAGE_STUDENTS = ("lenet5", "resnet", "wrn", "densenet")
 STUDENTS = ("mlp", "cnn1d", *IMAGE_STUDENTS)
@@ -40,6 +40,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.data.name = "mnist1d"
   c.data.data_dir = ""  # TFDS datasets only; empty means the TFDS default.
   c.data.val_size = 500  # carved from the end of the (fixed-order) training split
+  c.data.train_size = 0  # >0: keep only the first N training examples left after the carve-out
+  c.data.mnist1d_seed = 42  # mnist1d: the package's generator seed (42, its default: the
+  # canonical dataset); another seed generates other examples of the same problem
   c.data.label_noise = 0.0  # symmetric noise on the training split only
   c.data.use_val_for_training = False  # CE on train+val; needs a method without a validation split
   c.data.augment = False  # images: pad, random crop and horizontal flip, on the device
@@ -169,6 +172,13 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   d = cfg.data
   _check(p, d.name in DATASETS, f"data.name='{d.name}' is not one of {DATASETS}")
   _check(p, d.val_size >= 0, f"data.val_size={d.val_size} must be >= 0")
+  _check(p, isinstance(d.train_size, int) and d.train_size >= 0,
+         f"data.train_size={d.train_size} must be an int >= 0 (0: every training example)")
+  _check(p, isinstance(d.mnist1d_seed, int) and 0 <= d.mnist1d_seed < 2 ** 32,
+         f"data.mnist1d_seed={d.mnist1d_seed} must be an int in [0, 2**32) (numpy's seed range)")
+  _check(p, d.name == "mnist1d" or d.mnist1d_seed == default_config().data.mnist1d_seed,
+         f"data.mnist1d_seed={d.mnist1d_seed} generates MNIST-1D, not data.name='{d.name}': "
+         "leave it at its default or set data.name='mnist1d'")
   _check(p, not d.augment or d.name in IMAGE_DATASETS,
          f"data.augment=True needs images: data.name one of {IMAGE_DATASETS}, not '{d.name}'")
   _check(p, isinstance(d.crop_padding, int) and d.crop_padding >= 0,

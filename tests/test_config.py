@@ -31,6 +31,8 @@ def test_unknown_key_is_refused_with_a_suggestion():
     ("dln.features", ("log_p", "entropy"), "dln.features"),
     ("data.val_size", 0, "learns from a validation split"),
     ("dln.slope_bound", 0.5, "would clip cross-entropy itself"),
+    ("data.train_size", -1, "data.train_size=-1 must be an int >= 0"),
+    ("data.mnist1d_seed", -3, "data.mnist1d_seed=-3 must be an int in"),
 ])
 def test_impossible_values_are_refused(key, value, message):
   config = default_config()
@@ -85,3 +87,11 @@ def test_cli_refuses_an_impossible_value(root, tmp_path):
              tmp_path)
   assert out.returncode == 2
   assert "meta.unroll_steps=50 must be <= meta.interval=10" in out.stderr
+
+
+def test_a_generator_seed_for_another_dataset_is_refused():
+  config = default_config()
+  config.data.name, config.data.mnist1d_seed = "digits", 0
+  with pytest.raises(ConfigError, match="data.mnist1d_seed=0 generates MNIST-1D, not "
+                                        "data.name='digits'"):
+    validate(config)

@@ -1,9 +1,12 @@
 """Splits, label noise and batch order follow their rules."""
 
+import sys
+
 import numpy as np
 import pytest
 
 from conftest import small_config
+from l2t_jax.config import validate
 from l2t_jax.data import batch_indices, load_dataset
 from l2t_jax.data.dataset import symmetric_label_noise
 from l2t_jax.data import mnist1d
@@ -23,7 +26,7 @@ def test_loading_does_not_touch_global_random_state():
   np.random.seed(123)
   expected = np.random.rand()
   np.random.seed(123)
-  mnist1d.load.cache_clear()
+  mnist1d.generate.cache_clear()
   mnist1d.load()
   assert np.random.rand() == expected
 
@@ -59,3 +62,64 @@ def test_batch_order_is_a_function_of_seed_and_step():
   assert not np.array_equal(a, batch_indices(1, 0, 100, 32, 0, 10))
   with pytest.raises(ValueError, match="exceeds"):
     batch_indices(0, 0, 10, 32, 0, 1)
+
+
+def test_the_default_generator_seed_is_the_packages_canonical_dataset():
+  assert small_config().data.mnist1d_seed == mnist1d.package_seed()
+  x, *_ = mnist1d.load()
+  np.testing.assert_array_equal(mnist1d.load(mnist1d.package_seed())[0], x)
+
+
+def test_another_generator_seed_is_another_dataset_of_the_same_shapes():
+  config = small_config()
+  config.data.mnist1d_seed = 0
+  ds = load_dataset(config)
+  canonical = load_dataset(small_config())
+  assert (len(ds.train), len(ds.val), len(ds.test)) == (3500, 500, 1000)
+  assert ds.input_shape == (40, 1) and ds.num_classes == 10
+  assert not np.allclose(ds.train.x, canonical.train.x)
+  assert set(np.unique(ds.train.y)) == set(range(10))
+  mnist1d.generate.cache_clear()  # generated afresh, not read from the cache: the same data
+  np.testing.assert_array_equal(load_dataset(config).train.x, ds.train.x)
+
+
+def test_train_size_keeps_the_first_examples_after_the_carve_out():
+  config = small_config()
+  config.data.train_size = 1000
+  ds = load_dataset(config)
+  full = load_dataset(small_config())
+  assert (len(ds.train), len(ds.val), len(ds.test)) == (1000, 500, 1000)
+  np.testing.assert_array_equal(ds.train.x, full.train.x[:1000])
+  np.testing.assert_array_equal(ds.val.x, full.val.x)
+  config.data.train_size = 3501
+  with pytest.raises(ValueError, match=r"data.train_size=3501 .* than the 3500 left"):
+    load_dataset(config)
+
+
+def test_digits_splits_are_fixed_disjoint_and_scaled():
+  pytest.importorskip("sklearn")
+  from sklearn.datasets import load_digits
+  from l2t_jax.data import digits
+  config = small_config()
+  config.data.name, config.data.val_size = "digits", 300
+  validate(config)
+  ds = load_dataset(config)
+  assert (len(ds.train), len(ds.val), len(ds.test)) == (997, 300, 500)
+  assert ds.input_shape == (64, 1) and ds.num_classes == 10
+  assert ds.train.x.dtype == np.float32 and ds.train.x.min() == 0.0 and ds.train.x.max() == 1.0
+  images = {(r / 16).astype(np.float32).tobytes() for r in load_digits().data}
+  assert len(images) == 1797  # no two images alike: an image names its example
+  rows = [{r.tobytes() for r in s.x} for s in (ds.train, ds.val, ds.test)]
+  assert not (rows[0] & rows[2]) and not (rows[1] & rows[2]) and not (rows[0] & rows[1])
+  assert rows[0] | rows[1] | rows[2] == images
+  digits.load.cache_clear()
+  np.testing.assert_array_equal(load_dataset(config).test.x, ds.test.x)
+
+
+def test_digits_without_scikit_learn_says_how_to_install_it(monkeypatch):
+  from l2t_jax.data import DataError, digits
+  digits.load.cache_clear()
+  monkeypatch.setitem(sys.modules, "sklearn.datasets", None)  # import fails as if not installed
+  with pytest.raises(DataError, match=r"pip install -e '\.\[bench\]'"):
+    digits.load()
+  digits.load.cache_clear()

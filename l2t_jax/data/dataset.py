@@ -1,9 +1,10 @@
 """The three splits of a classification dataset, and how they are made from the raw data.
 
 Validation is carved from the end of the training split (whose order is fixed by the source), never
-from the test split. Label noise, when asked for, touches the training split only. Images are
-standardised per channel with the mean and standard deviation of the training split (after the
-carve-out), so nothing of the validation or test data leaks into the inputs.
+from the test split; a smaller training set (data.train_size) is the first examples left after it.
+Label noise, when asked for, touches the training split only. Images are standardised per channel
+with the mean and standard deviation of the training split (after the carve-out), so nothing of
+the validation or test data leaks into the inputs.
 """
 
 from __future__ import annotations
@@ -70,10 +71,22 @@ def symmetric_label_noise(y: np.ndarray, rate: float, num_classes: int, seed: in
   return noisy.astype(y.dtype)
 
 
+def keep_first(split: Split, size: int) -> Split:
+  """The first `size` examples of `split` (all of them when `size` is 0)."""
+  if size > len(split):
+    raise ValueError(
+        f"data.train_size={size} asks for more training examples than the {len(split)} left "
+        "after the validation carve-out (data.val_size); choose data.train_size <= "
+        f"{len(split)}, or 0 for all")
+  return Split(split.x[:size], split.y[:size]) if size else split
+
+
 def make_splits(name: str, x_train, y_train, x_test, y_test, num_classes: int,
                 data_cfg: ml_collections.ConfigDict, seed: int) -> Dataset:
-  """Applies the project's rules (validation carve-out, label noise, train+val) to raw arrays."""
+  """Applies the project's rules (validation carve-out, smaller training set, label noise,
+  train+val) to raw arrays."""
   train, val = carve_validation(np.asarray(x_train), np.asarray(y_train), data_cfg.val_size)
+  train = keep_first(train, data_cfg.train_size)
   if data_cfg.use_val_for_training:
     train = Split(np.concatenate([train.x, val.x]), np.concatenate([train.y, val.y]))
   noisy = symmetric_label_noise(train.y, data_cfg.label_noise, num_classes, seed)
@@ -109,10 +122,14 @@ def load_dataset(config: ml_collections.ConfigDict) -> Dataset:
   name = config.data.name
   if name == "mnist1d":
     from l2t_jax.data import mnist1d
-    return make_splits(name, *mnist1d.load(), data_cfg=config.data, seed=config.seed)
+    return make_splits(name, *mnist1d.load(config.data.mnist1d_seed), data_cfg=config.data,
+                       seed=config.seed)
+  if name == "digits":
+    from l2t_jax.data import digits
+    return make_splits(name, *digits.load(), data_cfg=config.data, seed=config.seed)
   from l2t_jax.data import tfds
   if name in tfds.NUM_CLASSES:
     raw = tfds.load(name, config.data.data_dir)
     return standardise_images(make_splits(name, *raw, data_cfg=config.data, seed=config.seed))
   raise ValueError(f"data.name='{name}' is not a known dataset; known: "
-                   f"{['mnist1d', *sorted(tfds.NUM_CLASSES)]}")
+                   f"{['mnist1d', 'digits', *sorted(tfds.NUM_CLASSES)]}")
