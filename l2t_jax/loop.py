@@ -344,7 +344,7 @@ def make_setup(config: ml_collections.ConfigDict, student: Student,
   return Setup(
       student=student, optimizer=optimizer,
       val_fn=losses.validation_objective(config.meta.val_objective, config.meta.smooth_error_k,
-                                        config.meta.scale_free_temperature),
+                                        config.meta.scale_free_temperature, axis_name),
       unroll_steps=config.meta.unroll_steps, teacher_every=config.meta.teacher_every,
       total_steps=config.train.steps, initial_features=_uniform_guess_features(num_classes),
       remat=config.meta.remat, axis_name=axis_name, augment=augment, seed=config.seed)

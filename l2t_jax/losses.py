@@ -45,9 +45,11 @@ def scale_free_ce(logits: jax.Array, labels: jax.Array, temperature: float) -> j
   return cross_entropy(z / temperature, labels)
 
 
-def calibration_scale(logits: jax.Array, labels: jax.Array, steps: int) -> jax.Array:
+def calibration_scale(logits: jax.Array, labels: jax.Array, steps: int,
+                      axis_name: str | None = None) -> jax.Array:
   """The inverse temperature `b` that minimises the cross-entropy of `b * logits` on this batch
-  (Newton's method on a convex function of `b`, from `b = 1`); no gradient flows through it."""
+  (Newton's method on a convex function of `b`, from `b = 1`); no gradient flows through it.
+  With `axis_name` (data-parallel), the batch is the union of every device's slice."""
   z = jax.lax.stop_gradient(logits)
   z_y = jnp.take_along_axis(z, labels[..., None], axis=-1)[..., 0]
 
@@ -56,6 +58,8 @@ def calibration_scale(logits: jax.Array, labels: jax.Array, steps: int) -> jax.A
     mean_z = (p * z).sum(-1)
     slope = (mean_z - z_y).mean()
     curvature = ((p * z * z).sum(-1) - mean_z ** 2).mean()
+    if axis_name:
+      slope, curvature = jax.lax.pmean((slope, curvature), axis_name)
     step = slope / jnp.maximum(curvature, 1e-12)
     return jnp.clip(b - step, 0.5 * b, 2.0 * b), None  # at most halve or double per step
 
@@ -63,7 +67,8 @@ def calibration_scale(logits: jax.Array, labels: jax.Array, steps: int) -> jax.A
   return b
 
 
-def calibrated_ce(logits: jax.Array, labels: jax.Array, steps: int = 10) -> jax.Array:
+def calibrated_ce(logits: jax.Array, labels: jax.Array, steps: int = 10,
+                  axis_name: str | None = None) -> jax.Array:
   """Cross-entropy after temperature scaling fitted on the same batch (`calibration_scale`).
 
   A teacher that minimises it cannot gain by making the student globally less (or more)
@@ -71,21 +76,23 @@ def calibrated_ce(logits: jax.Array, labels: jax.Array, steps: int = 10) -> jax.
   student ranks the true class, example by example; plain validation CE instead rewards stopping
   the student early once it is overconfident, long before its accuracy stops rising.
   """
-  return cross_entropy(calibration_scale(logits, labels, steps) * logits, labels)
+  return cross_entropy(calibration_scale(logits, labels, steps, axis_name) * logits, labels)
 
 
 def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
   return (logits.argmax(-1) == labels).mean()
 
 
-def validation_objective(name: str, smooth_error_k: float, scale_free_temperature: float):
-  """`(logits, labels) -> scalar`: what the teacher minimises on validation data."""
+def validation_objective(name: str, smooth_error_k: float, scale_free_temperature: float,
+                         axis_name: str | None = None):
+  """`(logits, labels) -> scalar`: what the teacher minimises on validation data (`axis_name`: the
+  device axis of a data-parallel run, for objectives that are not a plain mean over examples)."""
   if name == "ce":
     return cross_entropy
   if name == "smooth_error":
     return lambda logits, labels: smooth_error(logits, labels, smooth_error_k)
   if name == "calibrated_ce":
-    return calibrated_ce
+    return lambda logits, labels: calibrated_ce(logits, labels, axis_name=axis_name)
   if name == "scale_free_ce":
     return lambda logits, labels: scale_free_ce(logits, labels, scale_free_temperature)
   raise ValueError(f"meta.val_objective='{name}' is not one of {VAL_OBJECTIVES}")

@@ -60,3 +60,13 @@ def test_calibrated_ce_ignores_the_students_overall_confidence():
   np.testing.assert_allclose(
       jax.grad(losses.calibrated_ce)(logits, labels),
       jax.grad(lambda z: losses.cross_entropy(b * z, labels))(logits), rtol=1e-4, atol=1e-7)
+
+
+def test_calibrated_ce_fits_one_temperature_over_all_devices_slices():
+  logits, labels = _overconfident_batch()
+  whole = losses.calibrated_ce(logits, labels)
+  sliced = jax.vmap(lambda z, y: losses.calibrated_ce(z, y, axis_name="devices"),
+                    axis_name="devices")(logits.reshape(4, 100, 10), labels.reshape(4, 100))
+  np.testing.assert_allclose(sliced.mean(), whole, rtol=1e-5)
+  alone = jax.vmap(losses.calibrated_ce)(logits.reshape(4, 100, 10), labels.reshape(4, 100))
+  assert abs(float(alone.mean() - whole)) > 1e-4  # a temperature per slice is another objective
