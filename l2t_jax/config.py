@@ -96,6 +96,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.dln.hidden = (16, 16)
   c.dln.skip_init = 1.0  # weight of the cross-entropy skip path at init
   c.dln.slope_bound = 0.0  # >0 (table only): item slopes within [0, this x binary CE's], see dln_table
+  c.dln.slope_floor = 0.0  # with slope_bound: every item keeps at least this x binary CE's slope
   c.dln.learn_scale = False  # a learned log-scale of the whole loss (starts at 0: scale 1)
   c.dln.log_clip = 20.0  # log-probabilities fed to the MLP are clipped at -log_clip
   c.dln.table_size = 512  # >0: tabulate the DLN once per segment at this many knots (dln_table.py)
@@ -234,6 +235,9 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _check(p, not cfg.dln.slope_bound or cfg.dln.table_size,
          f"dln.slope_bound={cfg.dln.slope_bound} bounds the tabulated DLN: set dln.table_size > 0 "
          "(e.g. 512) or dln.slope_bound=0")
+  _check(p, 0 <= cfg.dln.slope_floor <= 1 and (not cfg.dln.slope_floor or cfg.dln.slope_bound),
+         f"dln.slope_floor={cfg.dln.slope_floor} must lie in [0, 1] (cross-entropy itself, where "
+         "the DLN starts, keeps slope 1) and needs dln.slope_bound >= 1")
   tc = cfg.teacher
   _check(p, _positive_ints([tc.hidden, tc.layers]), "teacher.hidden and teacher.layers must be positive ints")
   _check(p, tc.output_scale > 0, f"teacher.output_scale={tc.output_scale} must be > 0")

@@ -70,12 +70,13 @@ def effective_skip(phi: Params) -> jax.Array:
   return phi["skip"] * jnp.exp(phi["log_scale"]) if "log_scale" in phi else phi["skip"]
 
 
-def _clamp_slopes(d, t, skip_slope, ys, h, bound):
+def _clamp_slopes(d, t, skip_slope, ys, h, bound, floor):
   """Residual slopes (per grid step, at item logits `t`) such that every item's whole slope lies
-  between 0 and `bound` times its binary cross-entropy's, on the side that never rewards a wrong
-  answer."""
+  between `floor` and `bound` times its binary cross-entropy's, on the side that never rewards a
+  wrong answer."""
   bce = h * jnp.where(ys == 1, -jax.nn.sigmoid(-t), jax.nn.sigmoid(t))  # slope of -log p or -log(1-p)
-  total = jnp.clip(d + skip_slope, jnp.minimum(bound * bce, 0.0), jnp.maximum(bound * bce, 0.0))
+  lo, hi = floor * bce, bound * bce
+  total = jnp.clip(d + skip_slope, jnp.minimum(lo, hi), jnp.maximum(lo, hi))
   return total - skip_slope
 
 
@@ -87,7 +88,8 @@ def _integrate(d, ys):
   return v - jnp.where(ys == 1, v[:, -1:], v[:, :1])
 
 
-def make_table(dln: DLN, phi: Params, size: int, slope_bound: float = 0.0) -> DLNTable:
+def make_table(dln: DLN, phi: Params, size: int, slope_bound: float = 0.0,
+               slope_floor: float = 0.0) -> DLNTable:
   """Tabulates the residual of `dln` (item value minus the exact skip path) at `size` knots.
 
   `slope_bound` > 0 tabulates the DLN bounded instead: each item's slope in its logit clamped
@@ -95,7 +97,9 @@ def make_table(dln: DLN, phi: Params, size: int, slope_bound: float = 0.0) -> DL
   -log(1 - p) for the others), its values the integral of the clamped slopes, zero where
   cross-entropy's are (so it reads like one: about zero for a confident right answer, positive
   otherwise). The student is then never rewarded for lowering the target's probability or raising
-  another's, and its gradient is never more than `slope_bound` times a cross-entropy gradient."""
+  another's, and its gradient is never more than `slope_bound` times a cross-entropy gradient.
+  `slope_floor` (with a bound) keeps at least that fraction of cross-entropy's slope on every item:
+  the loss can damp an item but never give it up."""
   skip = effective_skip(phi)
   t_lo, t_hi = grid_bounds(dln)
   h = (t_hi - t_lo) / (size - 1)
@@ -113,9 +117,10 @@ def make_table(dln: DLN, phi: Params, size: int, slope_bound: float = 0.0) -> DL
   beyond = jnp.array([t_lo - 1.0, t_hi + 1.0])
   _, d_tail = value_and_step_slope(jnp.broadcast_to(beyond, (2, 2)), jnp.broadcast_to(ys, (2, 2)))
   if slope_bound:  # the skip path skip * (-y log sigmoid(t)) has slope -skip y sigmoid(-t)
-    d = _clamp_slopes(d, grid, -skip * h * ys * jax.nn.sigmoid(-grid), ys, h, slope_bound)
+    d = _clamp_slopes(d, grid, -skip * h * ys * jax.nn.sigmoid(-grid), ys, h, slope_bound,
+                      slope_floor)
     d_tail = _clamp_slopes(d_tail, beyond, -skip * h * ys * jax.nn.sigmoid(-beyond), ys, h,
-                           slope_bound)
+                           slope_bound, slope_floor)
     v = _integrate(d, ys)
   v0, v1, d0, d1 = v[:, :-1], v[:, 1:], d[:, :-1], d[:, 1:]
   cubic = jnp.stack([v0, d0, 3 * (v1 - v0) - 2 * d0 - d1, 2 * (v0 - v1) + d0 + d1], -1)

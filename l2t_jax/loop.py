@@ -365,7 +365,8 @@ def build_method(config: ml_collections.ConfigDict, student: Student,
     if config.dln.table_size:
       loss_fn = dln_table.table_loss
       prepare = lambda phi: dln_table.make_table(dln, phi, config.dln.table_size,
-                                                    config.dln.slope_bound)  # noqa: E731
+                                                    config.dln.slope_bound,
+                                                    config.dln.slope_floor)  # noqa: E731
     return dln_method(setup, dln.init, loss_fn, make_teacher(config.teacher), teacher_opt, prepare,
                       teacher_params=theta)
   if config.method == "l2t_dlf":

@@ -92,6 +92,19 @@ def test_a_bounded_table_never_rewards_a_wrong_answer_nor_pushes_harder_than_the
   assert float(jnp.minimum(target, other).min()) > -1e-3
 
 
+def test_a_slope_floor_keeps_a_share_of_cross_entropys_push_on_every_item():
+  dln, phi = moved_dln(0.5)
+  s = jnp.linspace(-12.0, 12.0, 2001)
+  slopes = jax.vmap(jax.jacfwd(lambda x: jnp.stack(_two_class_items(table, x))))
+  table = make_table(dln, phi, SIZE, slope_bound=1.0)
+  floor = 0.25 * jax.nn.sigmoid(-s) - 1e-4  # a quarter of binary CE's slope
+  assert float((-slopes(s).T + floor).max()) > 1e-3  # without the floor some items are given up
+  table = make_table(dln, phi, SIZE, slope_bound=1.0, slope_floor=0.25)
+  d_target, d_other = slopes(s).T
+  assert bool(jnp.all(-d_target >= floor)) and bool(jnp.all(-d_other >= floor))
+  assert bool(jnp.all(-d_target <= jax.nn.sigmoid(-s) + 1e-4))
+
+
 def test_item_logit_is_accurate_at_both_ends_and_finite_beyond():
   logits = jnp.array([[0.0, 30.0, -10.0], [5.0, 5.0 + 1e-3, -40.0], [0.0, 200.0, -200.0]])
   log_p, t = item_logit(logits)
