@@ -1,11 +1,12 @@
 """The authors' meta-iteration (`teacher.gradient="reunroll"`, `meta.continue_from`).
 
 One cycle, in float64 on a tiny MLP student: the teacher's gradient the cycle applies equals the
-central finite difference of the whole meta-iteration as a function of theta (first unroll -> g ->
-teacher -> phi' -> second unroll of the same batches from the same start -> validation loss on the
-same validation batch); the DLN keeps phi' and the student continues from the unroll that
-`meta.continue_from` names. Non-finite values skip and count; the config refuses combinations
-that mean nothing; the driver runs both continuations.
+central finite difference of the meta-iteration as a function of theta (first unroll -> g, which
+theta does not change -> teacher -> phi' -> second unroll of the same batches from the same start
+-> validation loss on the same validation batch); the DLN keeps phi' and the student continues
+from the second unroll (`meta.continue_from="reunroll"`), or from the first when the proposal is
+refused. Non-finite values skip and count; the config refuses combinations that mean nothing; the
+driver runs the exact gradient with our continuation.
 """
 
 import json
@@ -35,9 +36,9 @@ INTERVAL = K + 1  # one plain step after the segment, on the DLN the cycle leave
 EPS = 1e-5
 
 
-def cast(tree, dtype):
+def to64(tree):
   return jax.tree_util.tree_map(
-      lambda a: jnp.asarray(a, dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree)
+      lambda a: jnp.asarray(a, jnp.float64) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree)
 
 
 def perturbed(tree, rng, scale):
@@ -45,9 +46,9 @@ def perturbed(tree, rng, scale):
   return unravel(flat + scale * jnp.asarray(rng.normal(size=flat.shape), flat.dtype))
 
 
-def tiny_problem(continue_from, teacher_opt, dtype=jnp.float64):
-  """Method, start state (DLN, teacher and LSTM memory moved off their initial values so
-  that every coordinate matters), data and one cycle's indices."""
+def tiny_problem(teacher_opt):
+  """float64, the authors' continuation: method, start state (DLN, teacher and LSTM memory moved
+  off their initial values so that every coordinate matters), data and one cycle's indices."""
   rng = np.random.default_rng(0)
   student = from_linen(MLP(hidden=(6,), num_classes=C))
   optimizer = optax.sgd(0.3, momentum=0.9)
@@ -58,17 +59,16 @@ def tiny_problem(continue_from, teacher_opt, dtype=jnp.float64):
                 unroll_steps=K, teacher_every=1, total_steps=10 * INTERVAL,
                 initial_features=jnp.zeros((4,)))
   method = dln_method(setup, dln.init, dln.loss, teacher, teacher_opt, gradient="reunroll",
-                      continue_from=continue_from)
-  data = {"train_x": jnp.asarray(rng.normal(size=(N_TRAIN, F_IN)), dtype),
+                      continue_from="reunroll")
+  data = {"train_x": jnp.asarray(rng.normal(size=(N_TRAIN, F_IN))),
           "train_y": jnp.asarray(rng.integers(0, C, N_TRAIN), jnp.int32),
-          "val_x": jnp.asarray(rng.normal(size=(N_VAL, F_IN)), dtype),
+          "val_x": jnp.asarray(rng.normal(size=(N_VAL, F_IN))),
           "val_y": jnp.asarray(rng.integers(0, C, N_VAL), jnp.int32)}
-  state = cast(method.init(jax.random.PRNGKey(0), data["train_x"][:1]), dtype)
+  state = to64(method.init(jax.random.PRNGKey(0), data["train_x"][:1]))
   state = state._replace(
       loss_params=perturbed(state.loss_params, rng, 0.3),
       teacher_params=perturbed(state.teacher_params, rng, 0.3),
-      memory=jax.tree_util.tree_map(lambda a: jnp.asarray(rng.normal(size=a.shape), dtype),
-                                    state.memory))
+      memory=jax.tree_util.tree_map(lambda a: jnp.asarray(rng.normal(size=a.shape)), state.memory))
   train_idx = jnp.asarray(rng.integers(0, N_TRAIN, (INTERVAL, B)), jnp.int32)
   val_idx = jnp.asarray(rng.permutation(N_VAL)[:6], jnp.int32)
   return dict(method=method, state=state, data=data, train_idx=train_idx, val_idx=val_idx,
@@ -123,7 +123,7 @@ def problem():
   """float64, the authors' continuation, the teacher optimizer plain SGD at rate 1 (so that the
   teacher's step is minus its gradient); the cycle compiled once for the module."""
   with jax.enable_x64(True):
-    p = tiny_problem("reunroll", optax.sgd(1.0))
+    p = tiny_problem(optax.sgd(1.0))
     p["cycle"] = jax.jit(p["method"].cycle)
     yield p
 
