@@ -17,6 +17,8 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "piecewise")
 VAL_OBJECTIVES = ("ce", "smooth_error", "scale_free_ce", "calibrated_ce")
 REMAT_POLICIES = ("none", "step", "dots", "sqrt")  # memory policies: see unroll._remat_scan
+TEACHER_GRADIENTS = ("window", "reunroll")  # l2t_dln's teacher gradient: see loop.dln_method
+CONTINUATIONS = ("unroll", "reunroll")  # which segment the student continues from
 DLN_FEATURES = ("log_p", "y", "y_log_p", "log_1mp", "p")
 DATASETS = ("mnist1d", "digits", "mnist", "cifar10", "cifar100")
 IMAGE_DATASETS = ("mnist", "cifar10", "cifar100")
@@ -84,12 +86,16 @@ def default_config() -> ml_collections.ConfigDict:
   c.meta = ml_collections.ConfigDict()
   c.meta.unroll_steps = 10  # K: student steps differentiated for one hypergradient
   c.meta.interval = 10  # student steps between loss updates (>= K); the first K are unrolled
-  c.meta.teacher_every = 5  # M: loss updates per teacher update (truncated BPTT window)
+  c.meta.teacher_every = 5  # M: loss updates per teacher update (teacher.gradient: window, its
+  # truncated BPTT window; reunroll, how many one-step gradients are averaged)
   c.meta.val_batch_size = 0  # 0: the whole validation split each segment
   c.meta.val_objective = "ce"  # ce, smooth_error (L2T-DLF's), scale_free_ce (see losses.py)
   c.meta.smooth_error_k = 5.0
   c.meta.scale_free_temperature = 0.3  # scale_free_ce: CE of the standardised logits / this
   c.meta.remat = "none"  # memory policy of the differentiated unroll: none, step, dots, sqrt
+  c.meta.continue_from = "unroll"  # l2t_dln: the student continues from the segment unrolled on
+  # phi ("unroll"), or, with teacher.gradient="reunroll", from its re-run on the teacher's
+  # proposal phi' ("reunroll", the authors'); the DLN is phi' either way
 
   c.dln = ml_collections.ConfigDict()
   c.dln.features = ("log_p", "y", "y_log_p", "log_1mp")
@@ -109,6 +115,11 @@ def default_config() -> ml_collections.ConfigDict:
   c.teacher.state_features = True  # progress, train loss, val loss, val accuracy
   c.teacher.learning_rate = 1e-3  # 0: a frozen teacher (with teacher_init: teaches, never learns)
   c.teacher.grad_clip = 1.0  # global norm of the teacher's gradient; 0 disables
+  c.teacher.gradient = "window"  # l2t_dln. window: first-order truncated BPTT over M =
+  # meta.teacher_every DLN updates (LSTMTeacher.surrogate_loss). reunroll (the authors'): the exact
+  # gradient of the validation loss after the same K steps re-run from the same start on the
+  # proposed phi' = phi + T(g), second order through the student; a teacher step every M of them
+  # (their mean; M = 1 is the authors')
 
   c.dlf = ml_collections.ConfigDict()
   c.dlf.hidden = (32,)
@@ -219,6 +230,14 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _check(p, m.val_batch_size >= 0, f"meta.val_batch_size={m.val_batch_size} must be >= 0")
   _check(p, m.remat in REMAT_POLICIES,
          f"meta.remat='{m.remat}' is not one of {REMAT_POLICIES}")
+  _check(p, cfg.teacher.gradient in TEACHER_GRADIENTS,
+         f"teacher.gradient='{cfg.teacher.gradient}' is not one of {TEACHER_GRADIENTS}")
+  _check(p, m.continue_from in CONTINUATIONS,
+         f"meta.continue_from='{m.continue_from}' is not one of {CONTINUATIONS}")
+  _check(p, m.continue_from != "reunroll" or cfg.teacher.gradient == "reunroll",
+         "meta.continue_from='reunroll' continues from the second unroll, which only "
+         "teacher.gradient='reunroll' runs: set teacher.gradient='reunroll' or "
+         "meta.continue_from='unroll'")
   _check(p, m.val_objective in VAL_OBJECTIVES,
          f"meta.val_objective='{m.val_objective}' is not one of {VAL_OBJECTIVES}")
   _check(p, m.scale_free_temperature > 0,

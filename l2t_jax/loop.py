@@ -5,12 +5,16 @@ A cycle is `meta.interval` student steps. For L2T-DLN:
   2. DLN stage: the first K steps of the cycle are unrolled and differentiated, giving
      `g = d L_val / d phi`; the teacher turns `pre(g)` into `delta_phi` and `phi <- phi + delta_phi`;
      the remaining `interval - K` steps train the student on the updated DLN without differentiation;
-  3. teacher stage: every M DLN updates, `theta` takes an Adam step on the gradient of
-     `LSTMTeacher.surrogate_loss` over those M steps (truncated BPTT through the DLN and the LSTM
-     memory, with the student's trajectory held fixed).
-The student's real trajectory continues from the unrolled state. L2T-DLF uses the same segment and
-hypergradient with its MLP teacher; the fixed losses (CE, label smoothing, focal) run plain steps.
-A non-finite hypergradient or teacher output skips that update, and the skip is counted.
+  3. teacher stage (`teacher.gradient`): "window", every M DLN updates `theta` takes an Adam
+     step on the gradient of `LSTMTeacher.surrogate_loss` over those M steps (truncated BPTT
+     through the DLN and the LSTM memory, with the student's trajectory held fixed); or
+     "reunroll" (the authors'), the K steps are re-run from the same start on the proposed DLN
+     and their validation loss differentiated w.r.t. `theta`, exactly (second order through the
+     student); `theta` steps on the mean of M such gradients.
+The student's real trajectory continues from the unrolled state, or with "reunroll" optionally
+from the re-run (`meta.continue_from`). L2T-DLF uses the same segment and hypergradient with its
+MLP teacher; the fixed losses (CE, label smoothing, focal) run plain steps. A non-finite
+hypergradient, teacher output or teacher gradient skips that update, and the skip is counted.
 
 Training batches are gathered by index from the device-resident splits and, for images, augmented
 inside the scans (`Setup.fetchers`). With `Setup.axis_name` set the cycle runs data-parallel inside
@@ -29,6 +33,7 @@ import ml_collections
 import optax
 from jax.flatten_util import ravel_pytree
 
+from l2t_jax import config as config_lib
 from l2t_jax import dlf, dln as dln_lib, dln_table, losses, optim, teacher_io
 from l2t_jax import teacher as teacher_lib
 from l2t_jax.data import augment as augment_lib
@@ -244,14 +249,29 @@ def dlf_method(setup: Setup, teacher: dlf.DLFTeacher,
 def dln_method(setup: Setup, loss_init: Callable[[jax.Array], Any], loss_fn: LossFn,
                teacher: teacher_lib.LSTMTeacher, teacher_opt: optax.GradientTransformation,
                prepare: Callable[[Any], Any] | None = None,
-               teacher_params: Any = None) -> Method:
+               teacher_params: Any = None, gradient: str = "window",
+               continue_from: str = "unroll") -> Method:
   """L2T-DLN with any learned loss `loss_fn(prepare(phi), logits, labels)` whose `phi` starts at
   `loss_init(rng)`; the DLN of `l2t_jax.dln` is the standard choice. `prepare` (default: none)
   runs once per segment, e.g. to tabulate the DLN. `teacher_params` (default: a random teacher)
-  starts the teacher from trained parameters, e.g. `teacher_io.load_teacher`'s."""
+  starts the teacher from trained parameters, e.g. `teacher_io.load_teacher`'s.
+
+  `gradient` is the teacher's (`teacher.gradient`): "window", the first-order surrogate over M DLN
+  updates; or "reunroll", the exact one-step gradient of the validation loss after the segment
+  re-run on the proposed DLN (`reunroll_cycle`). `continue_from` (`meta.continue_from`, "unroll"
+  or, with "reunroll", "reunroll") picks the segment the student's trajectory continues from."""
+  if gradient not in config_lib.TEACHER_GRADIENTS or continue_from not in config_lib.CONTINUATIONS:
+    raise ValueError(f"gradient='{gradient}' must be one of {config_lib.TEACHER_GRADIENTS} and "
+                     f"continue_from='{continue_from}' one of {config_lib.CONTINUATIONS}")
+  if gradient == "window" and continue_from != "unroll":
+    raise ValueError("continue_from='reunroll' needs gradient='reunroll' (the window gradient "
+                     "runs no second unroll)")
   M = setup.teacher_every
   prepare = prepare or (lambda phi: phi)
   use_features = teacher.num_features > 0
+  accumulate = gradient == "reunroll" and M > 1
+  if accumulate:  # the mean of M exact one-step gradients makes one teacher step
+    teacher_opt = optax.MultiSteps(teacher_opt, every_k_schedule=M)
 
   def init(rng, sample_x):
     rng_s, rng_d, rng_t = jax.random.split(rng, 3)
@@ -261,23 +281,40 @@ def dln_method(setup: Setup, loss_init: Callable[[jax.Array], Any], loss_fn: Los
       theta = jax.tree_util.tree_map(lambda t, x: jnp.array(x, t.dtype, copy=True), theta,
                                      teacher_params)
     memory = teacher.init_state(phi)
-    flat = ravel_pytree(phi)[0]
-    window = Window(memory0=memory, in_grads=jnp.zeros((M, flat.size), flat.dtype),
-                    in_features=jnp.zeros((M, NUM_FEATURES), jnp.float32),
-                    out_grads=jnp.zeros((M, flat.size), flat.dtype),
-                    n=jnp.zeros((), jnp.int32), pending=jnp.zeros((), bool))
+    window = ()
+    if gradient == "window":
+      flat = ravel_pytree(phi)[0]
+      window = Window(memory0=memory, in_grads=jnp.zeros((M, flat.size), flat.dtype),
+                      in_features=jnp.zeros((M, NUM_FEATURES), jnp.float32),
+                      out_grads=jnp.zeros((M, flat.size), flat.dtype),
+                      n=jnp.zeros((), jnp.int32), pending=jnp.zeros((), bool))
     return setup.base_state(rng_s, sample_x)._replace(
         loss_params=phi, teacher_params=theta, teacher_opt_state=teacher_opt.init(theta),
         memory=memory, window=window)
 
-  def cycle(state, data, train_idx, val_idx):
+  def propose(theta, memory, g_flat, features):
+    return teacher.step_flat(theta, memory, g_flat, features if use_features else None)
+
+  def segment(state, data, train_idx, val_idx):
+    """Stage 2a, shared: the hypergradient through the K unrolled student steps."""
     seg_idx, plain_idx = setup.split_indices(train_idx, state.step)
-    # Stage 2a: the hypergradient through the K unrolled student steps.
-    hg = setup.hypergradient(loss_fn, state.loss_params, state.student, data, seg_idx,
-                             setup.val_batch(data, val_idx), prepare)
-    g_flat, unravel = ravel_pytree(hg.grads)
+    val_batch = setup.val_batch(data, val_idx)
+    hg = setup.hypergradient(loss_fn, state.loss_params, state.student, data, seg_idx, val_batch,
+                             prepare)
+    g_flat = ravel_pytree(hg.grads)[0]
     ok_g = jnp.all(jnp.isfinite(g_flat)) & jnp.isfinite(hg.val.loss)
     features = _features(setup.progress(state.step), hg.train, hg.val)
+    return seg_idx, plain_idx, val_batch, hg, g_flat, ok_g, features
+
+  def finish(state, data, train_idx, plain_idx, phi, student, seg_train, val, counters, **rest):
+    """Stage 1 goes on: the rest of the cycle trains the student on the updated DLN."""
+    student_state, plain_stats = setup.unroll(loss_fn, prepare(phi), student, data, plain_idx)
+    new_state = state._replace(step=state.step + train_idx.shape[0], student=student_state,
+                               loss_params=phi, counters=counters, **rest)
+    return new_state, _metrics(_mean_stats(seg_train, plain_stats), val.loss, val.accuracy)
+
+  def window_cycle(state, data, train_idx, val_idx):
+    _, plain_idx, _, hg, g_flat, ok_g, features = segment(state, data, train_idx, val_idx)
 
     # Stage 3: g is the outcome of the previous teacher step; a full window updates the teacher.
     w = state.window
@@ -299,9 +336,9 @@ def dln_method(setup: Setup, loss_init: Callable[[jax.Array], Any], loss_fn: Los
     n = jnp.where(full | ~ok_g, 0, n)
 
     # Stage 2b: the teacher's step updates the DLN.
-    step = teacher.step_flat(theta, state.memory, g_flat, features if use_features else None)
+    step = propose(theta, state.memory, g_flat, features)
     apply = ok_g & jnp.all(jnp.isfinite(step.updates))
-    phi_flat = ravel_pytree(state.loss_params)[0]
+    phi_flat, unravel = ravel_pytree(state.loss_params)
     phi = unravel(jnp.where(apply, phi_flat + step.updates, phi_flat))
     window = Window(
         memory0=_select(n == 0, state.memory, w.memory0),
@@ -310,23 +347,58 @@ def dln_method(setup: Setup, loss_init: Callable[[jax.Array], Any], loss_fn: Los
         out_grads=out_grads,
         n=jnp.where(apply, n, 0),  # a skipped step ends the window without a teacher update
         pending=apply)
-    memory = _select(apply, step.memory, state.memory)
-
-    # Stage 1 goes on: the rest of the cycle trains the student on the updated DLN.
-    student_state, plain_stats = setup.unroll(loss_fn, prepare(phi), hg.student, data, plain_idx)
     c = state.counters
     counters = Counters(
         meta_updates=c.meta_updates + apply,
         skipped_meta_updates=c.skipped_meta_updates + ~apply,
         teacher_updates=c.teacher_updates + (full & ok_teacher),
         skipped_teacher_updates=c.skipped_teacher_updates + (full & ~ok_teacher))
-    new_state = TrainState(
-        step=state.step + train_idx.shape[0], student=student_state, loss_params=phi,
-        teacher_params=theta, teacher_opt_state=teacher_opt_state, memory=memory, window=window,
-        features=features, counters=counters)
-    return new_state, _metrics(_mean_stats(hg.train, plain_stats), hg.val.loss, hg.val.accuracy)
+    return finish(state, data, train_idx, plain_idx, phi, hg.student, hg.train, hg.val, counters,
+                  teacher_params=theta, teacher_opt_state=teacher_opt_state,
+                  memory=_select(apply, step.memory, state.memory), window=window,
+                  features=features)
 
-  return Method("l2t_dln", jax.jit(init), cycle)
+  def reunroll_cycle(state, data, train_idx, val_idx):
+    """One meta-iteration of the authors' protocol: the teacher proposes `phi'` from `g`, the
+    same K batches are unrolled again from the same start on `phi'`, and the validation loss of
+    that second unroll (on the same validation batch) is differentiated w.r.t. theta through
+    `phi'` and every step of the second unroll. The DLN keeps `phi'`; the LSTM memory moves on,
+    cut from the gradient."""
+    seg_idx, plain_idx, val_batch, hg, g_flat, ok_g, features = segment(state, data, train_idx,
+                                                                        val_idx)
+    theta, memory = state.teacher_params, state.memory
+    phi_flat, unravel = ravel_pytree(state.loss_params)
+
+    def proposed_loss(th):  # prepare(phi'(theta)), with g, the features and the memory held fixed
+      return prepare(unravel(phi_flat + propose(th, memory, g_flat, features).updates))
+
+    step = propose(theta, memory, g_flat, features)
+    second = setup.hypergradient(loss_fn, theta, state.student, data, seg_idx, val_batch,
+                                 proposed_loss)
+    # A proposal is kept when it is finite and the student trained on it stays finite.
+    apply = ok_g & jnp.all(jnp.isfinite(step.updates)) & jnp.isfinite(second.val.loss)
+    learn = apply & all_finite(second.grads)
+    updates, opt_state = teacher_opt.update(second.grads, state.teacher_opt_state, theta)
+    theta_next, opt_state = _select(learn, (optax.apply_updates(theta, updates), opt_state),
+                                    (theta, state.teacher_opt_state))
+    phi = unravel(jnp.where(apply, phi_flat + step.updates, phi_flat))
+    student, seg_train, val = hg.student, hg.train, hg.val
+    if continue_from == "reunroll":  # the student trained on the kept proposal
+      student, seg_train, val = _select(apply, (second.student, second.train, second.val),
+                                        (student, seg_train, val))
+    c = state.counters
+    counters = Counters(
+        meta_updates=c.meta_updates + apply,
+        skipped_meta_updates=c.skipped_meta_updates + ~apply,
+        teacher_updates=c.teacher_updates + (learn & teacher_opt.has_updated(opt_state)
+                                             if accumulate else learn),
+        skipped_teacher_updates=c.skipped_teacher_updates + (apply & ~learn))
+    return finish(state, data, train_idx, plain_idx, phi, student, seg_train, val, counters,
+                  teacher_params=theta_next, teacher_opt_state=opt_state,
+                  memory=_select(apply, step.memory, memory), features=features)
+
+  return Method("l2t_dln", jax.jit(init),
+                reunroll_cycle if gradient == "reunroll" else window_cycle)
 
 
 def make_teacher(cfg: ml_collections.ConfigDict) -> teacher_lib.LSTMTeacher:
@@ -368,7 +440,8 @@ def build_method(config: ml_collections.ConfigDict, student: Student,
                                                     config.dln.slope_bound,
                                                     config.dln.slope_floor)  # noqa: E731
     return dln_method(setup, dln.init, loss_fn, make_teacher(config.teacher), teacher_opt, prepare,
-                      teacher_params=theta)
+                      teacher_params=theta, gradient=config.teacher.gradient,
+                      continue_from=config.meta.continue_from)
   if config.method == "l2t_dlf":
     teacher = dlf.DLFTeacher(dlf.DLFNetwork(tuple(config.dlf.hidden), num_classes), NUM_FEATURES)
     return dlf_method(setup, teacher,
