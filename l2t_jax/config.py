@@ -18,6 +18,11 @@ SCHEDULES = ("constant", "cosine", "piecewise")
 VAL_OBJECTIVES = ("ce", "smooth_error", "scale_free_ce")
 REMAT_POLICIES = ("none", "step", "dots", "sqrt")  # memory policies: see unroll._remat_scan
 DLN_FEATURES = ("log_p", "y", "y_log_p", "log_1mp", "p")
+DLN_ITEMS = ("one_vs_rest", "one_vs_one")  # see dln.py; one_vs_one is the authors' (sigmoid pairs)
+DLN_NETWORKS = ("ce_residual", "free")  # see dln.py; free is the authors' (bias-free MLP)
+DLN_ACTIVATIONS = ("tanh", "leaky_relu")
+TEACHER_NETWORKS = ("lstm_readout", "stacked_cells")  # see teacher.py
+DATA_SPLITS = ("fixed", "redrawn_half")  # see data/sampler.py; redrawn_half is the authors'
 DATASETS = ("mnist1d", "mnist", "cifar10", "cifar100")
 IMAGE_DATASETS = ("mnist", "cifar10", "cifar100")
 IMAGE_STUDENTS = ("lenet5", "resnet", "wrn", "densenet")
@@ -39,6 +44,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.data = ml_collections.ConfigDict()
   c.data.name = "mnist1d"
   c.data.data_dir = ""  # TFDS datasets only; empty means the TFDS default.
+  c.data.split = "fixed"  # fixed: validation is the last val_size training examples; redrawn_half:
+  # the training split halved at random into train / validation, re-drawn every epoch (the
+  # authors'; val_size unused; methods without a validation split train on all of it)
   c.data.val_size = 500  # carved from the end of the (fixed-order) training split
   c.data.label_noise = 0.0  # symmetric noise on the training split only
   c.data.use_val_for_training = False  # CE on train+val; needs a method without a validation split
@@ -89,15 +97,24 @@ def default_config() -> ml_collections.ConfigDict:
   c.meta.remat = "none"  # memory policy of the differentiated unroll: none, step, dots, sqrt
 
   c.dln = ml_collections.ConfigDict()
-  c.dln.features = ("log_p", "y", "y_log_p", "log_1mp")
+  c.dln.item_kind = "one_vs_rest"  # one_vs_rest: (p_c, y_c) per class; one_vs_one: the authors'
+  # (sigmoid(z_y), sigmoid(z_c), 1, 0) per wrong class, the loss the mean over all items. (Not
+  # named `items`: that is a ConfigDict method, which attribute access and --config overrides hit)
+  c.dln.network = "ce_residual"  # ce_residual: cross-entropy path + zero-init residual MLP;
+  # free: a bias-free MLP, He-normal (fan-out) init, no cross-entropy path (the authors')
+  c.dln.features = ("log_p", "y", "y_log_p", "log_1mp")  # one_vs_rest items only
   c.dln.hidden = (16, 16)
-  c.dln.skip_init = 1.0  # weight of the cross-entropy skip path at init
+  c.dln.activation = "tanh"  # of the hidden layers: tanh or leaky_relu (slope 0.01)
+  c.dln.skip_init = 1.0  # ce_residual: weight of the cross-entropy skip path at init
   c.dln.slope_bound = 0.0  # >0 (table only): item slopes within [0, this x binary CE's], see dln_table
   c.dln.learn_scale = False  # a learned log-scale of the whole loss (starts at 0: scale 1)
   c.dln.log_clip = 20.0  # log-probabilities fed to the MLP are clipped at -log_clip
   c.dln.table_size = 512  # >0: tabulate the DLN once per segment at this many knots (dln_table.py)
 
   c.teacher = ml_collections.ConfigDict()
+  c.teacher.network = "lstm_readout"  # lstm_readout: `layers` LSTM cells of `hidden` units, then
+  # a linear readout; stacked_cells: `layers` cells whose last has 1 unit and is the output
+  # (the authors': hidden=64, layers=4 is 2-64-64-64-1)
   c.teacher.hidden = 20
   c.teacher.layers = 2
   c.teacher.output_scale = 1e-3
@@ -174,8 +191,12 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _check(p, isinstance(d.crop_padding, int) and d.crop_padding >= 0,
          f"data.crop_padding={d.crop_padding} must be an int >= 0")
   _check(p, 0.0 <= d.label_noise < 1.0, f"data.label_noise={d.label_noise} must lie in [0, 1)")
+  _check(p, d.split in DATA_SPLITS, f"data.split='{d.split}' is not one of {DATA_SPLITS}")
+  _check(p, d.split != "redrawn_half" or not d.use_val_for_training,
+         "data.split='redrawn_half' already trains methods without a validation split on the whole "
+         "training split: set data.use_val_for_training=False")
   if cfg.method in META_METHODS:
-    _check(p, d.val_size > 0,
+    _check(p, d.val_size > 0 or d.split == "redrawn_half",
            f"method='{cfg.method}' learns from a validation split: set data.val_size > 0")
     _check(p, not d.use_val_for_training,
            "data.use_val_for_training=True leaves no validation data for "
@@ -212,6 +233,7 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
          f"meta.val_objective='{m.val_objective}' is not one of {VAL_OBJECTIVES}")
   _check(p, m.scale_free_temperature > 0,
          f"meta.scale_free_temperature={m.scale_free_temperature} must be > 0")
+  _check_dln(p, cfg.dln)
   _check(p, set(cfg.dln.features) <= set(DLN_FEATURES) and len(cfg.dln.features) > 0,
          f"dln.features={tuple(cfg.dln.features)} must be a non-empty subset of {DLN_FEATURES}")
   _check(p, _positive_ints(cfg.dln.hidden), f"dln.hidden={tuple(cfg.dln.hidden)} must be positive ints")
@@ -225,6 +247,8 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
          f"dln.slope_bound={cfg.dln.slope_bound} bounds the tabulated DLN: set dln.table_size > 0 "
          "(e.g. 512) or dln.slope_bound=0")
   tc = cfg.teacher
+  _check(p, tc.network in TEACHER_NETWORKS,
+         f"teacher.network='{tc.network}' is not one of {TEACHER_NETWORKS}")
   _check(p, _positive_ints([tc.hidden, tc.layers]), "teacher.hidden and teacher.layers must be positive ints")
   _check(p, tc.output_scale > 0, f"teacher.output_scale={tc.output_scale} must be > 0")
   _check(p, tc.preprocess_p > 0, f"teacher.preprocess_p={tc.preprocess_p} must be > 0")
@@ -243,6 +267,25 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if p:
     raise ConfigError("invalid config: " + "; ".join(p))
   return cfg
+
+
+def _check_dln(p: list[str], dln: ml_collections.ConfigDict) -> None:
+  """The DLN's item kind, network and activation, and which of them go together."""
+  _check(p, dln.item_kind in DLN_ITEMS,
+         f"dln.item_kind='{dln.item_kind}' is not one of {DLN_ITEMS}")
+  _check(p, dln.network in DLN_NETWORKS, f"dln.network='{dln.network}' is not one of {DLN_NETWORKS}")
+  _check(p, dln.activation in DLN_ACTIVATIONS,
+         f"dln.activation='{dln.activation}' is not one of {DLN_ACTIVATIONS}")
+  if dln.item_kind != "one_vs_one":
+    return
+  _check(p, dln.network == "free",
+         "dln.network='ce_residual' adds a cross-entropy path to one-vs-rest items (p_c, y_c) and "
+         "cannot score dln.item_kind='one_vs_one' pairs: set dln.network='free' or "
+         "dln.item_kind='one_vs_rest'")
+  _check(p, not dln.table_size,
+         f"dln.table_size={dln.table_size}: the table (dln_table.py) holds functions of one "
+         "probability, but a dln.item_kind='one_vs_one' item depends on two (sigmoid(z_y), "
+         "sigmoid(z_c)): set dln.table_size=0 (and dln.slope_bound=0)")
 
 
 def _check_student(p: list[str], cfg: ml_collections.ConfigDict) -> None:
