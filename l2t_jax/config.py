@@ -273,7 +273,8 @@ def _check_dln(p: list[str], dln: ml_collections.ConfigDict) -> None:
   """The DLN's item kind, network and activation, and which of them go together."""
   _check(p, dln.item_kind in DLN_ITEMS,
          f"dln.item_kind='{dln.item_kind}' is not one of {DLN_ITEMS}")
-  _check(p, dln.network in DLN_NETWORKS, f"dln.network='{dln.network}' is not one of {DLN_NETWORKS}")
+  _check(p, dln.network in DLN_NETWORKS,
+         f"dln.network='{dln.network}' is not one of {DLN_NETWORKS}")
   _check(p, dln.activation in DLN_ACTIVATIONS,
          f"dln.activation='{dln.activation}' is not one of {DLN_ACTIVATIONS}")
   if dln.item_kind != "one_vs_one":

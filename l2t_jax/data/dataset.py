@@ -3,9 +3,10 @@
 Validation is carved from the end of the training split (whose order is fixed by the source), never
 from the test split. With `data.split='redrawn_half'` nothing is carved off: the validation split
 *is* the whole training split (the same arrays), the pool whose halves the sampler re-draws every
-epoch, and what the evaluations report as validation accuracy. Label noise, when asked for, touches the training split only. Images are
-standardised per channel with the mean and standard deviation of the training split (after the
-carve-out), so nothing of the validation or test data leaks into the inputs.
+epoch, and what the evaluations report as validation accuracy. Label noise, when asked for,
+touches the training split only. Images are standardised per channel with the mean and standard
+deviation of the training split (after the carve-out), so nothing of the validation or test data
+leaks into the inputs.
 """
 
 from __future__ import annotations
