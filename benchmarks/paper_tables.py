@@ -2,7 +2,12 @@
 
   python benchmarks/paper_tables.py --data_dir=~/tensorflow_datasets --workdir=runs/paper
   python benchmarks/paper_tables.py --configs=cifar10_resnet8,cifar10_resnet20 --seeds=0,1,2
+  python benchmarks/paper_tables.py --reference   # adds L2T-DLN under the authors' protocol
   python benchmarks/paper_tables.py --smoke   # a few steps on tfds.testing.mock_data, CPU
+
+`--reference` (and `--smoke`, by default) adds the row `l2t_dln_reference`: for a setting NAME,
+the run of `configs/reference_NAME.py`, the same student under the authors' protocol
+(`l2t_jax/reference.py`); settings without such a file have no cell in that row.
 
 Every (config, method, seed) is one `l2t_jax.train.train` run in its own workdir
 (`WORKDIR/<config>/<method>/seed<k>`), checkpointed as its config says: rerunning the command
@@ -23,11 +28,14 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.common import (PAPER_CONFIGS, finished_summary, load_config,  # noqa: E402
-                               smoke_config)
+from benchmarks.common import (CONFIG_DIR, PAPER_CONFIGS, finished_summary,  # noqa: E402
+                               load_config, smoke_config)
 
-METHODS = ("ce", "l2t_dlf", "l2t_dln")
-METHOD_NAMES = {"ce": "Cross entropy", "l2t_dlf": "L2T-DLF", "l2t_dln": "L2T-DLN"}
+REFERENCE = "l2t_dln_reference"  # L2T-DLN under the authors' protocol: configs/reference_NAME.py
+METHODS = ("ce", "l2t_dlf", "l2t_dln", REFERENCE)
+DEFAULT_METHODS = ("ce", "l2t_dlf", "l2t_dln")
+METHOD_NAMES = {"ce": "Cross entropy", "l2t_dlf": "L2T-DLF", "l2t_dln": "L2T-DLN",
+                REFERENCE: "L2T-DLN, authors' protocol"}
 DATASET_NAMES = {"mnist": "MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
 SMOKE_CONFIGS = ("mnist_lenet", "cifar10_resnet8")
 SMOKE_EXAMPLES = 40  # per split of the mock datasets: 24 train + 16 validation, 40 test
@@ -77,6 +85,18 @@ def format_tables(tabs: dict[str, dict]) -> str:
   return "\n".join(lines)
 
 
+def method_config(name: str, method: str):
+  """The config that `method` runs for the setting `name`: `configs/NAME.py` with its method set,
+  or for the reference row `configs/reference_NAME.py` (None when there is none)."""
+  if method != REFERENCE:
+    config = load_config(name)
+    config.method = method
+    return config
+  reference = f"reference_{name}"
+  return load_config(reference) if os.path.exists(os.path.join(CONFIG_DIR, f"{reference}.py")) \
+      else None
+
+
 def run_one(config, workdir: str, log) -> dict:
   """The summary of one run, reusing it when `workdir` already holds it for this config."""
   from l2t_jax.train import train
@@ -89,7 +109,11 @@ def main(argv=None) -> dict:
   parser.add_argument("--configs", default=None,
                       help=f"comma-separated names in configs/ (default: all of {PAPER_CONFIGS}; "
                            f"with --smoke: {SMOKE_CONFIGS})")
-  parser.add_argument("--methods", default=",".join(METHODS))
+  parser.add_argument("--methods", default=None,
+                      help=f"comma-separated, of {METHODS} (default: {DEFAULT_METHODS}; with "
+                           "--smoke all of them)")
+  parser.add_argument("--reference", action="store_true",
+                      help=f"add the row {REFERENCE}: configs/reference_NAME.py for each setting")
   parser.add_argument("--seeds", default="0")
   parser.add_argument("--data_dir", default="", help="TFDS data directory (default: TFDS's own)")
   parser.add_argument("--workdir", default="runs/paper_tables")
@@ -101,7 +125,10 @@ def main(argv=None) -> dict:
 
   names = args.configs.split(",") if args.configs else list(SMOKE_CONFIGS if args.smoke
                                                             else PAPER_CONFIGS)
-  methods = args.methods.split(",")
+  methods = args.methods.split(",") if args.methods else list(METHODS if args.smoke
+                                                              else DEFAULT_METHODS)
+  if args.reference and REFERENCE not in methods:
+    methods.append(REFERENCE)
   unknown = [m for m in methods if m not in METHODS]
   if unknown:
     parser.error(f"--methods: unknown {unknown}; known: {METHODS}")
@@ -115,11 +142,14 @@ def main(argv=None) -> dict:
   results = []
   with mock:
     for name in names:
-      base = load_config(name)
       for method in methods:
+        base = method_config(name, method)
+        if base is None:
+          print(f"== {name} / {method}: no configs/reference_{name}.py, no run", flush=True)
+          continue
         for seed in seeds:
           config = smoke_config(base) if args.smoke else copy.deepcopy(base)
-          config.method, config.seed = method, seed
+          config.seed = seed
           if args.data_dir:
             config.data.data_dir = os.path.expanduser(args.data_dir)
           workdir = os.path.join(args.workdir, name, method, f"seed{seed}")

@@ -20,6 +20,11 @@ REMAT_POLICIES = ("none", "step", "dots", "sqrt")  # memory policies: see unroll
 TEACHER_GRADIENTS = ("window", "reunroll")  # l2t_dln's teacher gradient: see loop.dln_method
 CONTINUATIONS = ("unroll", "reunroll")  # which segment the student continues from
 DLN_FEATURES = ("log_p", "y", "y_log_p", "log_1mp", "p")
+DLN_ITEMS = ("one_vs_rest", "one_vs_one")  # see dln.py; one_vs_one is the authors' (sigmoid pairs)
+DLN_NETWORKS = ("ce_residual", "free")  # see dln.py; free is the authors' (bias-free MLP)
+DLN_ACTIVATIONS = ("tanh", "leaky_relu")
+TEACHER_NETWORKS = ("lstm_readout", "stacked_cells")  # see teacher.py
+DATA_SPLITS = ("fixed", "redrawn_half")  # see data/sampler.py; redrawn_half is the authors'
 DATASETS = ("mnist1d", "digits", "mnist", "cifar10", "cifar100")
 IMAGE_DATASETS = ("mnist", "cifar10", "cifar100")
 IMAGE_STUDENTS = ("lenet5", "resnet", "wrn", "densenet")
@@ -41,6 +46,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.data = ml_collections.ConfigDict()
   c.data.name = "mnist1d"
   c.data.data_dir = ""  # TFDS datasets only; empty means the TFDS default.
+  c.data.split = "fixed"  # fixed: validation is the last val_size training examples; redrawn_half:
+  # the training split halved at random into train / validation, re-drawn every epoch (the
+  # authors'; val_size unused; methods without a validation split train on all of it)
   c.data.val_size = 500  # carved from the end of the (fixed-order) training split
   c.data.train_size = 0  # >0: keep only the first N training examples left after the carve-out
   c.data.mnist1d_seed = 42  # mnist1d: the package's generator seed (42, its default: the
@@ -98,9 +106,15 @@ def default_config() -> ml_collections.ConfigDict:
   # proposal phi' ("reunroll", the authors'); the DLN is phi' either way
 
   c.dln = ml_collections.ConfigDict()
-  c.dln.features = ("log_p", "y", "y_log_p", "log_1mp")
+  c.dln.item_kind = "one_vs_rest"  # one_vs_rest: (p_c, y_c) per class; one_vs_one: the authors'
+  # (sigmoid(z_y), sigmoid(z_c), 1, 0) per wrong class, the loss the mean over all items. (Not
+  # named `items`: that is a ConfigDict method, which attribute access and --config overrides hit)
+  c.dln.network = "ce_residual"  # ce_residual: cross-entropy path + zero-init residual MLP;
+  # free: a bias-free MLP, He-normal (fan-out) init, no cross-entropy path (the authors')
+  c.dln.features = ("log_p", "y", "y_log_p", "log_1mp")  # one_vs_rest items only
   c.dln.hidden = (16, 16)
-  c.dln.skip_init = 1.0  # weight of the cross-entropy skip path at init
+  c.dln.activation = "tanh"  # of the hidden layers: tanh or leaky_relu (slope 0.01)
+  c.dln.skip_init = 1.0  # ce_residual: weight of the cross-entropy skip path at init
   c.dln.slope_bound = 0.0  # >0 (table only): item slopes within [0, this x binary CE's], see dln_table
   c.dln.slope_floor = 0.0  # with slope_bound: every item keeps at least this x binary CE's slope
   c.dln.learn_scale = False  # a learned log-scale of the whole loss (starts at 0: scale 1)
@@ -108,6 +122,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.dln.table_size = 512  # >0: tabulate the DLN once per segment at this many knots (dln_table.py)
 
   c.teacher = ml_collections.ConfigDict()
+  c.teacher.network = "lstm_readout"  # lstm_readout: `layers` LSTM cells of `hidden` units, then
+  # a linear readout; stacked_cells: `layers` cells whose last has 1 unit and is the output
+  # (the authors': hidden=64, layers=4 is 2-64-64-64-1)
   c.teacher.hidden = 20
   c.teacher.layers = 2
   c.teacher.output_scale = 1e-3
@@ -196,8 +213,12 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _check(p, isinstance(d.crop_padding, int) and d.crop_padding >= 0,
          f"data.crop_padding={d.crop_padding} must be an int >= 0")
   _check(p, 0.0 <= d.label_noise < 1.0, f"data.label_noise={d.label_noise} must lie in [0, 1)")
+  _check(p, d.split in DATA_SPLITS, f"data.split='{d.split}' is not one of {DATA_SPLITS}")
+  _check(p, d.split != "redrawn_half" or not d.use_val_for_training,
+         "data.split='redrawn_half' already trains methods without a validation split on the whole "
+         "training split: set data.use_val_for_training=False")
   if cfg.method in META_METHODS:
-    _check(p, d.val_size > 0,
+    _check(p, d.val_size > 0 or d.split == "redrawn_half",
            f"method='{cfg.method}' learns from a validation split: set data.val_size > 0")
     _check(p, not d.use_val_for_training,
            "data.use_val_for_training=True leaves no validation data for "
@@ -242,6 +263,7 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
          f"meta.val_objective='{m.val_objective}' is not one of {VAL_OBJECTIVES}")
   _check(p, m.scale_free_temperature > 0,
          f"meta.scale_free_temperature={m.scale_free_temperature} must be > 0")
+  _check_dln(p, cfg.dln)
   _check(p, set(cfg.dln.features) <= set(DLN_FEATURES) and len(cfg.dln.features) > 0,
          f"dln.features={tuple(cfg.dln.features)} must be a non-empty subset of {DLN_FEATURES}")
   _check(p, _positive_ints(cfg.dln.hidden), f"dln.hidden={tuple(cfg.dln.hidden)} must be positive ints")
@@ -258,6 +280,8 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
          f"dln.slope_floor={cfg.dln.slope_floor} must lie in [0, 1] (cross-entropy itself, where "
          "the DLN starts, keeps slope 1) and needs dln.slope_bound >= 1")
   tc = cfg.teacher
+  _check(p, tc.network in TEACHER_NETWORKS,
+         f"teacher.network='{tc.network}' is not one of {TEACHER_NETWORKS}")
   _check(p, _positive_ints([tc.hidden, tc.layers]), "teacher.hidden and teacher.layers must be positive ints")
   _check(p, tc.output_scale > 0, f"teacher.output_scale={tc.output_scale} must be > 0")
   _check(p, tc.preprocess_p > 0, f"teacher.preprocess_p={tc.preprocess_p} must be > 0")
@@ -276,6 +300,26 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if p:
     raise ConfigError("invalid config: " + "; ".join(p))
   return cfg
+
+
+def _check_dln(p: list[str], dln: ml_collections.ConfigDict) -> None:
+  """The DLN's item kind, network and activation, and which of them go together."""
+  _check(p, dln.item_kind in DLN_ITEMS,
+         f"dln.item_kind='{dln.item_kind}' is not one of {DLN_ITEMS}")
+  _check(p, dln.network in DLN_NETWORKS,
+         f"dln.network='{dln.network}' is not one of {DLN_NETWORKS}")
+  _check(p, dln.activation in DLN_ACTIVATIONS,
+         f"dln.activation='{dln.activation}' is not one of {DLN_ACTIVATIONS}")
+  if dln.item_kind != "one_vs_one":
+    return
+  _check(p, dln.network == "free",
+         "dln.network='ce_residual' adds a cross-entropy path to one-vs-rest items (p_c, y_c) and "
+         "cannot score dln.item_kind='one_vs_one' pairs: set dln.network='free' or "
+         "dln.item_kind='one_vs_rest'")
+  _check(p, not dln.table_size,
+         f"dln.table_size={dln.table_size}: the table (dln_table.py) holds functions of one "
+         "probability, but a dln.item_kind='one_vs_one' item depends on two (sigmoid(z_y), "
+         "sigmoid(z_c)): set dln.table_size=0 (and dln.slope_bound=0)")
 
 
 def _check_student(p: list[str], cfg: ml_collections.ConfigDict) -> None:

@@ -6,7 +6,9 @@ not change, so instead of running the item network on all `batch * classes` item
 step (and twice more in the reverse pass), we tabulate it once on a grid of the item's logit
 `t = log(p / (1 - p))` and interpolate with cubic Hermite splines (values and slopes at the knots,
 C1 in `t`). The cross-entropy skip path `skip * (-y log p)` stays exact; only the residual network
-is tabulated, so at initialisation the tabulated DLN is cross-entropy exactly. Outside the grid the
+is tabulated, so at initialisation the tabulated DLN is cross-entropy exactly (the free network,
+which has no skip path, is tabulated whole). A one_vs_one item depends on two probabilities and has
+no such table: `config.validate` refuses that combination, `make_table` too. Outside the grid the
 residual continues linearly with the network's own slope there (the network's inputs are clipped,
 so it is flat out there). The table is a differentiable function of `phi`, so hypergradients flow
 through it into `phi`.
@@ -66,8 +68,10 @@ def grid_bounds(dln: DLN) -> tuple[float, float]:
 
 
 def effective_skip(phi: Params) -> jax.Array:
-  """The weight of the exact cross-entropy path, the DLN's learned scale included."""
-  return phi["skip"] * jnp.exp(phi["log_scale"]) if "log_scale" in phi else phi["skip"]
+  """The weight of the exact cross-entropy path, the DLN's learned scale included (0 for the free
+  network, which has none)."""
+  skip = phi["skip"] if "skip" in phi else jnp.zeros(())
+  return skip * jnp.exp(phi["log_scale"]) if "log_scale" in phi else skip
 
 
 def _clamp_slopes(d, t, skip_slope, ys, h, bound, floor):
@@ -100,6 +104,9 @@ def make_table(dln: DLN, phi: Params, size: int, slope_bound: float = 0.0,
   another's, and its gradient is never more than `slope_bound` times a cross-entropy gradient.
   `slope_floor` (with a bound) keeps at least that fraction of cross-entropy's slope on every item:
   the loss can damp an item but never give it up."""
+  if dln.pairs:
+    raise ValueError("one_vs_one DLN items depend on two probabilities and cannot be tabulated: "
+                     "set dln.table_size=0")
   skip = effective_skip(phi)
   t_lo, t_hi = grid_bounds(dln)
   h = (t_hi - t_lo) / (size - 1)

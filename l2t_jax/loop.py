@@ -404,7 +404,8 @@ def dln_method(setup: Setup, loss_init: Callable[[jax.Array], Any], loss_fn: Los
 def make_teacher(cfg: ml_collections.ConfigDict) -> teacher_lib.LSTMTeacher:
   return teacher_lib.LSTMTeacher(
       hidden=cfg.hidden, layers=cfg.layers, output_scale=cfg.output_scale,
-      preprocess_p=cfg.preprocess_p, num_features=NUM_FEATURES if cfg.state_features else 0)
+      preprocess_p=cfg.preprocess_p, num_features=NUM_FEATURES if cfg.state_features else 0,
+      network=cfg.network)
 
 
 def make_setup(config: ml_collections.ConfigDict, student: Student,

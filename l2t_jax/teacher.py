@@ -14,6 +14,17 @@ Offered optax-style, as pure functions that any training loop can jit and call:
 
 `surrogate_loss` is what the teacher learns from: replaying a window of its own steps, the
 validation gradients observed after each step, dotted with the steps' outputs.
+
+Two networks (`teacher.network`), both coordinate-wise:
+- `lstm_readout` (ours): `layers` LSTM cells of `hidden` units each, then a linear readout of the
+  last cell's output to one number per coordinate.
+- `stacked_cells` (the authors'): `layers` LSTM cells, the first `layers - 1` of `hidden` units and
+  the last of a single unit whose output, in (-1, 1), *is* the teacher's output; no readout. The
+  authors' 2-64-64-64-1 teacher is `hidden=64, layers=4` (without student-state features). They
+  subtract `1e-3` times that output from the DLN; we add `output_scale` times it, which for a
+  network of symmetric initialisation is the same family. The cells are flax's
+  (OptimizedLSTMCell: LeCun-normal input kernels, orthogonal recurrent kernels, zero biases), not
+  torch's uniform initialisation.
 """
 
 from __future__ import annotations
@@ -26,8 +37,10 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
+from l2t_jax.config import TEACHER_NETWORKS
+
 Params = Any
-Memory = Any  # tuple over layers of (c, h), each shaped (num_coordinates, hidden)
+Memory = Any  # tuple over layers of (c, h), each shaped (num_coordinates, that layer's width)
 
 NUM_STATE_FEATURES = 4  # progress, train loss, validation loss, validation accuracy
 
@@ -43,17 +56,29 @@ def preprocess_gradient(g: jax.Array, p: float) -> jax.Array:
   return jnp.stack([first, second], axis=-1)
 
 
+def cell_widths(network: str, hidden: int, layers: int) -> tuple[int, ...]:
+  """The width of every LSTM cell of a teacher `network` (module docstring)."""
+  if network == "lstm_readout":
+    return (hidden,) * layers
+  if network == "stacked_cells":
+    return (hidden,) * (layers - 1) + (1,)
+  raise ValueError(f"teacher.network='{network}' is not one of {TEACHER_NETWORKS}")
+
+
 class CoordinateLSTM(nn.Module):
   hidden: int
   layers: int
+  network: str = "lstm_readout"
 
   @nn.compact
   def __call__(self, memory, inputs):
     new_memory = []
     h = inputs
-    for i in range(self.layers):
-      carry, h = nn.OptimizedLSTMCell(self.hidden, name=f"lstm_{i}")(memory[i], h)
+    for i, width in enumerate(cell_widths(self.network, self.hidden, self.layers)):
+      carry, h = nn.OptimizedLSTMCell(width, name=f"lstm_{i}")(memory[i], h)
       new_memory.append(carry)
+    if self.network == "stacked_cells":
+      return tuple(new_memory), h[..., 0]
     out = nn.Dense(1, name="readout")(h)[..., 0]
     return tuple(new_memory), out
 
@@ -70,10 +95,11 @@ class LSTMTeacher:
   output_scale: float
   preprocess_p: float
   num_features: int = 0  # student-state features broadcast to every coordinate (0: gradient only)
+  network: str = "lstm_readout"  # or "stacked_cells" (module docstring)
 
   @property
   def _net(self) -> CoordinateLSTM:
-    return CoordinateLSTM(hidden=self.hidden, layers=self.layers)
+    return CoordinateLSTM(hidden=self.hidden, layers=self.layers, network=self.network)
 
   def init(self, rng: jax.Array) -> Params:
     """Teacher parameters; independent of the DLN's size (the LSTM is coordinate-wise)."""
@@ -81,8 +107,8 @@ class LSTMTeacher:
     return self._net.init(rng, memory, jnp.zeros((1, 2 + self.num_features)))["params"]
 
   def _zero_memory(self, n: int, dtype=jnp.float32) -> Memory:
-    zeros = jnp.zeros((n, self.hidden), dtype)
-    return tuple((zeros, zeros) for _ in range(self.layers))
+    widths = cell_widths(self.network, self.hidden, self.layers)
+    return tuple((jnp.zeros((n, w), dtype), jnp.zeros((n, w), dtype)) for w in widths)
 
   def init_state(self, dln_params: Params) -> Memory:
     """Zero LSTM memory for every coordinate of `dln_params`."""

@@ -22,6 +22,9 @@ from l2t_jax.metrics import write_bytes_atomic
 
 FORMAT = "l2t_jax.teacher/1"
 TRAINING_KEYS = ("learning_rate", "grad_clip")  # how the teacher learns, not what it computes
+# Architecture keys added after files were first written, with the value those files were built
+# with: a file without the key holds a teacher of that value.
+LATER_KEYS = {"network": "lstm_readout"}
 
 
 def architecture(teacher_cfg: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -52,7 +55,7 @@ def load_teacher(path: str, teacher_cfg: ml_collections.ConfigDict) -> Any:
       saved = flax.serialization.msgpack_restore(f.read())
     if saved.get("format") != FORMAT:
       raise ValueError(f"format {saved.get('format')!r}, expected {FORMAT!r}")
-    saved_arch = json.loads(saved["architecture"])
+    saved_arch = {**LATER_KEYS, **json.loads(saved["architecture"])}
     params = saved["params"]
   except Exception as e:  # noqa: BLE001 (any unreadable file gets the same advice)
     raise ConfigError(f"teacher_init='{path}' is not a teacher file written by "

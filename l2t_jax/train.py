@@ -28,7 +28,8 @@ from l2t_jax import config as config_lib
 from l2t_jax import parallel as parallel_lib
 from l2t_jax import teacher_io
 from l2t_jax.data import Dataset, load_dataset
-from l2t_jax.data.sampler import TRAIN_STREAM, VAL_STREAM, batch_indices
+from l2t_jax.data.sampler import (TRAIN_STREAM, VAL_STREAM, batch_indices, cycles_per_split,
+                                  redrawn_half_indices)
 from l2t_jax.loop import CycleMetrics, Method, TrainState, build_method
 from l2t_jax.metrics import (MetricsWriter, make_evaluator, read_metrics, to_python,
                              write_json_atomic)
@@ -84,11 +85,7 @@ def build_run(config: ml_collections.ConfigDict, dataset: Dataset | None = None)
         "examples; lower it")
   val_batch_size = 0
   if config.method in config_lib.META_METHODS:
-    val_batch_size = config.meta.val_batch_size or len(dataset.val)
-    if val_batch_size > len(dataset.val):
-      raise config_lib.ConfigError(
-          f"meta.val_batch_size={val_batch_size} exceeds the {len(dataset.val)} validation "
-          "examples; lower it or raise data.val_size")
+    val_batch_size = _check_validation_batch(config, dataset)
   problems = [dp.check_divides("train.batch_size", config.train.batch_size)]
   if val_batch_size:
     problems.append(dp.check_divides("the validation batch (meta.val_batch_size, or data.val_size "
@@ -100,15 +97,46 @@ def build_run(config: ml_collections.ConfigDict, dataset: Dataset | None = None)
   return Run(config, dataset, student, optimizer, method, evaluate, val_batch_size, dp)
 
 
-def data_arrays(dataset: Dataset) -> dict:
-  """The training and validation splits, keyed as the cycle functions take them."""
-  return {"train_x": dataset.train.x, "train_y": dataset.train.y,
-          "val_x": dataset.val.x, "val_y": dataset.val.y}
+def _redrawn(config: ml_collections.ConfigDict) -> bool:
+  """Whether the cycles draw their batches from random halves of the training split (only methods
+  with a validation batch do; the others train on the whole training split)."""
+  return config.data.split == "redrawn_half" and config.method in config_lib.META_METHODS
 
 
-def device_data(dataset: Dataset) -> dict:
+def _check_validation_batch(config: ml_collections.ConfigDict, dataset: Dataset) -> int:
+  """The meta-objective's validation batch size, refused when it does not fit the validation
+  split (with redrawn halves: the validation half, whose training half must hold a batch)."""
+  if not _redrawn(config):
+    size = config.meta.val_batch_size or len(dataset.val)
+    if size > len(dataset.val):
+      raise config_lib.ConfigError(
+          f"meta.val_batch_size={size} exceeds the {len(dataset.val)} validation examples; lower "
+          "it or raise data.val_size")
+    return size
+  n = len(dataset.train)
+  size = config.meta.val_batch_size or n // 2
+  problems = []
+  if size > n // 2:
+    problems.append(f"meta.val_batch_size={size} exceeds the validation half ({n // 2} of the "
+                    f"{n} training examples, data.split='redrawn_half'); lower it")
+  if config.train.batch_size > n - n // 2:
+    problems.append(f"train.batch_size={config.train.batch_size} exceeds the training half "
+                    f"({n - n // 2} examples, data.split='redrawn_half'); lower it")
+  if problems:
+    raise config_lib.ConfigError("; ".join(problems))
+  return size
+
+
+def data_arrays(dataset: Dataset, split: str = "fixed") -> dict:
+  """The training and validation splits, keyed as the cycle functions take them. With `split`
+  'redrawn_half' the validation batches index the training split too (its validation half)."""
+  val = dataset.train if split == "redrawn_half" else dataset.val
+  return {"train_x": dataset.train.x, "train_y": dataset.train.y, "val_x": val.x, "val_y": val.y}
+
+
+def device_data(dataset: Dataset, split: str = "fixed") -> dict:
   """The training and validation splits on the (default) device."""
-  return jax.device_put(data_arrays(dataset))
+  return jax.device_put(data_arrays(dataset, split))
 
 
 def _fmt(x: float, spec: str = ".4f") -> str:
@@ -133,10 +161,15 @@ def _summary_text(s: dict) -> str:
 
 
 def cycle_indices(run: Run, first_cycle: int, num_cycles: int) -> Iterator:
-  """The batch indices of every cycle from `first_cycle` on, placed on the devices."""
+  """The batch indices of every cycle from `first_cycle` on, placed on the devices: a function of
+  (seed, cycle) only, so that a resumed run sees the batches of an uninterrupted one."""
   cfg, ds, dp = run.config, run.dataset, run.parallel
   interval = cfg.meta.interval
   for c in range(first_cycle, num_cycles):
+    if _redrawn(cfg):
+      yield dp.put_indices(*redrawn_half_indices(cfg.seed, len(ds.train), cfg.train.batch_size,
+                                                 run.val_batch_size, c, interval))
+      continue
     train_idx = batch_indices(cfg.seed, TRAIN_STREAM, len(ds.train), cfg.train.batch_size,
                               c * interval, interval)
     if run.val_batch_size:
@@ -190,12 +223,16 @@ def train(config: ml_collections.ConfigDict, workdir: str | None = None,
     write_json_atomic(os.path.join(files, "config.json"), json.loads(cfg.to_json()))
   writer = MetricsWriter(files, resume_at=resumed["metrics_bytes"] if resumed else None)
   state = dp.replicate(state)
-  data = dp.replicate(data_arrays(ds))
+  data = dp.replicate(data_arrays(ds, cfg.data.split))
   cycle = dp.compile_cycle(run.method.cycle)
 
+  splits = f"{len(ds.train)} train / {len(ds.val)} val"
+  if _redrawn(cfg):
+    splits = (f"{len(ds.train)} train, halved at random every "
+              f"{cycles_per_split(len(ds.train), run.val_batch_size)} cycles")
   log(f"l2t_jax: {cfg.method} on {ds.name} ({cfg.student.name}), seed {cfg.seed}, {steps} student "
-      f"steps, batch {cfg.train.batch_size}; {len(ds.train)} train / {len(ds.val)} val / "
-      f"{len(ds.test)} test examples; {dp.size} {dp.devices[0].platform} device(s)")
+      f"steps, batch {cfg.train.batch_size}; {splits} / {len(ds.test)} test examples; {dp.size} "
+      f"{dp.devices[0].platform} device(s)")
 
   def evaluation(step):
     params, model_state = dp.local((state.student.params, state.student.model_state))

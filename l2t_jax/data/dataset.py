@@ -2,9 +2,12 @@
 
 Validation is carved from the end of the training split (whose order is fixed by the source), never
 from the test split; a smaller training set (data.train_size) is the first examples left after it.
-Label noise, when asked for, touches the training split only. Images are standardised per channel
-with the mean and standard deviation of the training split (after the carve-out), so nothing of
-the validation or test data leaks into the inputs.
+With `data.split='redrawn_half'` nothing is carved off: the validation split *is* the whole
+training split (the same arrays), the pool whose halves the sampler re-draws every epoch, and what
+the evaluations report as validation accuracy. Label noise, when asked for, touches the training
+split only. Images are standardised per channel with the mean and standard deviation of the
+training split (after the carve-out), so nothing of the validation or test data leaks into the
+inputs.
 """
 
 from __future__ import annotations
@@ -83,15 +86,20 @@ def keep_first(split: Split, size: int) -> Split:
 
 def make_splits(name: str, x_train, y_train, x_test, y_test, num_classes: int,
                 data_cfg: ml_collections.ConfigDict, seed: int) -> Dataset:
-  """Applies the project's rules (validation carve-out, smaller training set, label noise,
-  train+val) to raw arrays."""
+  """Applies the project's rules (validation carve-out or redrawn halves, smaller training set,
+  label noise, train+val) to raw arrays."""
+  test = Split(np.asarray(x_test), np.asarray(y_test))
+  if data_cfg.split == "redrawn_half":
+    y = symmetric_label_noise(np.asarray(y_train), data_cfg.label_noise, num_classes, seed)
+    whole = keep_first(Split(np.asarray(x_train), y), data_cfg.train_size)
+    return Dataset(name=name, train=whole, val=whole, test=test, num_classes=num_classes)
   train, val = carve_validation(np.asarray(x_train), np.asarray(y_train), data_cfg.val_size)
   train = keep_first(train, data_cfg.train_size)
   if data_cfg.use_val_for_training:
     train = Split(np.concatenate([train.x, val.x]), np.concatenate([train.y, val.y]))
   noisy = symmetric_label_noise(train.y, data_cfg.label_noise, num_classes, seed)
-  return Dataset(name=name, train=Split(train.x, noisy), val=val,
-                 test=Split(np.asarray(x_test), np.asarray(y_test)), num_classes=num_classes)
+  return Dataset(name=name, train=Split(train.x, noisy), val=val, test=test,
+                 num_classes=num_classes)
 
 
 def channel_statistics(x: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
@@ -113,7 +121,9 @@ def standardise_images(ds: Dataset) -> Dataset:
   def apply(split: Split) -> Split:
     return Split(((split.x.astype(np.float32) - mean) / std).astype(np.float32), split.y)
 
-  return dataclasses.replace(ds, train=apply(ds.train), val=apply(ds.val), test=apply(ds.test))
+  train = apply(ds.train)
+  val = train if ds.val is ds.train else apply(ds.val)  # redrawn halves: one pool, kept shared
+  return dataclasses.replace(ds, train=train, val=val, test=apply(ds.test))
 
 
 def load_dataset(config: ml_collections.ConfigDict) -> Dataset:
