@@ -141,6 +141,54 @@ def parse_seeds(text: str | None, tasks: list[str], smoke: bool) -> dict[str, li
   return {t: list(range(n)) for t, n in counts.items()}
 
 
+def load_bases(dln_config: str, reference_config: str | None = None) -> dict:
+  """The config files the methods start from: "baseline" (ce, ce_cosine, label_smoothing,
+  l2t_dlf), "l2t_dln" and, when given, "l2t_dln_reference"."""
+  bases = {"baseline": config_from_file(BASELINE_CONFIG), "l2t_dln": config_from_file(dln_config)}
+  if reference_config:
+    bases["l2t_dln_reference"] = config_from_file(reference_config)
+  return bases
+
+
+def suite_steps(bases: dict, steps: int | None, smoke: bool) -> int:
+  """Student steps of every run: `steps`, else the baseline config's (the smoke config's in
+  smoke mode)."""
+  if smoke:
+    return smoke_config(bases["baseline"]).train.steps
+  return steps or bases["baseline"].train.steps
+
+
+def method_config(method: str, task: str, seed: int, rate: float | None, *, bases: dict,
+                  overrides: list[tuple[str, object]], steps: int, smoke: bool):
+  """One run's config: the method's config file (`bases[method]`, else `bases["baseline"]`), the
+  task's overrides, l2t_dln's `overrides` (--set), the smoke shrink, the suite's `steps`, then
+  what makes the method itself: its name, `rate`, schedule and validation batch."""
+  from l2t_jax.config import default_config
+  c = copy.deepcopy(bases.get(method, bases["baseline"]))
+  for key, value in TASKS[task].overrides.items():
+    apply_override(c, key, value)
+  if method == "l2t_dln":
+    for key, value in overrides:
+      apply_override(c, key, value)
+  if smoke:
+    c = smoke_config(c)
+  c.train.steps = steps
+  if method in SWEPT or method in AT_CE_RATE:
+    c.method = "ce" if method in SWEPT else method
+    c.optim.learning_rate = rate
+    for key, value in SWEPT.get(method, {}).items():
+      apply_override(c, key, value)
+  if method == "l2t_dlf":  # its teacher as published: the whole validation split each time
+    c.meta.val_batch_size = default_config().meta.val_batch_size
+  c.seed = seed
+  return c
+
+
+def best_rate(sweep: dict[str, dict]) -> float:
+  """The rate of the best mean final validation accuracy (the first listed of equals)."""
+  return float(max(sweep, key=lambda lr: sweep[lr]["val_accuracy"]))
+
+
 def _run_in_worker(config, workdir: str, label: str, rerun: bool, snapshot: bool):
   """One run (reused when finished); returns its summary and the line it printed."""
   printed = io.StringIO()
@@ -265,9 +313,9 @@ def format_table(report: dict, methods: list[str]) -> str:
               "|---" * (len(rates) + 1) + "|"]
     for name, task in tasks.items():
       table = task.get(sweep, {})
-      chosen = max(table, key=lambda lr: table[lr]["val_accuracy"]) if table else None
+      chosen = best_rate(table) if table else None
       cells = ["" if lr not in table else
-               (f"**{_points(table[lr]['val_accuracy']):.2f}**" if lr == chosen
+               (f"**{_points(table[lr]['val_accuracy']):.2f}**" if float(lr) == chosen
                 else f"{_points(table[lr]['val_accuracy']):.2f}") for lr in rates]
       lines.append(f"| {name} | " + " | ".join(cells) + " |")
   return "\n".join(lines)
@@ -350,37 +398,18 @@ def main(argv=None) -> dict:
     parser.error(f"l2t_dln_reference: its config {args.reference_config} does not exist (the "
                  "authors' protocol as a config of the library); leave the method out with "
                  "--methods or name the file with --reference_config")
-  baseline = config_from_file(BASELINE_CONFIG)
-  steps = args.steps or baseline.train.steps
-  if args.smoke:
-    steps = smoke_config(baseline).train.steps
-  bases = {"baseline": baseline, "l2t_dln": config_from_file(args.dln_config)}
-  if "l2t_dln_reference" in methods:
-    bases["l2t_dln_reference"] = config_from_file(args.reference_config)
+  bases = load_bases(args.dln_config,
+                     args.reference_config if "l2t_dln_reference" in methods else None)
+  steps = suite_steps(bases, args.steps, args.smoke)
 
-  from l2t_jax.config import ConfigError, default_config, validate
+  if bases["l2t_dln"].method != "l2t_dln":
+    parser.error(f"--dln_config {args.dln_config}: method='{bases['l2t_dln'].method}', expected "
+                 "'l2t_dln'")
+  from l2t_jax.config import ConfigError, validate
 
   def config_for(method: str, task: str, seed: int, rate: float | None = None):
-    """The method's config file, the task's overrides, l2t_dln's --set, the suite's steps, the
-    smoke shrink, then what makes the method itself (name, rate, schedule, validation batch)."""
-    c = copy.deepcopy(bases.get(method, bases["baseline"]))
-    for key, value in TASKS[task].overrides.items():
-      apply_override(c, key, value)
-    if method == "l2t_dln":
-      for key, value in overrides:
-        apply_override(c, key, value)
-    if args.smoke:
-      c = smoke_config(c)
-    c.train.steps = steps
-    if method in SWEPT or method in AT_CE_RATE:
-      c.method = "ce" if method in SWEPT else method
-      c.optim.learning_rate = rate
-      for key, value in SWEPT.get(method, {}).items():
-        apply_override(c, key, value)
-    if method == "l2t_dlf":  # its teacher as published: the whole validation split each time
-      c.meta.val_batch_size = default_config().meta.val_batch_size
-    c.seed = seed
-    return c
+    return method_config(method, task, seed, rate, bases=bases, overrides=overrides, steps=steps,
+                         smoke=args.smoke)
 
   try:  # every config, checked before the first run starts
     for task in tasks:
@@ -427,7 +456,7 @@ def main(argv=None) -> dict:
                                            for lr in ce_lrs for s in seeds[task]):
       return []
     table = sweep_table(task, finished.method)
-    rates[(task, finished.method)] = float(max(table, key=lambda lr: table[lr]["val_accuracy"]))
+    rates[(task, finished.method)] = best_rate(table)
     if finished.method != "ce":
       return []
     return [spec(task, m, s, rates[(task, "ce")]) for m in later for s in seeds[task]]
