@@ -34,6 +34,12 @@ def load_config(name: str) -> ml_collections.ConfigDict:
   path = os.path.join(CONFIG_DIR, f"{name}.py")
   if not os.path.exists(path):
     raise ValueError(f"no config '{name}' ({path}); known: {', '.join(PAPER_CONFIGS)}")
+  return config_from_file(path)
+
+
+def config_from_file(path: str) -> ml_collections.ConfigDict:
+  """The `get_config()` of the config file at `path`."""
+  name = os.path.splitext(os.path.basename(path))[0]
   spec = importlib.util.spec_from_file_location(f"configs.{name}", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)

@@ -1,0 +1,95 @@
+"""benchmarks/suite.py: every method's config on every task, and the smoke mode on two tasks (the
+files it writes, the runs it reuses)."""
+
+import json
+import os
+
+import pytest
+
+from benchmarks import suite
+from l2t_jax.config import validate
+
+
+def test_every_method_config_on_every_task_holds_the_task_and_only_its_own_changes():
+  reference = suite.REFERENCE_CONFIG if os.path.exists(suite.REFERENCE_CONFIG) else None
+  bases = suite.load_bases(suite.BASELINE_CONFIG, reference)
+  steps = suite.suite_steps(bases, None, smoke=False)
+  assert steps == bases["baseline"].train.steps
+  changed = [("teacher.learning_rate", 0.01)]  # --set: l2t_dln's alone
+  for task in suite.TASKS:
+    for method in suite.METHODS:
+      if method == "l2t_dln_reference" and reference is None:
+        continue
+      c = suite.method_config(method, task, 3, 0.07, bases=bases, overrides=changed, steps=steps,
+                              smoke=False)
+      validate(c)
+      assert c.train.steps == steps and c.seed == 3
+      for key, value in suite.TASKS[task].overrides.items():
+        group, leaf = key.split(".")
+        assert c[group][leaf] == value, (task, method, key)
+      assert (c.teacher.learning_rate == 0.01) == (method == "l2t_dln")
+      assert c.method == {"ce_cosine": "ce", "l2t_dln_reference": c.method}.get(method, method)
+      assert (c.optim.learning_rate == 0.07) == (method in ("ce", "ce_cosine", "label_smoothing",
+                                                            "l2t_dlf"))
+      assert (c.optim.schedule == "cosine") == (method == "ce_cosine")
+      if method in ("l2t_dlf", "l2t_dln"):  # L2T-DLF's teacher sees the whole split, as published
+        assert c.meta.val_batch_size == (0 if method == "l2t_dlf" else
+                                         bases["l2t_dln"].meta.val_batch_size)
+
+
+def test_the_rate_is_chosen_on_validation_and_seeds_are_set_per_task():
+  sweep = {"0.05": {"val_accuracy": 0.6, "test_accuracy": 0.9},
+           "0.1": {"val_accuracy": 0.7, "test_accuracy": 0.1},
+           "0.2": {"val_accuracy": 0.7, "test_accuracy": 0.5}}
+  assert suite.best_rate(sweep) == 0.1  # the best validation accuracy, the first of equals
+  seeds = suite.parse_seeds("2,mnist1d=4", ["mnist1d", "digits"], smoke=False)
+  assert seeds == {"mnist1d": [0, 1, 2, 3], "digits": [0, 1]}
+  assert suite.parse_seeds(None, ["mnist1d", "digits"], smoke=False) == {
+      "mnist1d": list(range(5)), "digits": [0, 1, 2]}
+  with pytest.raises(ValueError, match="unknown task 'mnist2d'"):
+    suite.parse_seeds("mnist2d=3", ["mnist1d"], smoke=False)
+
+
+def test_suite_smoke_writes_results_table_and_plots_and_reuses_its_runs(tmp_path, capsys):
+  pytest.importorskip("sklearn")
+  tasks, methods = ("mnist1d_gen0", "digits"), ("ce", "label_smoothing", "l2t_dln")
+  out = tmp_path / "suite"
+  args = ["--smoke", f"--out={out}", f"--tasks={','.join(tasks)}", f"--methods={','.join(methods)}"]
+  report = suite.main(args)
+  saved = json.loads((out / "results.json").read_text())
+  assert saved == json.loads(json.dumps(report))
+  assert list(saved["tasks"]) == list(tasks)
+  for name, task in saved["tasks"].items():
+    assert list(task["methods"]) == list(methods) and task["seeds"] == [0]
+    for method, m in task["methods"].items():
+      (acc,) = m["test_accuracy"]
+      assert 0.0 <= acc <= 1.0 and m["seeds"] == [0] and len(m["val_accuracy"]) == 1
+      assert m["gain_vs_ce"] == pytest.approx(100 * (acc - task["methods"]["ce"]["mean"]))
+      config = json.loads((out / m["runs"] / "seed0" / "config.json").read_text())
+      assert config["train"]["steps"] == 4 and config["seed"] == 0
+      assert config["optim"]["learning_rate"] == m["learning_rate"]
+      assert config["data"]["name"] == ("digits" if name == "digits" else "mnist1d")
+    sweep = task["ce_sweep"]
+    assert set(sweep) == {"0.05", "0.1"} and "ce_cosine_sweep" not in task
+    for method in ("ce", "label_smoothing"):  # label smoothing trains at CE's chosen rate
+      assert task["methods"][method]["learning_rate"] == suite.best_rate(sweep)
+    assert (out / f"learned_loss_{name}.png").stat().st_size > 0
+  for method in methods[1:]:
+    assert saved["summary"][method]["tasks"] == len(tasks)
+  assert (out / "gain.png").stat().st_size > 0
+  table = (out / "table.md").read_text()
+  assert "| digits (1 seed) |" in table and "| mean gain over tasks |" in table
+  assert "l2t_dln: mean gain over tasks" in capsys.readouterr().out
+
+  # Again, in two worker processes: every run is found finished and reused.
+  suite.main(args + ["--jobs=2"])
+  lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[")]
+  assert len(lines) == 2 * 4 and all("reused" in line for line in lines)
+
+
+def test_suite_refuses_a_missing_reference_config_before_training(tmp_path, capsys):
+  with pytest.raises(SystemExit):
+    suite.main(["--smoke", f"--out={tmp_path}", "--tasks=digits", "--methods=l2t_dln_reference",
+                f"--reference_config={tmp_path / 'missing.py'}"])
+  assert "l2t_dln_reference: its config" in capsys.readouterr().err
+  assert not (tmp_path / "runs").exists()
