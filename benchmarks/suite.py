@@ -18,10 +18,10 @@ Tasks, all offline; each is a few config overrides applied on top of every metho
                     MLP; needs scikit-learn: pip install -e '.[bench]'
 Seeds 0..2 on every task but mnist1d (0..4); --seeds 2 takes two everywhere, --seeds 2,mnist1d=5
 two everywhere but five on mnist1d. Every method trains the same number of student steps: the
-train.steps of configs/mnist1d_mlp.py (6000), or --steps.
+train.steps of configs/mnist1d_ce.py (6000), or --steps.
 
 Methods (the keys of results.json):
-  ce                 cross-entropy (configs/mnist1d_mlp.py with method=ce); its learning rate is
+  ce                 cross-entropy (configs/mnist1d_ce.py); its learning rate is
                      swept over --ce_lrs on every seed and the rate of the best mean final
                      validation accuracy is reported. Always run: every gain is measured against
                      its mean test accuracy on the task.
@@ -33,8 +33,8 @@ Methods (the keys of results.json):
                      task's overrides, then the --set overrides (which apply to this method only)
   l2t_dln_reference  the authors' protocol, configs/reference_mnist1d_mlp.py (--reference_config),
                      then the task's overrides
-ce, ce_cosine, label_smoothing and l2t_dlf start from configs/mnist1d_mlp.py with `method` and the
-rate changed, as compare_losses.py does.
+ce, ce_cosine, label_smoothing and l2t_dlf start from configs/mnist1d_ce.py (default_config(): the
+L2T-DLN default can be retuned without touching them) with `method` and the rate changed.
 
 Each run keeps its files in OUT/runs/<task>/<method>[_lr<rate>]/seed<k>; a directory holding a
 finished run of the same config is reused (--rerun trains anew), so a second invocation that changes
@@ -99,7 +99,7 @@ TASKS = {
 METHODS = ("ce", "ce_cosine", "label_smoothing", "l2t_dlf", "l2t_dln", "l2t_dln_reference")
 SWEPT = {"ce": {}, "ce_cosine": {"optim.schedule": "cosine"}}  # method: changes beside the rate
 AT_CE_RATE = ("label_smoothing", "l2t_dlf")  # trained once CE's rate is chosen on the task
-BASELINE_CONFIG = os.path.join(CONFIG_DIR, "mnist1d_mlp.py")
+BASELINE_CONFIG = os.path.join(CONFIG_DIR, "mnist1d_ce.py")
 REFERENCE_CONFIG = os.path.join(CONFIG_DIR, "reference_mnist1d_mlp.py")
 # Issue 11's bar for the default, in accuracy points against the task's CE mean: the mean gain over
 # tasks at least this, no task's gain below this, no seed below its task's CE mean by more than this.
@@ -360,7 +360,7 @@ def main(argv=None) -> dict:
   parser.add_argument("--seeds", default=None,
                       help="N (seeds 0..N-1 on every task) and/or TASK=N, comma-separated")
   parser.add_argument("--steps", type=int, default=None,
-                      help="student steps of every run (default: configs/mnist1d_mlp.py's)")
+                      help="student steps of every run (default: configs/mnist1d_ce.py's)")
   parser.add_argument("--ce_lrs", default=None,
                       help="rates of the CE and CE-cosine sweeps (default 0.03,0.05,0.1,0.15,0.2)")
   parser.add_argument("--dln_config", default=BASELINE_CONFIG, help="l2t_dln's config file")
