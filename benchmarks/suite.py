@@ -100,6 +100,7 @@ METHODS = ("ce", "ce_cosine", "label_smoothing", "l2t_dlf", "l2t_dln", "l2t_dln_
 SWEPT = {"ce": {}, "ce_cosine": {"optim.schedule": "cosine"}}  # method: changes beside the rate
 AT_CE_RATE = ("label_smoothing", "l2t_dlf")  # trained once CE's rate is chosen on the task
 BASELINE_CONFIG = os.path.join(CONFIG_DIR, "mnist1d_ce.py")
+DLN_CONFIG = os.path.join(CONFIG_DIR, "mnist1d_mlp.py")
 REFERENCE_CONFIG = os.path.join(CONFIG_DIR, "reference_mnist1d_mlp.py")
 # Issue 11's bar for the default, in accuracy points against the task's CE mean: the mean gain over
 # tasks at least this, no task's gain below this, no seed below its task's CE mean by more than this.
@@ -363,7 +364,7 @@ def main(argv=None) -> dict:
                       help="student steps of every run (default: configs/mnist1d_ce.py's)")
   parser.add_argument("--ce_lrs", default=None,
                       help="rates of the CE and CE-cosine sweeps (default 0.03,0.05,0.1,0.15,0.2)")
-  parser.add_argument("--dln_config", default=BASELINE_CONFIG, help="l2t_dln's config file")
+XX
   parser.add_argument("--reference_config", default=REFERENCE_CONFIG,
                       help="l2t_dln_reference's config file")
   parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
