@@ -364,7 +364,7 @@ def main(argv=None) -> dict:
                       help="student steps of every run (default: configs/mnist1d_ce.py's)")
   parser.add_argument("--ce_lrs", default=None,
                       help="rates of the CE and CE-cosine sweeps (default 0.03,0.05,0.1,0.15,0.2)")
-XX
+  parser.add_argument("--dln_config", default=DLN_CONFIG, help="l2t_dln's config file")
   parser.add_argument("--reference_config", default=REFERENCE_CONFIG,
                       help="l2t_dln_reference's config file")
   parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
