@@ -21,7 +21,7 @@ from l2t_jax.config import ConfigError
 from l2t_jax.metrics import write_bytes_atomic
 
 FORMAT = "l2t_jax.teacher/1"
-TRAINING_KEYS = ("learning_rate", "grad_clip")  # how the teacher learns, not what it computes
+TRAINING_KEYS = ("learning_rate", "grad_clip", "gradient")  # how it learns, not what it computes
 # Architecture keys added after files were first written, with the value those files were built
 # with: a file without the key holds a teacher of that value.
 LATER_KEYS = {"network": "lstm_readout"}
