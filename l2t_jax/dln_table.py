@@ -129,6 +129,10 @@ def make_table(dln: DLN, phi: Params, size: int, slope_bound: float = 0.0,
     d_tail = _clamp_slopes(d_tail, beyond, -skip * h * ys * jax.nn.sigmoid(-beyond), ys, h,
                            slope_bound, slope_floor)
     v = _integrate(d, ys)
+    # Beyond the grid, on the side where cross-entropy's item value tends to zero, the residual
+    # stays at its zero end: continued linearly with the slope of the last point it would fall
+    # below zero for huge logits, a reward that a diverging student can chase without bound.
+    d_tail = d_tail * jnp.array([[0.0, 1.0], [1.0, 0.0]])  # rows: y = 0, 1; columns: below, above
   v0, v1, d0, d1 = v[:, :-1], v[:, 1:], d[:, :-1], d[:, 1:]
   cubic = jnp.stack([v0, d0, 3 * (v1 - v0) - 2 * d0 - d1, 2 * (v0 - v1) + d0 + d1], -1)
   zeros = jnp.zeros((2, 1))

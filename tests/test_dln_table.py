@@ -105,6 +105,21 @@ def test_a_slope_floor_keeps_a_share_of_cross_entropys_push_on_every_item():
   assert bool(jnp.all(-d_target <= jax.nn.sigmoid(-s) + 1e-4))
 
 
+def test_a_bounded_table_stays_non_negative_for_huge_logits():
+  # A DLN with a small learned scale: its residual carries most of cross-entropy's slope at the
+  # grid's ends, which continued linearly would turn into a reward for ever larger logits.
+  cfg = default_config().dln
+  cfg.learn_scale = True
+  dln = make_dln(cfg)
+  flat, unravel = ravel_pytree(dln.init(jax.random.PRNGKey(0)))
+  phi = dict(unravel(flat + 0.5 * jax.random.normal(jax.random.PRNGKey(1), flat.shape)))
+  phi["log_scale"] = jnp.array(-2.0)
+  table = make_table(dln, phi, SIZE, slope_bound=1.0)
+  s = jnp.concatenate([-jnp.logspace(1, 7, 200), jnp.logspace(1, 7, 200)])
+  target, other = _two_class_items(table, s)
+  assert float(jnp.minimum(target, other).min()) > -1e-5
+
+
 def test_item_logit_is_accurate_at_both_ends_and_finite_beyond():
   logits = jnp.array([[0.0, 30.0, -10.0], [5.0, 5.0 + 1e-3, -40.0], [0.0, 200.0, -200.0]])
   log_p, t = item_logit(logits)
