@@ -243,12 +243,12 @@ def _train(cfg: ml_collections.ConfigDict, workdir: str | None, action: str,
   ds, dp = run.dataset, run.parallel
   interval, steps = cfg.meta.interval, cfg.train.steps
   files = workdir if jax.process_index() == 0 else None
-  if action in ("overwrite", "restart"):
-    if files:
-      log(f"{workdir}: {'--overwrite: deleting' if action == 'overwrite' else 'starting again'} "
-          f"the run it holds ({', '.join(prior.files)})")
-      workdir_lib.clear(files)
-    checkpoint_lib.sync_hosts("l2t_jax: workdir cleared")
+  if action in ("overwrite", "restart") and files:
+    log(f"{workdir}: {'--overwrite: deleting' if action == 'overwrite' else 'starting again'} "
+        f"the run it holds ({', '.join(prior.files)})")
+    workdir_lib.clear(files)
+  if workdir:
+    checkpoint_lib.sync_hosts("l2t_jax: workdir ready")  # every host sees it cleared
   with_checkpoints = action in ("resume", "finished") or (workdir and cfg.checkpoint.every)
   ckpt = checkpoint_lib.Checkpointer(workdir, cfg.checkpoint) if with_checkpoints else None
   if ckpt:
