@@ -15,6 +15,7 @@ import os
 import re
 import signal
 import sys
+import threading
 import traceback
 
 from absl import app, flags, logging
@@ -45,6 +46,24 @@ def _fail(message: str, code: int = USAGE_ERROR, debug: bool = False):
     traceback.print_exc()
   print(f"l2t-train: error: {message}", file=sys.stderr)
   sys.exit(code)
+
+
+class _QuietForeignThreads:
+  """sys.stderr without what threads that Python did not start write to it: after orbax gives up a
+  failed read or write (a damaged checkpoint, a full disk), tensorstore's callbacks print a stray
+  'Event loop is closed' traceback there for each request still in flight; the error line reports
+  the failure itself. `--debug` keeps them."""
+
+  def __init__(self, stream):
+    self._stream = stream
+
+  def write(self, text: str) -> int:
+    if isinstance(threading.current_thread(), threading._DummyThread):  # a foreign thread
+      return len(text)
+    return self._stream.write(text)
+
+  def __getattr__(self, name):
+    return getattr(self._stream, name)
 
 
 def _os_error(e: BaseException) -> OSError | None:
@@ -87,6 +106,7 @@ def _main(argv):
     logging.set_verbosity(logging.WARNING)  # keep JAX's backend probing out of the progress lines
     # orbax logs each failure of its writer threads with a traceback; the error line says it once
     logging.get_absl_logger().addFilter(lambda record: "/orbax/" not in record.pathname)
+    sys.stderr = _QuietForeignThreads(sys.stderr)
   from l2t_jax.data import DataError
   from l2t_jax.train import Diverged, Interrupted, train
   try:
