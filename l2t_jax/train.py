@@ -145,8 +145,8 @@ def _summary_text(s: dict) -> str:
       f"{s['compile_seconds']:.1f} s; {_fmt(s['steps_per_second'], '.0f')} steps/s after)",
   ]
   if s.get("diverged_at_step") is not None:
-    lines.append(f"DIVERGED           the student's loss was NaN or infinite in the cycle ending at "
-                 f"step {s['diverged_at_step']}; the run stopped there")
+    lines.append(f"DIVERGED           the student's loss was NaN or infinite in the cycle "
+                 f"ending at step {s['diverged_at_step']}; the run stopped there")
   if s["meta_updates"] or s["skipped_meta_updates"]:
     lines.append(f"loss updates       {s['meta_updates']} ({s['skipped_meta_updates']} skipped as "
                  f"non-finite); teacher updates {s['teacher_updates']} "

@@ -236,8 +236,8 @@ def test_a_diverging_student_stops_the_run_and_its_files_stay_strict_json(tmp_pa
                                      r"infinite in the cycle ending at step 20, and the run "
                                      r"stopped.*lower optim.learning_rate \(it is 0.2\)"):
     train(config, workdir=w, log=lines.append, dataset=data)
-  assert "DIVERGED           the student's loss was NaN or infinite in the cycle ending at step 20" \
-      in lines[-1]
+  assert ("DIVERGED           the student's loss was NaN or infinite in the cycle ending at "
+          "step 20") in lines[-1]
   summary = strict_json(open(os.path.join(w, "summary.json")).read())
   assert summary["diverged"] and summary["diverged_at_step"] == 20
   assert summary["test_loss"] is None and summary["final_train_ce"] is None
