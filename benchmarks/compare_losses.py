@@ -92,7 +92,7 @@ def run_one(config, workdir: str, label: str, rerun: bool, snapshot: bool = Fals
   With `snapshot`, the DLN parameters at every evaluation are saved beside it."""
   import flax.serialization
   import jax
-  from l2t_jax.train import train
+  from l2t_jax.train import Diverged, train
   from l2t_jax.metrics import write_bytes_atomic
   needed = ("metrics.jsonl",) + ((SNAPSHOTS,) if snapshot else ())
   needed += ("teacher.msgpack",) if config.method == "l2t_dln" else ()
@@ -105,8 +105,11 @@ def run_one(config, workdir: str, label: str, rerun: bool, snapshot: bool = Fals
   def on_eval(step, state):
     snapshots[str(step)] = jax.device_get(state.loss_params)
 
-  summary = train(config, workdir=workdir, log=lambda _: None,
-                  on_eval=on_eval if snapshot else None).summary
+  try:  # not reusable (or --rerun): whatever run the workdir holds is replaced
+    summary = train(config, workdir=workdir, log=lambda _: None,
+                    on_eval=on_eval if snapshot else None, overwrite=True).summary
+  except Diverged as e:  # a setting that diverges counts as it ended (its summary says so)
+    summary = e.summary
   if snapshot:
     write_bytes_atomic(os.path.join(workdir, SNAPSHOTS),
                        flax.serialization.msgpack_serialize(snapshots))

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import json
 import math
 import os
 import sys
@@ -165,8 +164,9 @@ def main(argv=None) -> dict:
   out = args.out or os.path.join(args.workdir, "paper_tables.json")
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
   report = {"smoke": args.smoke, "tables": tabs, "runs": results}
+  from l2t_jax.metrics import json_dumps
   with open(out, "w") as f:
-    json.dump(report, f, indent=2, allow_nan=True)
+    f.write(json_dumps(report, indent=2))  # strict JSON: a missing number is null, never NaN
   print(f"wrote {out}")
   return report
 

@@ -7,6 +7,7 @@ refuses keys the schema does not know and values that cannot work, naming each a
 from __future__ import annotations
 
 import difflib
+import math
 from typing import Any, Iterable
 
 import ml_collections
@@ -29,6 +30,7 @@ DATASETS = ("mnist1d", "digits", "mnist", "cifar10", "cifar100")
 IMAGE_DATASETS = ("mnist", "cifar10", "cifar100")
 IMAGE_STUDENTS = ("lenet5", "resnet", "wrn", "densenet")
 STUDENTS = ("mlp", "cnn1d", *IMAGE_STUDENTS)
+MAX_STEPS = 2**31 - 1  # the student step counts in int32 on the device
 
 
 class ConfigError(ValueError):
@@ -192,10 +194,20 @@ def _positive_ints(values: Iterable[Any]) -> bool:
   return all(isinstance(v, int) and v > 0 for v in values)
 
 
+def _non_finite(cfg: ml_collections.ConfigDict) -> list[str]:
+  """A problem for every key holding NaN or an infinity (alone or in a tuple)."""
+  problems = []
+  for key, value in _flatten(cfg).items():
+    items = value if isinstance(value, (tuple, list)) else (value,)
+    if any(isinstance(v, float) and not math.isfinite(v) for v in items):
+      problems.append(f"{key}={value} must be finite")
+  return problems
+
+
 def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Returns `cfg` unchanged, or raises ConfigError naming every unknown key and bad value."""
   _refuse_unknown(cfg, default_config())
-  p: list[str] = []
+  p: list[str] = _non_finite(cfg)
   _check(p, cfg.method in METHODS, f"method='{cfg.method}' is not one of {METHODS}")
   _check(p, isinstance(cfg.seed, int) and cfg.seed >= 0, f"seed={cfg.seed} must be an int >= 0")
   d = cfg.data
@@ -236,10 +248,14 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _check(p, list(o.boundaries) == sorted(o.boundaries) and _positive_ints(o.boundaries),
          f"optim.boundaries={tuple(o.boundaries)} must be increasing positive step counts")
   _check(p, 0 <= o.warmup_steps, f"optim.warmup_steps={o.warmup_steps} must be >= 0")
+  _check(p, o.decay_factor > 0, f"optim.decay_factor={o.decay_factor} must be > 0 (the factor "
+         "the rate is multiplied by at each of optim.boundaries)")
   t = cfg.train
   _check(p, _positive_ints([t.steps, t.batch_size, t.eval_every, t.log_every, t.eval_batch_size]),
          "train.steps, train.batch_size, train.eval_every, train.log_every and "
          "train.eval_batch_size must be positive ints")
+  _check(p, not isinstance(t.steps, int) or t.steps <= MAX_STEPS,
+         f"train.steps={t.steps} must be at most {MAX_STEPS} (the step counter is an int32)")
   m = cfg.meta
   _check(p, _positive_ints([m.unroll_steps, m.interval, m.teacher_every]),
          "meta.unroll_steps, meta.interval and meta.teacher_every must be positive ints")
@@ -330,8 +346,13 @@ def _check_student(p: list[str], cfg: ml_collections.ConfigDict) -> None:
   _check(p, s.name not in IMAGE_STUDENTS or cfg.data.name in IMAGE_DATASETS,
          f"student.name='{s.name}' needs images: data.name one of {IMAGE_DATASETS}, "
          f"not '{cfg.data.name}'")
-  _check(p, _positive_ints([s.depth, s.widen_factor, s.growth_rate]),
-         "student.depth, student.widen_factor and student.growth_rate must be positive ints")
+  _check(p, _positive_ints([s.depth, s.widen_factor, s.growth_rate, s.kernel_size]),
+         "student.depth, student.widen_factor, student.growth_rate and student.kernel_size must be "
+         "positive ints")
+  _check(p, _positive_ints(s.hidden), f"student.hidden={tuple(s.hidden)} must be positive ints "
+         "(the widths of the MLP's hidden layers)")
+  _check(p, _positive_ints(s.channels), f"student.channels={tuple(s.channels)} must be positive "
+         "ints (the CNN1D's channels per layer)")
   _check(p, 0 < s.bn_momentum < 1, f"student.bn_momentum={s.bn_momentum} must lie in (0, 1)")
   _check(p, s.bn_epsilon > 0, f"student.bn_epsilon={s.bn_epsilon} must be > 0")
   if s.name in ("resnet", "wrn", "densenet") and isinstance(s.depth, int):

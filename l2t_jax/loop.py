@@ -79,6 +79,7 @@ class CycleMetrics(NamedTuple):
   train_accuracy: jax.Array
   val_loss: jax.Array  # meta-objective on the cycle's validation batch (NaN for fixed losses)
   val_accuracy: jax.Array
+  nonfinite_loss: jax.Array  # 1 when the student's loss or CE was NaN or inf at a step, else 0
 
 
 class Method(NamedTuple):
@@ -117,7 +118,10 @@ def _select(pred, a, b):
 
 
 def _metrics(train: StepStats, val_loss, val_accuracy) -> CycleMetrics:
-  return CycleMetrics(train.loss, train.ce, train.accuracy, val_loss, val_accuracy)
+  # One non-finite step makes the cycle's mean non-finite: the student diverged (the driver stops).
+  nonfinite = ~(jnp.isfinite(train.loss) & jnp.isfinite(train.ce))
+  return CycleMetrics(train.loss, train.ce, train.accuracy, val_loss, val_accuracy,
+                      nonfinite.astype(jnp.float32))
 
 
 def fixed_loss_fn(config: ml_collections.ConfigDict) -> LossFn:

@@ -13,6 +13,7 @@ import numpy as np
 import optax
 
 from l2t_jax.students import Student
+from l2t_jax.workdir import OVERWRITE_HINT, WorkdirError, naming
 
 # Fields that measure the machine rather than the run; everything else is deterministic.
 TIMING_KEYS = ("steps_per_second", "elapsed_seconds")
@@ -59,6 +60,22 @@ def to_python(tree: Any) -> Any:
   return jax.tree_util.tree_map(convert, jax.device_get(tree))
 
 
+def json_safe(obj: Any) -> Any:
+  """`obj` with every NaN or infinite float replaced by None: strict JSON has no NaN, and a
+  diverged run's losses must not make its files unreadable."""
+  if isinstance(obj, (float, np.floating)):
+    return float(obj) if math.isfinite(obj) else None
+  if isinstance(obj, dict):
+    return {k: json_safe(v) for k, v in obj.items()}
+  if isinstance(obj, (list, tuple)):
+    return [json_safe(v) for v in obj]
+  return obj
+
+
+def json_dumps(obj: Any, **kwargs) -> str:
+  return json.dumps(json_safe(obj), allow_nan=False, **kwargs)
+
+
 class MetricsWriter:
   """Appends records to `DIR/metrics.jsonl`; each write is flushed to disk.
 
@@ -73,9 +90,9 @@ class MetricsWriter:
       os.makedirs(workdir, exist_ok=True)
       if resume_at is not None:
         if self.size() < resume_at:
-          raise ValueError(f"{self.path} is shorter than when the checkpoint was taken "
-                           f"({self.size()} < {resume_at} bytes): it was changed since; restore "
-                           "it or start the run in a new workdir")
+          raise WorkdirError(f"{self.path} is shorter than when the checkpoint was taken "
+                             f"({self.size()} < {resume_at} bytes): it was changed since; "
+                             f"restore it, or {OVERWRITE_HINT}")
         with open(self.path, "a") as f:
           f.truncate(resume_at)
       elif not append and os.path.exists(self.path):
@@ -87,21 +104,32 @@ class MetricsWriter:
   def write(self, record: dict) -> None:
     if not self.path:
       return
-    with open(self.path, "a") as f:
-      f.write(json.dumps(record, allow_nan=True) + "\n")
+    with naming(self.path), open(self.path, "a") as f:
+      f.write(json_dumps(record) + "\n")
       f.flush()
       os.fsync(f.fileno())
 
 
 def read_metrics(workdir: str) -> list[dict]:
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  """The records of `workdir/metrics.jsonl`; WorkdirError names a line that is not JSON."""
+  path = os.path.join(workdir, "metrics.jsonl")
+  records = []
+  with open(path) as f:
+    for number, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      try:
+        records.append(json.loads(line))
+      except ValueError as e:
+        raise WorkdirError(f"{path} line {number} is not JSON ({e}): the file was damaged; "
+                           f"restore it, or {OVERWRITE_HINT}") from e
+  return records
 
 
 def write_bytes_atomic(path: str, data: bytes) -> None:
   """Writes `data` to `path` through a temporary file and a rename: readers see all or nothing."""
   tmp = path + ".tmp"
-  with open(tmp, "wb") as f:
+  with naming(tmp), open(tmp, "wb") as f:
     f.write(data)
     f.flush()
     os.fsync(f.fileno())
@@ -109,4 +137,5 @@ def write_bytes_atomic(path: str, data: bytes) -> None:
 
 
 def write_json_atomic(path: str, obj: Any) -> None:
-  write_bytes_atomic(path, json.dumps(obj, indent=2, allow_nan=True).encode())
+  """Writes `obj` as strict JSON (NaN and infinities as null), all or nothing."""
+  write_bytes_atomic(path, json_dumps(obj, indent=2).encode())

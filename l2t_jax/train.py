@@ -5,7 +5,11 @@ It loads the data, builds the method, runs its jitted cycle over the determinist
 writes `metrics.jsonl`, `config.json`, `summary.json` and, for L2T-DLN, the final teacher
 (`teacher.msgpack`, to start later runs from: `config.teacher_init`). With `checkpoint.every` set
 it saves orbax checkpoints in the workdir (every N steps, at the end, and on SIGTERM) and resumes
-from the latest one, continuing `metrics.jsonl` where that checkpoint left it.
+from the latest intact one, continuing `metrics.jsonl` where that checkpoint left it.
+
+The workdir belongs to one run (`l2t_jax.workdir`): it is locked while the run writes, a workdir
+holding another run is refused unless `overwrite`, and a finished run is reported, not rewritten.
+A student whose loss turns NaN or infinite stops the run with `Diverged`.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from l2t_jax import checkpoint as checkpoint_lib
 from l2t_jax import config as config_lib
 from l2t_jax import parallel as parallel_lib
 from l2t_jax import teacher_io
+from l2t_jax import workdir as workdir_lib
 from l2t_jax.data import Dataset, load_dataset
 from l2t_jax.data.sampler import (TRAIN_STREAM, VAL_STREAM, batch_indices, cycles_per_split,
                                   redrawn_half_indices)
@@ -49,10 +54,23 @@ class Interrupted(Exception):
     self.step = step
 
 
+class Diverged(Exception):
+  """The student's loss became NaN or infinite; the run stopped there, and its summary (in the
+  workdir, and as `summary`) says so."""
+
+  def __init__(self, summary: dict, learning_rate: float, workdir: str | None):
+    where = f"; {workdir}/summary.json records it" if workdir else ""
+    super().__init__(
+        f"the student diverged: its training loss was NaN or infinite in the cycle ending at step "
+        f"{summary['diverged_at_step']}, and the run stopped{where}; lower optim.learning_rate "
+        f"(it is {learning_rate}) and run again in a new --workdir or with --overwrite")
+    self.summary = summary
+
+
 class TrainResult(NamedTuple):
   summary: dict
-  state: TrainState
-  method: Method
+  state: TrainState | None  # None: a finished run found in the workdir, without checkpoints
+  method: Method | None  # None likewise
 
 
 class Run(NamedTuple):
@@ -139,8 +157,9 @@ def device_data(dataset: Dataset, split: str = "fixed") -> dict:
   return jax.device_put(data_arrays(dataset, split))
 
 
-def _fmt(x: float, spec: str = ".4f") -> str:
-  return "  n/a " if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
+def _fmt(x: float | None, spec: str = ".4f") -> str:
+  """A number as `spec`; NaN and infinities as such, a missing value as n/a."""
+  return "  n/a " if x is None else format(x, spec)
 
 
 def _summary_text(s: dict) -> str:
@@ -151,8 +170,11 @@ def _summary_text(s: dict) -> str:
       f"val accuracy       {_fmt(s['val_accuracy'])}   (best {_fmt(s['best_val_accuracy'])} at "
       f"step {s['best_val_step']}, test there {_fmt(s['test_accuracy_at_best_val'])})",
       f"wall time          {s['wall_seconds']:.1f} s (first cycle incl. compile "
-      f"{s['compile_seconds']:.1f} s; {s['steps_per_second']:.0f} steps/s after)",
+      f"{s['compile_seconds']:.1f} s; {_fmt(s['steps_per_second'], '.0f')} steps/s after)",
   ]
+  if s.get("diverged_at_step") is not None:
+    lines.append(f"DIVERGED           the student's loss was NaN or infinite in the cycle "
+                 f"ending at step {s['diverged_at_step']}; the run stopped there")
   if s["meta_updates"] or s["skipped_meta_updates"]:
     lines.append(f"loss updates       {s['meta_updates']} ({s['skipped_meta_updates']} skipped as "
                  f"non-finite); teacher updates {s['teacher_updates']} "
@@ -190,11 +212,23 @@ def _skip_warnings(counters: dict, seen: dict, since_step: int) -> list[str]:
   return lines
 
 
+def _first_nonfinite(fetched: list, step: int, interval: int) -> int | None:
+  """The last step of the first cycle in `fetched` (the cycles up to `step`) whose student loss
+  was not finite; None when there is none."""
+  bad = [i for i, m in enumerate(fetched) if m.nonfinite_loss]
+  return step - (len(fetched) - 1 - bad[0]) * interval if bad else None
+
+
 def train(config: ml_collections.ConfigDict, workdir: str | None = None,
           log: Callable[[str], Any] = print, dataset: Dataset | None = None,
-          on_eval: Callable[[int, TrainState], None] | None = None) -> TrainResult:
-  """Runs `config` to the end (resuming from `workdir`'s checkpoint if it has one); returns the
-  summary, the final state and the method. Raises `Interrupted` after a SIGTERM.
+          on_eval: Callable[[int, TrainState], None] | None = None,
+          overwrite: bool = False) -> TrainResult:
+  """Runs `config` to the end (resuming from `workdir`'s latest intact checkpoint if it has one);
+  returns the summary, the final state and the method. Raises `Interrupted` after a SIGTERM,
+  `Diverged` when the student's loss turns NaN or infinite, and `workdir.WorkdirError` when
+  `workdir` is in use or holds another run (`overwrite=True` deletes that run's files first).
+  A workdir holding this config's finished run is reported and left as it is: the stored summary
+  is returned, with the final state when the run kept checkpoints (else None).
 
   `dataset` (optional) trains on your own splits instead of the dataset the config names.
   `on_eval(step, state)` (optional) is called at every evaluation, step 0 included, with this
@@ -202,24 +236,65 @@ def train(config: ml_collections.ConfigDict, workdir: str | None = None,
   buffers, so copy what you keep (`jax.device_get`).
   """
   wall0 = time.time()
-  run = build_run(config, dataset)
-  cfg, ds, dp = run.config, run.dataset, run.parallel
-  interval, steps = cfg.meta.interval, cfg.train.steps
+  cfg = config_lib.validate(config)
+  if cfg.checkpoint.every and not workdir:
+    raise config_lib.ConfigError(
+        f"checkpoint.every={cfg.checkpoint.every} saves checkpoints in the workdir, and there is "
+        "none: pass --workdir=DIR (train(..., workdir=DIR)), or set checkpoint.every=0")
   if jax.process_index() != 0:
     log = lambda _: None  # noqa: E731 (one host speaks for the run)
-  files = workdir if jax.process_index() == 0 else None
-  ckpt = checkpoint_lib.Checkpointer(workdir, cfg.checkpoint) if workdir and cfg.checkpoint.every \
-      else None
+  with contextlib.ExitStack() as owned:  # released last: the lock, after the checkpointer
+    action, prior = "new", None
+    if workdir:
+      if jax.process_index() == 0:
+        lock = owned.enter_context(workdir_lib.Lock(workdir))
+        if lock.previous_owner:
+          log(f"{workdir} was locked by a run that did not end cleanly ({lock.previous_owner}, "
+              "no longer running); taking it over")
+      prior = workdir_lib.inspect(workdir)
+      action = workdir_lib.plan(workdir, prior, cfg, overwrite)
+      if action == "finished" and prior.summary.get("diverged_at_step") is not None:
+        raise Diverged(prior.summary, cfg.optim.learning_rate, workdir)
+      if action == "finished" and not prior.checkpoints:
+        log(_finished_text(workdir, prior.summary))
+        return TrainResult(prior.summary, None, None)
+    return _train(cfg, workdir, action, prior, owned, log, dataset, on_eval, wall0)
 
-  resuming = ckpt is not None and ckpt.latest_step() is not None
-  if resuming:
-    checkpoint_lib.check_same_run(workdir, cfg)
+
+def _finished_text(workdir: str, summary: dict) -> str:
+  return (f"{workdir} holds this run, finished; nothing was run or rewritten (pass --overwrite to "
+          f"run it again)\n{_summary_text(summary)}")
+
+
+def _train(cfg: ml_collections.ConfigDict, workdir: str | None, action: str,
+           prior: workdir_lib.PriorRun | None, owned: contextlib.ExitStack,
+           log: Callable[[str], Any], dataset: Dataset | None,
+           on_eval: Callable[[int, TrainState], None] | None, wall0: float) -> TrainResult:
+  """`train` once the workdir is this run's (locked, and planned: `workdir.plan`'s `action`);
+  `owned` closes the checkpointer however the run ends."""
+  run = build_run(cfg, dataset)
+  ds, dp = run.dataset, run.parallel
+  interval, steps = cfg.meta.interval, cfg.train.steps
+  files = workdir if jax.process_index() == 0 else None
+  if action in ("overwrite", "restart") and files:
+    log(f"{workdir}: {'--overwrite: deleting' if action == 'overwrite' else 'starting again'} "
+        f"the run it holds ({', '.join(prior.files)})")
+    workdir_lib.clear(files)
+  if workdir:
+    checkpoint_lib.sync_hosts("l2t_jax: workdir ready")  # every host sees it cleared
+  with_checkpoints = action in ("resume", "finished") or (workdir and cfg.checkpoint.every)
+  ckpt = checkpoint_lib.Checkpointer(workdir, cfg.checkpoint) if with_checkpoints else None
+  if ckpt:
+    owned.callback(ckpt.close)
+
   state = run.method.init(jax.random.PRNGKey(cfg.seed), jnp.asarray(ds.train.x[:1]))
   resumed = None
-  if resuming:
-    state, resumed = ckpt.restore(state)
+  if action in ("resume", "finished"):
+    state, resumed = ckpt.restore(state, json.loads(cfg.to_json()), log)
+  if resumed and resumed["step"] == steps and prior.summary is not None:
+    log(_finished_text(workdir, prior.summary))  # this config's run, finished: rewrite nothing
+    return TrainResult(prior.summary, state, run.method)
   if files:
-    os.makedirs(files, exist_ok=True)
     write_json_atomic(os.path.join(files, "config.json"), json.loads(cfg.to_json()))
   writer = MetricsWriter(files, resume_at=resumed["metrics_bytes"] if resumed else None)
   state = dp.replicate(state)
@@ -260,16 +335,18 @@ def train(config: ml_collections.ConfigDict, workdir: str | None = None,
   compile_seconds = 0.0
   t_log, step_log = time.time(), start
   t_after_first, first_step = None, start + interval
+  diverged_at = None
 
   def save(step):
     pending = [[float(v) for v in to_python(m)] for m in since_log]
     # The run's randomness is a function of (seed, step): init from the seed, batch order and
-    # augmentation from (seed, step); both are recorded.
-    ckpt.save(step, dp.local(state), {"seed": cfg.seed, "metrics_bytes": writer.size(),
-                                      "pending_metrics": pending,
+    # augmentation from (seed, step); both are recorded, with the whole config.
+    ckpt.save(step, dp.local(state), {"seed": cfg.seed, "config": json.loads(cfg.to_json()),
+                                      "metrics_bytes": writer.size(), "pending_metrics": pending,
                                       "wall_seconds": wall_before + time.time() - wall0})
 
-  stop_request = checkpoint_lib.StopRequest() if ckpt else contextlib.nullcontext()
+  saving = ckpt is not None and bool(cfg.checkpoint.every)
+  stop_request = checkpoint_lib.StopRequest() if saving else contextlib.nullcontext()
   try:
     with stop_request as stop:
       cycles = parallel_lib.prefetch(cycle_indices(run, start // interval, steps // interval))
@@ -283,12 +360,18 @@ def train(config: ml_collections.ConfigDict, workdir: str | None = None,
           compile_seconds = time.time() - wall0
           t_after_first = time.time()
         last = step == steps
-        if step // cfg.train.log_every > first // cfg.train.log_every or last:
-          fetched = jax.device_get(since_log)  # the only wait on the device in a logging period
+        log_now = step // cfg.train.log_every > first // cfg.train.log_every or last
+        save_now = saving and (step % cfg.checkpoint.every == 0 or last or stop.requested)
+        if log_now or save_now:  # the only waits on the device: never a diverged checkpoint
+          fetched = jax.device_get(since_log)
+          diverged_at = _first_nonfinite(fetched, step, interval)
+          log_now = log_now or diverged_at is not None
+        if log_now:
           means = to_python(jax.tree_util.tree_map(lambda *xs: np.mean(xs), *fetched))
           counters = to_python(dp.local(state.counters)._asdict())
           now = time.time()
-          record = {"kind": "train", "step": step, **means._asdict(), **counters,
+          record = {"kind": "train", "step": step, **means._asdict(),
+                    "nonfinite_loss": sum(int(m.nonfinite_loss) for m in fetched), **counters,
                     "steps_per_second": (step - step_log) / max(now - t_log, 1e-9),
                     "elapsed_seconds": wall_before + now - wall0}
           writer.write(record)
@@ -301,16 +384,19 @@ def train(config: ml_collections.ConfigDict, workdir: str | None = None,
           for warning in _skip_warnings(counters, seen_counters, step_log):
             log(warning)
           since_log, t_log, step_log, seen_counters = [], now, step, counters
-        if step // cfg.train.eval_every > first // cfg.train.eval_every or last:
+        if step // cfg.train.eval_every > first // cfg.train.eval_every or last \
+            or diverged_at is not None:
           record = evaluation(step)
           writer.write(record)
           evals.append(record)
-          log(f"eval {step:>7d}/{steps} | val acc {record['val_accuracy']:.4f} loss "
-              f"{record['val_loss']:.4f} | test acc {record['test_accuracy']:.4f} loss "
-              f"{record['test_loss']:.4f}")
-        if ckpt and (step % cfg.checkpoint.every == 0 or last or stop.requested):
+          log(f"eval {step:>7d}/{steps} | val acc {_fmt(record['val_accuracy'])} loss "
+              f"{_fmt(record['val_loss'])} | test acc {_fmt(record['test_accuracy'])} loss "
+              f"{_fmt(record['test_loss'])}")
+        if diverged_at is not None:
+          break
+        if save_now:
           save(step)
-        if ckpt and stop.requested and not last:
+        if saving and stop.requested and not last:
           raise Interrupted(step, ckpt.directory)
   finally:
     if ckpt:
@@ -321,7 +407,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | None = None,
   final = evals[-1]
   best = max(evals, key=lambda r: (r["val_accuracy"], -r["step"]))
   counters = to_python(dp.local(state.counters)._asdict())
-  cycles_timed = (steps - first_step) // interval
+  cycles_timed = (final["step"] - first_step) // interval
   summary = {
       "method": cfg.method, "seed": cfg.seed, "dataset": ds.name, "student": cfg.student.name,
       "student_steps": steps,
@@ -333,15 +419,17 @@ def train(config: ml_collections.ConfigDict, workdir: str | None = None,
       "wall_seconds": wall, "compile_seconds": compile_seconds,
       "steps_per_second": (cycles_timed * interval / (time.time() - t_after_first)
                            if t_after_first and cycles_timed > 0 else math.nan),
-      "devices": dp.size,
+      "devices": dp.size, "diverged": diverged_at is not None, "diverged_at_step": diverged_at,
       **counters,
   }
   text = _summary_text(summary)
   if files:
     write_json_atomic(os.path.join(files, "summary.json"), summary)
-    if cfg.method == "l2t_dln":
+    if cfg.method == "l2t_dln" and diverged_at is None:
       path = os.path.join(files, "teacher.msgpack")
       teacher_io.save_teacher(path, dp.local(state.teacher_params), cfg.teacher)
       text += f"\nteacher saved to   {path} (start a run from it: teacher_init='{path}')"
   log(text)
+  if diverged_at is not None:
+    raise Diverged(summary, cfg.optim.learning_rate, workdir)
   return TrainResult(summary, state, run.method)

@@ -33,6 +33,11 @@ def test_unknown_key_is_refused_with_a_suggestion():
     ("dln.slope_bound", 0.5, "would clip cross-entropy itself"),
     ("data.train_size", -1, "data.train_size=-1 must be an int >= 0"),
     ("data.mnist1d_seed", -3, "data.mnist1d_seed=-3 must be an int in"),
+    ("optim.learning_rate", float("inf"), "optim.learning_rate=inf must be finite"),
+    ("teacher.output_scale", float("nan"), "teacher.output_scale=nan must be finite"),
+    ("train.steps", 10**20, "train.steps=100000000000000000000 must be at most 2147483647"),
+    ("student.hidden", (-5, 100), "student.hidden=(-5, 100) must be positive ints"),
+    ("optim.decay_factor", -0.5, "optim.decay_factor=-0.5 must be > 0"),
 ])
 def test_impossible_values_are_refused(key, value, message):
   config = default_config()
@@ -86,7 +91,56 @@ def test_cli_refuses_an_impossible_value(root, tmp_path):
   out = _cli([f"--config={root}/configs/mnist1d_mlp.py", "--config.meta.unroll_steps=50"], root,
              tmp_path)
   assert out.returncode == 2
-  assert "meta.unroll_steps=50 must be <= meta.interval=10" in out.stderr
+  assert out.stderr == ("l2t-train: error: invalid config: meta.unroll_steps=50 must be <= "
+                        "meta.interval=10\n")
+
+
+def _read_only_dir(tmp_path) -> str:
+  """A directory this process cannot write in (root writes anywhere but in sysfs)."""
+  if os.geteuid() == 0:
+    return "/sys/l2t_jax_test_workdir"
+  path = tmp_path / "read_only"
+  path.mkdir(mode=0o555)
+  return str(path)
+
+
+@pytest.mark.parametrize("case", ["no such file", "no get_config", "overrides first",
+                                  "read-only workdir", "full disk"])
+def test_cli_user_errors_end_in_one_line_with_exit_code_2(case, root, tmp_path):
+  """Issue 12, defect 5: each of these ended in a traceback and exit code 1 (or named the wrong
+  problem); now one line names the problem and the fix."""
+  config = f"--config={root}/configs/mnist1d_mlp.py"
+  (tmp_path / "no_get_config.py").write_text("from l2t_jax.config import default_config\n")
+  (tmp_path / "full").mkdir()
+  (tmp_path / "full" / "run.lock").symlink_to("/dev/full")  # every write: ENOSPC
+  args, message = {
+      "no such file": (["--config=nowhere.py"],
+                       "config file 'nowhere.py' not found (--config=nowhere.py); pass an existing "
+                       "file, e.g. --config=configs/mnist1d_mlp.py"),
+      "no get_config": (["--config=no_get_config.py"],
+                        "no_get_config.py has no get_config() function"),
+      "overrides first": (["--config.method=ce"], "--config.method overrides a key of the config "
+                          "file, but there is no --config: pass --config=configs/mnist1d_mlp.py"),
+      "read-only workdir": ([config, f"--workdir={_read_only_dir(tmp_path)}"],
+                            "); choose a writable directory"),
+      "full disk": ([config, "--workdir=full"], "No space left on device (full/run.lock); free "
+                    "some space, or choose a --workdir on another disk"),
+  }[case]
+  out = _cli(args, root, tmp_path)
+  assert out.returncode == 2, out.stderr[-3000:]
+  (line,) = out.stderr.splitlines()
+  assert line.startswith("l2t-train: error: ") and message in line
+
+
+def test_cli_debug_shows_the_traceback_before_the_error_line(root, tmp_path):
+  (tmp_path / "a_file").write_text("")
+  out = _cli([f"--config={root}/configs/mnist1d_mlp.py", "--workdir=a_file", "--debug"], root,
+             tmp_path)
+  assert out.returncode == 2
+  lines = out.stderr.splitlines()
+  assert "Traceback (most recent call last):" in lines and "FileExistsError" in out.stderr
+  assert lines[-1] == ("l2t-train: error: --workdir=a_file is not a directory (File exists: "
+                       "a_file); choose a directory for the run")
 
 
 def test_a_generator_seed_for_another_dataset_is_refused():

@@ -17,6 +17,8 @@ import dataclasses
 import ml_collections
 import numpy as np
 
+from l2t_jax.config import ConfigError
+
 
 class DataError(RuntimeError):
   """A dataset that cannot be read here; the message says how to make it available."""
@@ -56,7 +58,7 @@ class Dataset:
 def carve_validation(x: np.ndarray, y: np.ndarray, val_size: int) -> tuple[Split, Split]:
   """Splits the last `val_size` examples of the training data off as validation."""
   if val_size >= len(y):
-    raise ValueError(
+    raise ConfigError(
         f"data.val_size={val_size} leaves no training data: the training split has {len(y)} "
         "examples; choose a smaller data.val_size")
   cut = len(y) - val_size
