@@ -365,7 +365,7 @@ def plot_gains(report: dict, methods: list[str], path: str, title: str) -> None:
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   tasks = list(report["tasks"])
-  fig, ax = plt.subplots(figsize=(max(8.0, 1.6 * len(tasks)), 5))
+  fig, ax = plt.subplots(figsize=(max(8.0, 1.6 * len(tasks)) + 2.5, 5))
   width = 0.8 / len(methods)
   for j, method in enumerate(methods):
     colour = f"C{j}"
@@ -379,11 +379,13 @@ def plot_gains(report: dict, methods: list[str], path: str, title: str) -> None:
                  label=method if i == 0 else None)
       ax.hlines(m["gain_vs_ce"], x - width / 2, x + width / 2, color=colour, lw=2.5)
   ax.axhline(0.0, color="k", lw=0.8)
+  ax.axhline(BAR["worst_seed_gap"], color="k", lw=0.8, ls=":",
+             label=f"issue 11: no seed below ({BAR['worst_seed_gap']:+g})")
   ax.set_xticks(range(len(tasks)), tasks, rotation=20)
   ax.set_ylabel("test accuracy - CE's mean (points)")
   ax.set_title(title)
   ax.grid(axis="y", alpha=0.3)
-  ax.legend(fontsize=8, ncol=min(len(methods), 6), loc="best")
+  ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside, not over, the dots
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)
@@ -550,7 +552,8 @@ def main(argv=None) -> dict:
            + f"\n\n{format_table(report, methods)}\n\n`{command}`\n")
   with open(written[1], "w") as f:
     f.write(table)
-  plot_gains(report, methods, written[2], f"Gain over tuned cross-entropy per task ({steps} steps)")
+  plot_gains(report, methods, written[2], f"Gain over tuned cross-entropy per task ({steps} steps"
+             + (f", l2t_dln: {args.tag})" if args.tag else ")"))
   if "l2t_dln" in methods:
     for task in tasks:
       if 0 not in seeds[task]:
