@@ -34,7 +34,9 @@ Methods (the keys of results.json):
   l2t_dln_reference  the authors' protocol, configs/reference_mnist1d_mlp.py (--reference_config),
                      then the task's overrides
 ce, ce_cosine, label_smoothing and l2t_dlf start from configs/mnist1d_mlp.py with `method` and the
-rate changed, as compare_losses.py does.
+rate changed, as compare_losses.py does, and the library's defaults in the groups they never read
+(dln and teacher; dlf but for l2t_dlf): a change to the default's L2T-DLN settings in that file
+leaves their runs reusable.
 
 Each run keeps its files in OUT/runs/<task>/<method>[_lr<rate>]/seed<k>; a directory holding a
 finished run of the same config is reused (--rerun trains anew), so a second invocation that changes
@@ -105,6 +107,10 @@ TASKS = {
 METHODS = ("ce", "ce_cosine", "label_smoothing", "l2t_dlf", "l2t_dln", "l2t_dln_reference")
 SWEPT = {"ce": {}, "ce_cosine": {"optim.schedule": "cosine"}}  # method: changes beside the rate
 AT_CE_RATE = ("label_smoothing", "l2t_dlf")  # trained once CE's rate is chosen on the task
+# Config groups and the methods that read them. The baselines get the library's defaults in the
+# others, so that changing the default's L2T-DLN settings in configs/mnist1d_mlp.py (their base)
+# leaves their finished runs the same config, reused.
+READ_BY = {"dln": ("l2t_dln",), "teacher": ("l2t_dln",), "dlf": ("l2t_dlf",)}
 BASELINE_CONFIG = os.path.join(CONFIG_DIR, "mnist1d_mlp.py")
 REFERENCE_CONFIG = os.path.join(CONFIG_DIR, "reference_mnist1d_mlp.py")
 # Issue 11's bar for the default, in accuracy points against the task's CE mean: the mean gain over
@@ -168,7 +174,8 @@ def method_config(method: str, task: str, seed: int, rate: float | None, *, base
                   overrides: list[tuple[str, object]], steps: int, smoke: bool):
   """One run's config: the method's config file (`bases[method]`, else `bases["baseline"]`), the
   task's overrides, l2t_dln's `overrides` (--set), the smoke shrink, the suite's `steps`, then
-  what makes the method itself: its name, `rate`, schedule and validation batch."""
+  what makes the method itself: its name, `rate`, schedule and validation batch (and, for the
+  baselines, the library's defaults in the groups they do not read: READ_BY)."""
   from l2t_jax.config import default_config
   c = copy.deepcopy(bases.get(method, bases["baseline"]))
   for key, value in TASKS[task].overrides.items():
@@ -186,6 +193,12 @@ def method_config(method: str, task: str, seed: int, rate: float | None, *, base
       apply_override(c, key, value)
   if method == "l2t_dlf":  # its teacher as published: the whole validation split each time
     c.meta.val_batch_size = default_config().meta.val_batch_size
+  if method in SWEPT or method in AT_CE_RATE:
+    defaults = default_config()
+    for group, readers in READ_BY.items():  # the library's values in groups the method never reads
+      if c.method not in readers:
+        c[group] = defaults[group]
+    c.teacher_init = defaults.teacher_init
   c.seed = seed
   return c
 

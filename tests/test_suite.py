@@ -7,7 +7,7 @@ import os
 import pytest
 
 from benchmarks import suite
-from l2t_jax.config import validate
+from l2t_jax.config import default_config, validate
 
 
 def test_every_method_config_on_every_task_holds_the_task_and_only_its_own_changes():
@@ -16,6 +16,7 @@ def test_every_method_config_on_every_task_holds_the_task_and_only_its_own_chang
   steps = suite.suite_steps(bases, None, smoke=False)
   assert steps == bases["baseline"].train.steps
   changed = [("teacher.learning_rate", 0.01)]  # --set: l2t_dln's alone
+  defaults = default_config()
   for task in suite.TASKS:
     for method in suite.METHODS:
       if method == "l2t_dln_reference" and reference is None:
@@ -32,9 +33,26 @@ def test_every_method_config_on_every_task_holds_the_task_and_only_its_own_chang
       assert (c.optim.learning_rate == 0.07) == (method in ("ce", "ce_cosine", "label_smoothing",
                                                             "l2t_dlf"))
       assert (c.optim.schedule == "cosine") == (method == "ce_cosine")
+      if method in ("ce", "ce_cosine", "label_smoothing", "l2t_dlf"):  # unread: the defaults
+        assert c.dln == defaults.dln and c.teacher == defaults.teacher
       if method in ("l2t_dlf", "l2t_dln"):  # L2T-DLF's teacher sees the whole split, as published
         assert c.meta.val_batch_size == (0 if method == "l2t_dlf" else
                                          bases["l2t_dln"].meta.val_batch_size)
+
+
+def test_the_baselines_configs_do_not_change_with_the_defaults_l2t_dln_settings():
+  bases = suite.load_bases(suite.BASELINE_CONFIG)
+
+  def configs():
+    return {m: suite.method_config(m, "mnist1d", 0, 0.1, bases=bases, overrides=[], steps=6000,
+                                   smoke=False).to_json() for m in ("ce", "l2t_dlf")}
+
+  before = configs()
+  bases["baseline"].dln.hidden = (8,)  # a new default L2T-DLN: the baselines' runs stay reusable
+  bases["baseline"].teacher.learning_rate = 0.5
+  assert configs() == before
+  bases["baseline"].meta.unroll_steps = 5  # but L2T-DLF reads meta.*
+  assert configs()["l2t_dlf"] != before["l2t_dlf"]
 
 
 def test_the_rate_is_chosen_on_validation_and_seeds_are_set_per_task():
