@@ -12,7 +12,7 @@ from l2t_jax.config import validate
 
 def test_every_method_config_on_every_task_holds_the_task_and_only_its_own_changes():
   reference = suite.REFERENCE_CONFIG if os.path.exists(suite.REFERENCE_CONFIG) else None
-  bases = suite.load_bases(suite.BASELINE_CONFIG, reference)
+  bases = suite.load_bases(suite.DLN_CONFIG, reference)
   steps = suite.suite_steps(bases, None, smoke=False)
   assert steps == bases["baseline"].train.steps
   changed = [("teacher.learning_rate", 0.01)]  # --set: l2t_dln's alone
