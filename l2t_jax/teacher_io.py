@@ -55,7 +55,8 @@ def load_teacher(path: str, teacher_cfg: ml_collections.ConfigDict) -> Any:
       saved = flax.serialization.msgpack_restore(f.read())
     if saved.get("format") != FORMAT:
       raise ValueError(f"format {saved.get('format')!r}, expected {FORMAT!r}")
-    saved_arch = {**LATER_KEYS, **json.loads(saved["architecture"])}
+    saved_arch = {k: v for k, v in {**LATER_KEYS, **json.loads(saved["architecture"])}.items()
+                  if k not in TRAINING_KEYS}  # (files of before a key became a training key)
     params = saved["params"]
   except Exception as e:  # noqa: BLE001 (any unreadable file gets the same advice)
     raise ConfigError(f"teacher_init='{path}' is not a teacher file written by "

@@ -78,7 +78,7 @@ def test_suite_smoke_writes_results_table_and_plots_and_reuses_its_runs(tmp_path
     assert saved["summary"][method]["tasks"] == len(tasks)
   assert (out / "gain.png").stat().st_size > 0
   table = (out / "table.md").read_text()
-  assert "| digits (1 seed) |" in table and "| mean gain over tasks |" in table
+  assert "| digits (1 seed) |" in table and "| mean gain over the tasks it ran on |" in table
   assert "l2t_dln: mean gain over tasks" in capsys.readouterr().out
 
   # Again, in two worker processes: every run is found finished and reused.

@@ -82,7 +82,8 @@ def test_a_run_is_refused_where_another_run_lives_and_resumes_only_its_own_run(t
   os.remove(os.path.join(w, "config.json"))
   seed3 = tiny(every=20)
   seed3.seed, seed3.optim.learning_rate = 3, 0.05
-  with pytest.raises(WorkdirError, match=r"another config \(optim.learning_rate: 0.2 -> 0.05; "
+  rate = tiny().optim.learning_rate
+  with pytest.raises(WorkdirError, match=rf"another config \(optim.learning_rate: {rate} -> 0.05; "
                                          r"seed: 0 -> 3\)"):
     train(seed3, workdir=w, log=quiet)
 
@@ -234,7 +235,8 @@ def test_a_diverging_student_stops_the_run_and_its_files_stay_strict_json(tmp_pa
   lines = []
   with pytest.raises(Diverged, match=r"the student diverged: its training loss was NaN or "
                                      r"infinite in the cycle ending at step 20, and the run "
-                                     r"stopped.*lower optim.learning_rate \(it is 0.2\)"):
+                                     r"stopped.*lower optim.learning_rate \(it is "
+                                     rf"{config.optim.learning_rate}\)"):
     train(config, workdir=w, log=lines.append, dataset=data)
   assert ("DIVERGED           the student's loss was NaN or infinite in the cycle ending at "
           "step 20") in lines[-1]
