@@ -10,7 +10,8 @@ is tabulated, so at initialisation the tabulated DLN is cross-entropy exactly (t
 which has no skip path, is tabulated whole). A one_vs_one item depends on two probabilities and has
 no such table: `config.validate` refuses that combination, `make_table` too. Outside the grid the
 residual continues linearly with the network's own slope there (the network's inputs are clipped,
-so it is flat out there). The table is a differentiable function of `phi`, so hypergradients flow
+so it is flat out there); a bounded table keeps it at zero on the side where cross-entropy tends to
+zero instead. The table is a differentiable function of `phi`, so hypergradients flow
 through it into `phi`.
 """
 
