@@ -22,6 +22,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax.custom_derivatives import SymbolicZero
 
 from l2t_jax.dln import DLN, LOG_P_CAP, Params
 
@@ -143,10 +144,15 @@ def make_table(dln: DLN, phi: Params, size: int, slope_bound: float = 0.0,
   return DLNTable(coefficients, skip, t_lo, t_hi, size)
 
 
-def table_item_values(table: DLNTable, logits: jax.Array, labels: jax.Array) -> jax.Array:
+def _check_labels(logits: jax.Array, labels: jax.Array) -> None:
   if labels.shape != logits.shape[:-1]:
     raise ValueError(f"labels shaped {labels.shape} do not fit logits shaped {logits.shape}: "
                      "expected integer labels with the logits' leading shape")
+
+
+def table_item_values(table: DLNTable, logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """The tabulated value of every (sample, class) item, shape `logits.shape`."""
+  _check_labels(logits, labels)
   y = jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype)
   log_p, t = item_logit(logits)
   return _interpolate(table, log_p, t, y)
@@ -159,17 +165,198 @@ def table_item_loss(table: DLNTable, p: jax.Array, y: jax.Array) -> jax.Array:
   return _interpolate(table, log_p, log_p - jnp.log1p(-p), y)
 
 
+def _piece(table_lo, table_hi, size: int, t: jax.Array, y: jax.Array):
+  """The row of each item's cubic piece, its position `s` inside the piece (in grid steps) and
+  the knots per unit of item logit (ds/dt)."""
+  per_t = (size - 1) / (table_hi - table_lo)
+  u = (t - table_lo) * per_t
+  knot = jnp.clip(jnp.floor(jax.lax.stop_gradient(u)), -1, size - 1)
+  row = y.astype(jnp.int32) * (size + 1) + knot.astype(jnp.int32) + 1
+  return row, u - jnp.maximum(knot, 0), per_t
+
+
 def _interpolate(table: DLNTable, log_p: jax.Array, t: jax.Array, y: jax.Array) -> jax.Array:
-  g = table.size
-  u = (t - table.t_lo) * ((g - 1) / (table.t_hi - table.t_lo))
-  knot = jnp.clip(jnp.floor(jax.lax.stop_gradient(u)), -1, g - 1)
-  s = u - jnp.maximum(knot, 0)
-  row = (y.astype(jnp.int32) * (g + 1) + knot.astype(jnp.int32) + 1)
+  row, s, _ = _piece(table.t_lo, table.t_hi, table.size, t, y)
   c = table.coefficients.at[row].get(mode="promise_in_bounds")
   residual = c[..., 0] + s * (c[..., 1] + s * (c[..., 2] + s * c[..., 3]))
   return table.skip * (-y * log_p) + residual
 
 
 def table_loss(table: DLNTable, logits: jax.Array, labels: jax.Array) -> jax.Array:
-  """The tabulated DLN loss: mean over samples of the sum over classes."""
-  return table_item_values(table, logits, labels).sum(-1).mean()
+  """The tabulated DLN loss: mean over samples of the sum over classes.
+
+  The same function as `table_item_values(...).sum(-1).mean()`, with its first and second
+  derivatives written out (`_loss`, `_value_and_grad`): at every student step one pass over the
+  items gives the value and the logits' gradient, and a hypergradient's reverse pass recomputes
+  the items once for the Hessian-vector product and the table's gradient, where automatic
+  differentiation of `item_logit` and the lookup took many more passes (benchmarks/speed.py,
+  README's speed section)."""
+  _check_labels(logits, labels)
+  return _loss(table.coefficients, table.skip, table.t_lo, table.t_hi, logits, labels)
+
+
+class _Items(NamedTuple):
+  """What the derivatives of the tabulated loss need of each (sample, class) item.
+
+  With `q^(c)` the softmax over the classes other than c, the item logit's gradient is
+  `dt_c/dz = onehot(c) - q^(c)`. For the top class `q^(top) = q` (finite when every other
+  probability underflows); for the others `q^(c)_j = e_j * inv_c`, `inv_c = 1 / sum_{j != c} e_j`
+  (at least 1, the top class's e being 1)."""
+  y: jax.Array  # one-hot targets
+  top: jax.Array  # one-hot argmax
+  e: jax.Array  # exp(z - max z)
+  p: jax.Array  # softmax
+  log_p: jax.Array
+  inv: jax.Array  # 1 / sum over the other classes of e (0 for the top class)
+  q: jax.Array  # softmax over the classes other than the top one (0 for the top class)
+  row: jax.Array  # the item's cubic piece in the table
+  s: jax.Array  # its position inside the piece, in grid steps
+  per_t: jax.Array  # grid steps per unit of item logit
+  c: jax.Array  # the piece's coefficients, (..., 4)
+  n: int  # samples the loss is the mean over
+
+
+def _items(coefficients, t_lo, t_hi, logits, labels) -> _Items:
+  """Item logits as `item_logit` computes them (the same values to float rounding), with the
+  softmax pieces of their derivatives, and each item's place in the table: one exponential and
+  one logarithm per item, computed once (the barrier keeps XLA from recomputing them in every
+  fusion that reads them)."""
+  size = coefficients.shape[0] // 2 - 1
+  y = jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype)
+  top = jax.nn.one_hot(jnp.argmax(logits, -1), logits.shape[-1], dtype=logits.dtype)
+  shifted = logits - logits.max(-1, keepdims=True)
+  others = jnp.where(top > 0, -jnp.inf, shifted)
+  runner_up = others.max(-1, keepdims=True)
+  f = jnp.exp(others - runner_up)  # e relative to the runner-up's: at most 1, 0 for the top class
+  f_sum = f.sum(-1, keepdims=True)  # at least 1
+  e_others = f * jnp.exp(runner_up)
+  rest = e_others.sum(-1, keepdims=True)
+  log_others = jnp.log1p(rest - e_others)  # log of the other classes' sum of e, non-top classes
+  t = jnp.where(top > 0, -(runner_up + jnp.log(f_sum)), shifted - log_others)
+  y, top, e_others, f, f_sum, rest, t = jax.lax.optimization_barrier(
+      (y, top, e_others, f, f_sum, rest, t))
+  inv = (1.0 - top) / (1.0 + (rest - e_others))
+  row, s, per_t = _piece(t_lo, t_hi, size, t, y)
+  c = coefficients.at[row].get(mode="promise_in_bounds")
+  n = math.prod(logits.shape[:-1])
+  e = e_others + top
+  return _Items(y, top, e, e / (1.0 + rest), shifted - jnp.log1p(rest), inv, f / f_sum, row, s,
+                per_t, c, n)
+
+
+def _q_transpose(it: _Items, w: jax.Array) -> jax.Array:
+  """`sum_c w_c q^(c)_j`: how weights on the items' logits reach the student's logits."""
+  a = (w * it.inv).sum(-1, keepdims=True)
+  return it.e * (a - w * it.inv) + (w * it.top).sum(-1, keepdims=True) * it.q
+
+
+def _q_apply(it: _Items, dz: jax.Array) -> jax.Array:
+  """`<q^(c), dz>` for every item c, so that `dt = dz - _q_apply(dz)`."""
+  return (it.inv * ((it.e * dz).sum(-1, keepdims=True) - it.e * dz)
+          + it.top * (it.q * dz).sum(-1, keepdims=True))
+
+
+def _slopes(it: _Items) -> tuple[jax.Array, jax.Array]:
+  """The residual's first and second derivatives in the item logit."""
+  c, s = it.c, it.s
+  d1 = c[..., 1] + s * (2.0 * c[..., 2] + 3.0 * s * c[..., 3])
+  d2 = 2.0 * c[..., 2] + 6.0 * s * c[..., 3]
+  return d1 * it.per_t, d2 * it.per_t ** 2
+
+
+def _moving(tangent) -> bool:
+  """Whether a tangent can be non-zero: zero ones are left out of the rules below, so that the
+  outer differentiation of a hypergradient never traces the item logits through them."""
+  return not isinstance(tangent, SymbolicZero)
+
+
+def _at_rows(coefficients: jax.Array, it: _Items) -> jax.Array:
+  return coefficients.at[it.row].get(mode="promise_in_bounds")
+
+
+def _value(it: _Items, skip) -> jax.Array:
+  c, s = it.c, it.s
+  residual = c[..., 0] + s * (c[..., 1] + s * (c[..., 2] + s * c[..., 3]))
+  return (skip * (-it.y * it.log_p) + residual).sum() / it.n
+
+
+def _grad(it: _Items, skip, slope) -> jax.Array:
+  return (skip * (it.p - it.y) + slope - _q_transpose(it, slope)) / it.n
+
+
+def _table_tangent(it: _Items, d_coefficients, d_skip) -> jax.Array:
+  """The loss's change with the table (coefficients and skip weight), zero tangents left out."""
+  terms = []
+  if _moving(d_coefficients):
+    dc, s = _at_rows(d_coefficients, it), it.s
+    terms.append((dc[..., 0] + s * (dc[..., 1] + s * (dc[..., 2] + s * dc[..., 3]))).sum())
+  if _moving(d_skip):
+    terms.append(d_skip * (-it.y * it.log_p).sum())
+  return sum(terms) / it.n if terms else 0.0
+
+
+@jax.custom_jvp
+def _loss(coefficients, skip, t_lo, t_hi, logits, labels):
+  return _value_and_grad(coefficients, skip, t_lo, t_hi, logits, labels)[0]
+
+
+def _loss_jvp(primals, tangents):
+  coefficients, _, t_lo, t_hi, logits, labels = primals
+  d_coefficients, d_skip, _, _, d_logits, _ = tangents  # the grid's ends are constants
+  value, grad = _value_and_grad(*primals)
+  tangent = (grad * d_logits).sum() if _moving(d_logits) else 0.0
+  if _moving(d_coefficients) or _moving(d_skip):
+    tangent = tangent + _table_tangent(_items(coefficients, t_lo, t_hi, logits, labels), d_coefficients,
+                                       d_skip)
+  return value, tangent + jnp.zeros_like(value)
+
+
+_loss.defjvp(_loss_jvp, symbolic_zeros=True)
+
+
+@jax.custom_jvp
+def _value_and_grad(coefficients, skip, t_lo, t_hi, logits, labels):
+  """The loss and d loss / d logits, from one pass over the items."""
+  it = _items(coefficients, t_lo, t_hi, logits, labels)
+  return _value(it, skip), _grad(it, skip, _slopes(it)[0])
+
+
+def _value_and_grad_jvp(primals, tangents):
+  coefficients, skip, t_lo, t_hi, logits, labels = primals
+  d_coefficients, d_skip, _, _, dz, _ = tangents
+  it = _items(coefficients, t_lo, t_hi, logits, labels)
+  value, grad = _value(it, skip), _grad(it, skip, _slopes(it)[0])
+  moving = {name: t for name, t in (("coefficients", d_coefficients), ("skip", d_skip),
+                                    ("logits", dz)) if _moving(t)}
+  d_value, d_grad = jax.checkpoint(_tangents)(primals, moving)
+  return (value, grad), (d_value, d_grad)
+
+
+def _tangents(primals, moving: dict) -> tuple[jax.Array, jax.Array]:
+  """The tangents of the loss and of its logits' gradient: the Hessian-vector product in the
+  logits and the gradient's change with the table. Checkpointed: a hypergradient's reverse pass
+  recomputes the items from the logits instead of keeping a dozen per-item arrays of every step."""
+  coefficients, skip, t_lo, t_hi, logits, labels = primals
+  it = _items(coefficients, t_lo, t_hi, logits, labels)
+  slope, curvature = _slopes(it)
+  d_value = _table_tangent(it, moving.get("coefficients", SymbolicZero(None)),
+                           moving.get("skip", SymbolicZero(None)))
+  w = jnp.zeros_like(slope)  # the change of each item's slope
+  d_grad = jnp.zeros_like(slope)
+  if "logits" in moving:
+    dz = moving["logits"]
+    d_value = d_value + (_grad(it, skip, slope) * dz).sum()
+    q_dz = _q_apply(it, dz)
+    w = curvature * (dz - q_dz)
+    d_grad = (skip * it.p * (dz - (it.p * dz).sum(-1, keepdims=True))
+              - dz * _q_transpose(it, slope) + _q_transpose(it, slope * q_dz))
+  if "coefficients" in moving:
+    dc, s = _at_rows(moving["coefficients"], it), it.s
+    w = w + (dc[..., 1] + s * (2.0 * dc[..., 2] + 3.0 * s * dc[..., 3])) * it.per_t
+  if "skip" in moving:
+    d_grad = d_grad + moving["skip"] * (it.p - it.y)
+  return (d_value + jnp.zeros((), logits.dtype),
+          (d_grad + w - _q_transpose(it, w)) / it.n)
+
+
+_value_and_grad.defjvp(_value_and_grad_jvp, symbolic_zeros=True)
