@@ -4,7 +4,12 @@ For each student: per-student-step time of CE, of L2T-DLN with the config's sche
 and of the synchronous meta-segment (every segment differentiated: interval = K); compile time;
 and the peak memory of the differentiated cycle against K, for each rematerialisation policy.
 Times are medians over interleaved repeats after warm-up; ratios compare times from this run only.
+On the MLP student the same run also times the authors' protocol's meta-iteration (two unrolls,
+configs/reference_mnist1d_mlp.py) and, when torch is installed (`pip install -e '.[peer]'`), a
+PyTorch peer of both (benchmarks/peer_torch.py: torch.func and `higher`) with a CE step of its own,
+interleaved with ours.
 
+  python benchmarks/speed.py --quick --out out/speed_quick   # the headline ratios, in minutes
   python benchmarks/speed.py --out out/speed                 # MNIST-1D MLP and CNN on this machine
   python benchmarks/speed.py --out out/speed_gpu --students resnet8   # synthetic CIFAR-shaped data
 
@@ -29,14 +34,17 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from l2t_jax import loop, losses, optim  # noqa: E402
+from benchmarks import peer_torch  # noqa: E402
 from benchmarks.common import load_config, synthetic_dataset  # noqa: E402
 from l2t_jax.data import Dataset, load_dataset  # noqa: E402
-from l2t_jax.train import build_run, cycle_indices, device_data  # noqa: E402
+from l2t_jax.train import build_run, cycle_indices, data_arrays, device_data  # noqa: E402
 
 # Students measured, with the experiment config each is measured in.
 CONFIGS = {"mlp": "mnist1d_mlp", "cnn1d": "mnist1d_cnn", "resnet8": "cifar10_resnet8",
            "resnet32": "cifar10_resnet32"}
 SYNTHETIC = {"resnet8": ((32, 32, 3), 10), "resnet32": ((32, 32, 3), 10)}  # no download needed
+REFERENCE_CONFIG = "reference_mnist1d_mlp"  # the authors' protocol on the MLP student
+PEER_MODES = ("func", "higher")  # benchmarks/peer_torch.py
 
 
 def student_config(name: str):
@@ -56,7 +64,7 @@ class Subject:
       self.run = self.run._replace(method=method(self.run))
     self.interval = config.meta.interval
     ds = self.run.dataset
-    self.data = device_data(ds)
+    self.data = device_data(ds, config.data.split)
     indices = list(cycle_indices(self.run, 0, cycles))
     self.train_idx = [t for t, _ in indices]
     self.val_idx = [v for _, v in indices]
@@ -117,19 +125,58 @@ def floor_method(run):
       optim.teacher_optimizer(config.teacher.learning_rate, config.teacher.grad_clip))
 
 
+def cycles_for(config, steps_per_repeat: int, repeats: int) -> int:
+  """Cycles per timed repeat; sets `train.steps` to cover the warm-up and every repeat."""
+  cycles = max(1, steps_per_repeat // config.meta.interval)
+  config.train.steps = config.meta.interval * cycles * (repeats + 2)
+  return cycles
+
+
+def peer_subjects(subjects: dict, dataset: Dataset, log) -> dict:
+  """PyTorch peers of our CE, meta-segment and reference subjects, on the same batches."""
+  reason = peer_torch.unavailable()
+  if reason:
+    log(f"  no PyTorch peer: {reason}")
+    return {}
+  out = {}
+  for ours, mode, key in [("ce", "ce", "peer_ce")] + [
+      (o, m, f"peer_{k}_{m}") for o, k in (("meta_segment", "meta"), ("reference_meta", "reference"))
+      for m in PEER_MODES]:
+    if mode == "higher" and peer_torch.unavailable("higher"):
+      log(f"  no {key}: {peer_torch.unavailable('higher')}")
+      continue
+    subject = subjects[ours]
+    setting = peer_torch.Setting.from_config(
+        subject.run.config, int(np.prod(dataset.train.x.shape[1:])), dataset.num_classes,
+        subject.run.val_batch_size)
+    data = data_arrays(dataset, subject.run.config.data.split)
+    out[key] = peer_torch.Peer(setting, mode, data, [np.asarray(t) for t in subject.train_idx],
+                               [np.asarray(v) for v in subject.val_idx])
+  return out
+
+
 def measure_student(name: str, dataset: Dataset | None, repeats: int, steps_per_repeat: int,
-                    ks: list[int], policies: list[str], log, intervals=()) -> dict:
+                    ks: list[int], policies: list[str], log, intervals=(),
+                    peers: bool = False) -> dict:
+  """Times of every variant of `name`, interleaved; with `peers` (the MLP) also the reference
+  protocol's meta-iteration and the PyTorch peers."""
   base = student_config(name)
   base.train.batch_size = 128
   if dataset is None:
     dataset = load_dataset(base)
   subjects = {}
   for key, config in variants(base, intervals).items():
-    cycles = max(1, steps_per_repeat // config.meta.interval)
-    config.train.steps = config.meta.interval * cycles * (repeats + 2)
+    cycles = cycles_for(config, steps_per_repeat, repeats)
     subjects[key] = Subject(config, dataset, cycles,
                             floor_method if key == "meta_segment_floor" else None)
     log(f"  [{name}] {key}: compiled in {subjects[key].compile_seconds:.2f} s")
+  if peers:
+    reference = load_config(REFERENCE_CONFIG)
+    reference.checkpoint.every = 0
+    subjects["reference_meta"] = Subject(reference, dataset,
+                                         cycles_for(reference, steps_per_repeat, repeats))
+    log(f"  [{name}] reference_meta: compiled in {subjects['reference_meta'].compile_seconds:.2f} s")
+    subjects.update(peer_subjects(subjects, dataset, log))
   times = {key: [] for key in subjects}
   for s in subjects.values():
     s.time_per_step()  # warm-up
@@ -145,10 +192,14 @@ def measure_student(name: str, dataset: Dataset | None, repeats: int, steps_per_
       "ratio_meta_segment_vs_ce": median["meta_segment"] / median["ce"],
       "ratio_default_vs_ce": median["default"] / median["ce"],
       "ratio_meta_segment_floor_vs_ce": median["meta_segment_floor"] / median["ce"],
+      "ratio_meta_vs_floor": median["meta_segment"] / median["meta_segment_floor"],
       "ratio_interval_vs_ce": {n: median[f"interval_{n}"] / median["ce"] for n in intervals},
-      "compile_seconds": {k: s.compile_seconds for k, s in subjects.items()},
-      "memory_bytes": {k: s.memory for k, s in subjects.items()},
+      "compile_seconds": {k: s.compile_seconds for k, s in subjects.items()
+                          if not k.startswith("peer_")},
+      "memory_bytes": {k: s.memory for k, s in subjects.items() if not k.startswith("peer_")},
   }
+  if peers:
+    result["peer"] = peer_ratios(median)
   rows = []
   for policy in policies:
     for k in ks:
@@ -169,9 +220,43 @@ def measure_student(name: str, dataset: Dataset | None, repeats: int, steps_per_
   result["memory_vs_K"] = rows
   for policy in policies:
     by_k = {r["K"]: r.get("peak_bytes") for r in rows if r["remat"] == policy}
-    if by_k.get(min(ks)):
+    if ks and by_k.get(min(ks)):
       result.setdefault("memory_ratio_maxK_vs_minK", {})[policy] = by_k[max(ks)] / by_k[min(ks)]
   return result
+
+
+def peer_ratios(median: dict) -> dict:
+  """The peer's times over ours (above 1: ours is faster), each peer and the fastest of them."""
+  out = {"versions": peer_torch.versions(), "reason": peer_torch.unavailable()}
+  pairs = {"ce": ("ce", ["peer_ce"]),
+           "meta": ("meta_segment", [f"peer_meta_{m}" for m in PEER_MODES]),
+           "reference": ("reference_meta", [f"peer_reference_{m}" for m in PEER_MODES])}
+  for name, (ours, theirs) in pairs.items():
+    found = {k: median[k] / median[ours] for k in theirs if k in median}
+    out[f"ratio_peer_{name}_vs_ours"] = min(found.values()) if found else None
+    out[f"ratio_peer_{name}_vs_ours_each"] = found
+  return out
+
+
+def headline(r: dict) -> str:
+  """The quick mode's lines: our meta-segment against its floor and CE, and the peer's."""
+  u = r["us_per_step"]
+  lines = [f"meta-segment / floor (ours, {r['unroll_steps']} steps of batch {r['batch_size']}): "
+           f"{r['ratio_meta_vs_floor']:.2f}  ({u['meta_segment']:.0f} / "
+           f"{u['meta_segment_floor']:.0f} µs per student step)",
+           f"meta-segment / CE (ours): {r['ratio_meta_segment_vs_ce']:.2f}"]
+  if "reference_meta" in u:
+    lines.append(f"reference meta-iteration (two unrolls) / CE (ours): "
+                 f"{u['reference_meta'] / u['ce']:.2f}  ({u['reference_meta']:.0f} µs per step)")
+  peer = r.get("peer")
+  if peer and peer["reason"] is None:
+    for name in ("ce", "meta", "reference"):
+      each = ", ".join(f"{k}: {v:.1f}x" for k, v in peer[f"ratio_peer_{name}_vs_ours_each"].items())
+      lines.append(f"PyTorch peer / ours, {name}: {peer[f'ratio_peer_{name}_vs_ours']:.1f}x "
+                   f"(fastest peer; {each})")
+  elif peer:
+    lines.append(f"no PyTorch peer: {peer['reason']}")
+  return "\n".join(lines)
 
 
 def table(results: dict) -> str:
@@ -239,19 +324,35 @@ def plot(results: dict, path: str) -> None:
 def main(argv=None) -> dict:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--out", required=True)
+  parser.add_argument("--quick", action="store_true",
+                      help="the headline ratios only: the MLP student, no memory table nor "
+                           "asynchronous schedules, fewer and shorter repeats (defaults below)")
   parser.add_argument("--students", default=None,
                       help="comma-separated; default: mlp,cnn1d (and resnet8 when a GPU is present)")
-  parser.add_argument("--repeats", type=int, default=7)
-  parser.add_argument("--steps_per_repeat", type=int, default=1000)
-  parser.add_argument("--ks", default="10,50,200")
+  parser.add_argument("--repeats", type=int, default=None, help="default 7 (quick: 5)")
+  parser.add_argument("--steps_per_repeat", type=int, default=None,
+                      help="default 1000 (quick: 150)")
+  parser.add_argument("--ks", default=None, help="default 10,50,200 (quick: none)")
   parser.add_argument("--remat", default="none,sqrt", help="comma-separated remat policies")
-  parser.add_argument("--intervals", default="100,500",
+  parser.add_argument("--intervals", default=None,
                       help="also time L2T-DLN with K differentiated steps per cycle of this many "
-                           "steps (comma-separated; empty: none)")
+                           "steps (comma-separated; empty: none); default 100,500 (quick: none)")
+  parser.add_argument("--peer_threads", type=int, default=1,
+                      help="torch's intra-op threads for the PyTorch peer (0: torch's default)")
   args = parser.parse_args(argv)
+  quick = args.quick
+  pick = lambda value, full, short: short if quick and value is None else (  # noqa: E731
+      full if value is None else value)
+  repeats = pick(args.repeats, 7, 5)
+  steps_per_repeat = pick(args.steps_per_repeat, 1000, 150)
+  ks = [int(k) for k in pick(args.ks, "10,50,200", "").split(",") if k]
+  intervals = [int(n) for n in pick(args.intervals, "100,500", "").split(",") if n]
+  if args.peer_threads and not peer_torch.unavailable():
+    import torch
+    torch.set_num_threads(args.peer_threads)
   gpu = jax.devices()[0].platform == "gpu"
   students = (args.students.split(",") if args.students
-              else ["mlp", "cnn1d"] + (["resnet8"] if gpu else []))
+              else ["mlp"] if quick else ["mlp", "cnn1d"] + (["resnet8"] if gpu else []))
   os.makedirs(args.out, exist_ok=True)
   log = lambda m: print(m, flush=True)
   log(f"device: {jax.devices()[0].device_kind} ({jax.devices()[0].platform})")
@@ -260,15 +361,20 @@ def main(argv=None) -> dict:
     dataset = None
     if name in SYNTHETIC:
       dataset = synthetic_dataset(*SYNTHETIC[name], train=10_000, val=1000)
-    results[name] = measure_student(name, dataset, args.repeats, args.steps_per_repeat,
-                                    [int(k) for k in args.ks.split(",")], args.remat.split(","), log,
-                                    [int(n) for n in args.intervals.split(",") if n])
+    results[name] = measure_student(name, dataset, repeats, steps_per_repeat, ks,
+                                    args.remat.split(","), log, intervals, peers=name == "mlp")
   primary = results[students[0]]
+  peer = results["mlp"].get("peer", {}) if "mlp" in results else {}
   out = {
       "device": jax.devices()[0].device_kind, "platform": jax.devices()[0].platform,
-      "primary_student": students[0],
+      "primary_student": students[0], "quick": quick,
       "ratio_meta_segment_vs_ce": primary["ratio_meta_segment_vs_ce"],
       "ratio_default_vs_ce": primary["ratio_default_vs_ce"],
+      "ratio_meta_vs_floor": results["mlp"]["ratio_meta_vs_floor"] if "mlp" in results else None,
+      "ratio_peer_meta_vs_ours": peer.get("ratio_peer_meta_vs_ours"),
+      "ratio_peer_ce_vs_ours": peer.get("ratio_peer_ce_vs_ours"),
+      "ratio_peer_reference_vs_ours": peer.get("ratio_peer_reference_vs_ours"),
+      "peer_threads": args.peer_threads,
       "ratio_interval_vs_ce": primary["ratio_interval_vs_ce"],
       "compile_seconds": primary["compile_seconds"]["default"],
       "students": results,
@@ -277,6 +383,8 @@ def main(argv=None) -> dict:
     json.dump(out, f, indent=2)
   plot(results, os.path.join(args.out, "speed.png"))
   print(table(results))
+  if "mlp" in results:
+    print("\n" + headline(results["mlp"]))
   print(f"\nwrote {args.out}/speed.json and {args.out}/speed.png")
   return out
 
