@@ -2,7 +2,7 @@
 
 import json
 
-from benchmarks import gpu_throughput, paper_tables, speed
+from benchmarks import gpu_throughput, paper_tables, peer_torch, speed
 
 
 def test_paper_tables_smoke_prints_the_error_table_of_every_method(tmp_path, capsys):
@@ -87,17 +87,26 @@ def test_compare_losses_small_writes_results_plots_and_table(tmp_path, capsys):
 
 
 def test_speed_writes_every_ratio_and_the_memory_table(tmp_path, capsys):
-  report = speed.main([f"--out={tmp_path}", "--students=mlp", "--repeats=1",
-                       "--steps_per_repeat=20", "--ks=10", "--remat=sqrt",
-                       "--intervals=20"])
+  # --quick with the memory table and one asynchronous schedule asked for explicitly: both modes'
+  # paths in one run. Without torch (CI installs .[test] only) the peer rows are left out.
+  report = speed.main([f"--out={tmp_path}", "--quick", "--repeats=1", "--steps_per_repeat=20",
+                       "--ks=10", "--remat=sqrt", "--intervals=20"])
   saved = json.loads((tmp_path / "speed.json").read_text())
-  for key in ("ratio_meta_segment_vs_ce", "ratio_default_vs_ce", "compile_seconds"):
+  for key in ("ratio_meta_segment_vs_ce", "ratio_default_vs_ce", "ratio_meta_vs_floor",
+              "compile_seconds"):
     assert saved[key] == report[key] and saved[key] > 0
   mlp = saved["students"]["mlp"]
-  assert set(mlp["us_per_step"]) == {"ce", "default", "meta_segment", "meta_segment_floor",
-                                     "interval_20"}
+  ours = {"ce", "default", "meta_segment", "meta_segment_floor", "interval_20", "reference_meta"}
+  assert ours <= set(mlp["us_per_step"])
+  assert saved["ratio_meta_vs_floor"] == mlp["us_per_step"]["meta_segment"] / mlp["us_per_step"][
+      "meta_segment_floor"]
+  if peer_torch.unavailable():
+    assert set(mlp["us_per_step"]) == ours and saved["ratio_peer_meta_vs_ours"] is None
+  else:
+    assert saved["ratio_peer_meta_vs_ours"] > 0
   assert mlp["ratio_interval_vs_ce"]["20"] > 0
   assert [(r["K"], r["remat"]) for r in mlp["memory_vs_K"]] == [(10, "sqrt")]
   assert mlp["memory_vs_K"][0]["peak_bytes"] > 0
   assert (tmp_path / "speed.png").exists()
-  assert "meta-segment / CE" in capsys.readouterr().out
+  out = capsys.readouterr().out
+  assert "meta-segment / CE" in out and "meta-segment / floor" in out
