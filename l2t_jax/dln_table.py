@@ -122,9 +122,11 @@ def make_table(dln: DLN, phi: Params, size: int, slope_bound: float = 0.0,
 
   ys = jnp.array([0.0, 1.0])[:, None]
   grid = jnp.linspace(t_lo, t_hi, size)
-  v, d = value_and_step_slope(jnp.broadcast_to(grid, (2, size)), jnp.broadcast_to(ys, (2, size)))
   beyond = jnp.array([t_lo - 1.0, t_hi + 1.0])
-  _, d_tail = value_and_step_slope(jnp.broadcast_to(beyond, (2, 2)), jnp.broadcast_to(ys, (2, 2)))
+  # The knots and the two points beyond the grid in one evaluation of the network.
+  v, d = value_and_step_slope(jnp.broadcast_to(jnp.concatenate([grid, beyond]), (2, size + 2)),
+                              jnp.broadcast_to(ys, (2, size + 2)))
+  v, d, d_tail = v[:, :size], d[:, :size], d[:, size:]
   if slope_bound:  # the skip path skip * (-y log sigmoid(t)) has slope -skip y sigmoid(-t)
     d = _clamp_slopes(d, grid, -skip * h * ys * jax.nn.sigmoid(-grid), ys, h, slope_bound,
                       slope_floor)
