@@ -159,12 +159,14 @@ def main(argv=None) -> dict:
                                   speed.cycles_for(config, args.steps_per_repeat, args.rounds + 1),
                                   method)
   os.makedirs(args.out, exist_ok=True)
-  summary = summarize(profile(subjects, args.rounds, os.path.join(args.out, "trace"),
-                              args.percentile))
+  costs = profile(subjects, args.rounds, os.path.join(args.out, "trace"), args.percentile)
+  summary = summarize(costs)
   with open(os.path.join(args.out, "profile.json"), "w") as f:
     json.dump({"device": jax.devices()[0].device_kind, "percentile": args.percentile,
                "rounds": args.rounds, "unroll_steps": base.meta.unroll_steps,
-               "batch_size": base.train.batch_size, "subjects": summary}, f, indent=2)
+               "batch_size": base.train.batch_size, "subjects": summary,
+               "thunks": {k: dict(sorted(v.items(), key=lambda x: -x[1][0])) for k, v in
+                          costs.items()}}, f, indent=2)
   print(table(summary))
   return summary
 

@@ -194,7 +194,10 @@ def table_loss(table: DLNTable, logits: jax.Array, labels: jax.Array) -> jax.Arr
   differentiation of `item_logit` and the lookup took many more passes (benchmarks/speed.py,
   README's speed section)."""
   _check_labels(logits, labels)
-  return _loss(table.coefficients, table.skip, table.t_lo, table.t_hi, logits, labels)
+  # Classes first: the sums over classes become sums of rows and the items lie along the minor
+  # axis, which XLA's CPU loops vectorise (ten classes along it do not).
+  by_class = logits.reshape(-1, logits.shape[-1]).T
+  return _loss(table.coefficients, table.skip, table.t_lo, table.t_hi, by_class, labels.reshape(-1))
 
 
 class _Items(NamedTuple):
@@ -219,20 +222,21 @@ class _Items(NamedTuple):
 
 
 def _items(coefficients, t_lo, t_hi, logits, labels) -> _Items:
-  """Item logits as `item_logit` computes them (the same values to float rounding), with the
-  softmax pieces of their derivatives, and each item's place in the table: one exponential and
-  one logarithm per item, computed once (the barrier keeps XLA from recomputing them in every
-  fusion that reads them)."""
+  """For logits shaped (classes, samples) and flat labels: item logits as `item_logit` computes
+  them (the same values to float rounding), with the softmax pieces of their derivatives, and
+  each item's place in the table: one exponential and one logarithm per item, computed once (the
+  barrier keeps XLA from recomputing them in every fusion that reads them)."""
   size = coefficients.shape[0] // 2 - 1
-  y = jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype)
-  top = jax.nn.one_hot(jnp.argmax(logits, -1), logits.shape[-1], dtype=logits.dtype)
-  shifted = logits - logits.max(-1, keepdims=True)
+  classes = jnp.arange(logits.shape[0])[:, None]
+  y = (labels[None, :] == classes).astype(logits.dtype)
+  top = (jnp.argmax(logits, 0)[None, :] == classes).astype(logits.dtype)
+  shifted = logits - logits.max(0, keepdims=True)
   others = jnp.where(top > 0, -jnp.inf, shifted)
-  runner_up = others.max(-1, keepdims=True)
+  runner_up = others.max(0, keepdims=True)
   f = jnp.exp(others - runner_up)  # e relative to the runner-up's: at most 1, 0 for the top class
-  f_sum = f.sum(-1, keepdims=True)  # at least 1
+  f_sum = f.sum(0, keepdims=True)  # at least 1
   e_others = f * jnp.exp(runner_up)
-  rest = e_others.sum(-1, keepdims=True)
+  rest = e_others.sum(0, keepdims=True)
   log_others = jnp.log1p(rest - e_others)  # log of the other classes' sum of e, non-top classes
   t = jnp.where(top > 0, -(runner_up + jnp.log(f_sum)), shifted - log_others)
   y, top, e_others, f, f_sum, rest, t = jax.lax.optimization_barrier(
@@ -240,7 +244,7 @@ def _items(coefficients, t_lo, t_hi, logits, labels) -> _Items:
   inv = (1.0 - top) / (1.0 + (rest - e_others))
   row, s, per_t = _piece(t_lo, t_hi, size, t, y)
   c = coefficients.at[row].get(mode="promise_in_bounds")
-  n = math.prod(logits.shape[:-1])
+  n = logits.shape[1]
   e = e_others + top
   return _Items(y, top, e, e / (1.0 + rest), shifted - jnp.log1p(rest), inv, f / f_sum, row, s,
                 per_t, c, n)
@@ -248,14 +252,14 @@ def _items(coefficients, t_lo, t_hi, logits, labels) -> _Items:
 
 def _q_transpose(it: _Items, w: jax.Array) -> jax.Array:
   """`sum_c w_c q^(c)_j`: how weights on the items' logits reach the student's logits."""
-  a = (w * it.inv).sum(-1, keepdims=True)
-  return it.e * (a - w * it.inv) + (w * it.top).sum(-1, keepdims=True) * it.q
+  a = (w * it.inv).sum(0, keepdims=True)
+  return it.e * (a - w * it.inv) + (w * it.top).sum(0, keepdims=True) * it.q
 
 
 def _q_apply(it: _Items, dz: jax.Array) -> jax.Array:
   """`<q^(c), dz>` for every item c, so that `dt = dz - _q_apply(dz)`."""
-  return (it.inv * ((it.e * dz).sum(-1, keepdims=True) - it.e * dz)
-          + it.top * (it.q * dz).sum(-1, keepdims=True))
+  return (it.inv * ((it.e * dz).sum(0, keepdims=True) - it.e * dz)
+          + it.top * (it.q * dz).sum(0, keepdims=True))
 
 
 def _slopes(it: _Items) -> tuple[jax.Array, jax.Array]:
@@ -308,8 +312,8 @@ def _loss_jvp(primals, tangents):
   value, grad = _value_and_grad(*primals)
   tangent = (grad * d_logits).sum() if _moving(d_logits) else 0.0
   if _moving(d_coefficients) or _moving(d_skip):
-    tangent = tangent + _table_tangent(_items(coefficients, t_lo, t_hi, logits, labels), d_coefficients,
-                                       d_skip)
+    it = _items(coefficients, t_lo, t_hi, logits, labels)
+    tangent = tangent + _table_tangent(it, d_coefficients, d_skip)
   return value, tangent + jnp.zeros_like(value)
 
 
@@ -350,7 +354,7 @@ def _tangents(primals, moving: dict) -> tuple[jax.Array, jax.Array]:
     d_value = d_value + (_grad(it, skip, slope) * dz).sum()
     q_dz = _q_apply(it, dz)
     w = curvature * (dz - q_dz)
-    d_grad = (skip * it.p * (dz - (it.p * dz).sum(-1, keepdims=True))
+    d_grad = (skip * it.p * (dz - (it.p * dz).sum(0, keepdims=True))
               - dz * _q_transpose(it, slope) + _q_transpose(it, slope * q_dz))
   if "coefficients" in moving:
     dc, s = _at_rows(moving["coefficients"], it), it.s
