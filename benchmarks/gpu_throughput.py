@@ -3,14 +3,14 @@
   python benchmarks/gpu_throughput.py --out=gpu_throughput.json     # one GPU, < 8 minutes
   python benchmarks/gpu_throughput.py --smoke                       # CPU, seconds
 
-Needs no download: the data are random 32x32x3 images with random labels (throughput does not
-depend on the pixels). For each (method, ResNet depth) it builds the run of `configs/cifar10_
-resnet<depth>.py` (batch 128, augmentation on the device, the project's meta-training defaults),
-compiles and warms up the cycle, then times `--repeats` blocks of `--cycles` cycles and reports the
-median: milliseconds per student step and training images per second (batch / step time; for
-L2T-DLN a step's share of the unrolled hypergradient and the teacher is included). Compile time is
-reported apart. The JSON is rewritten after every measurement, so a run cut short keeps what it
-measured. Imports neither tensorflow_datasets nor mnist1d.
+Needs no download: the data are random 32x32x3 images with random labels (throughput does not depend
+on the pixels). For each (method, ResNet depth) it builds the run of
+`configs/cifar.py:cifar10_resnet<depth>` (batch 128, augmentation on the device, the project's
+meta-training defaults), compiles and warms up the cycle, then times `--repeats` blocks of
+`--cycles` cycles and reports the median: milliseconds per student step and training images per
+second (batch / step time; for L2T-DLN a step's share of the unrolled hypergradient and the teacher
+is included). Compile time is reported apart. The JSON is rewritten after every measurement, so a
+run cut short keeps what it measured. Imports neither tensorflow_datasets nor mnist1d.
 """
 
 from __future__ import annotations

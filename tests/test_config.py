@@ -104,8 +104,8 @@ def _read_only_dir(tmp_path) -> str:
   return str(path)
 
 
-@pytest.mark.parametrize("case", ["no such file", "no get_config", "overrides first",
-                                  "read-only workdir", "full disk"])
+@pytest.mark.parametrize("case", ["no such file", "no get_config", "unknown setting",
+                                  "overrides first", "read-only workdir", "full disk"])
 def test_cli_user_errors_end_in_one_line_with_exit_code_2(case, root, tmp_path):
   """Issue 12, defect 5: each of these ended in a traceback and exit code 1 (or named the wrong
   problem); now one line names the problem and the fix."""
@@ -119,6 +119,8 @@ def test_cli_user_errors_end_in_one_line_with_exit_code_2(case, root, tmp_path):
                        "file, e.g. --config=configs/mnist1d_mlp.py"),
       "no get_config": (["--config=no_get_config.py"],
                         "no_get_config.py has no get_config() function"),
+      "unknown setting": ([f"--config={root}/configs/cifar.py:cifar10_resnet9"],
+                          "unknown CIFAR setting 'cifar10_resnet9'; choose one of cifar10_resnet8"),
       "overrides first": (["--config.method=ce"], "--config.method overrides a key of the config "
                           "file, but there is no --config: pass --config=configs/mnist1d_mlp.py"),
       "read-only workdir": ([config, f"--workdir={_read_only_dir(tmp_path)}"],

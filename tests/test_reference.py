@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from configs import cifar
 from conftest import small_config
 from l2t_jax import dln_table
 from l2t_jax.config import ConfigError, default_config, validate
@@ -27,9 +28,7 @@ from l2t_jax.teacher_io import FORMAT, load_teacher, save_teacher
 from l2t_jax.train import build_run, cycle_indices
 
 LN3 = math.log(3.0)  # sigmoid(ln 3) = 3/4, sigmoid(0) = 1/2, sigmoid(-ln 3) = 1/4
-REFERENCE_CONFIGS = ["reference_mnist1d_mlp"] + [
-    f"reference_{d}_{s}" for d in ("cifar10", "cifar100")
-    for s in ("resnet8", "resnet20", "resnet32", "wrn", "densenet")]
+REFERENCE_CONFIGS = ["reference_mnist1d_mlp"] + [f"reference_{s}" for s in cifar.SETTINGS]
 
 
 def _free_dln_config(item_kind="one_vs_one", hidden=(40, 40, 40, 40), activation="leaky_relu"):
@@ -258,6 +257,11 @@ def test_reference_config_holds_the_authors_settings(name):  # needs_reunroll
                                                            (40, 1)]
   theta = make_teacher(config.teacher).init(jax.random.PRNGKey(0))
   assert [theta[f"lstm_{i}"]["hi"]["kernel"].shape[-1] for i in range(4)] == [64, 64, 64, 1]
+  setting = name.removeprefix("reference_")
+  if setting in cifar.SETTINGS:  # the student of configs/cifar.py:NAME on its dataset
+    ours = cifar.get_config(setting)
+    assert config.student.to_dict() == ours.student.to_dict()
+    assert config.data.name == ours.data.name and config.data.augment
 
 
 def test_paper_tables_smoke_runs_the_reference_row(tmp_path, capsys):  # needs_reunroll
