@@ -6,6 +6,7 @@ after each step as a function of theta; the gradient `LSTMTeacher.surrogate_loss
 their finite difference.
 """
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -70,9 +71,11 @@ def test_dln_hypergradient_equals_central_finite_difference(problem, tabulated, 
       loss_fn, prepare = p["dln"].loss, lambda phi: phi
     hg = hypergradient(p["student"], p["optimizer"], loss_fn, losses.cross_entropy,
                        p["phi"], p["state"], p["batches"], p["val"], prepare=prepare)
+    chex.assert_trees_all_equal_shapes_and_dtypes(hg.grads, p["phi"])  # one entry per parameter
+    chex.assert_tree_all_finite(hg.grads)
+    chex.assert_shape(hg.train.loss, (K,))  # the training loss of every unrolled step
     g, unravel = ravel_pytree(hg.grads)
     flat = ravel_pytree(p["phi"])[0]
-    assert g.dtype == jnp.float64 and jnp.all(jnp.isfinite(g))
 
     def val_loss(v):
       new_state, _ = unroll(p["student"], p["optimizer"], loss_fn, prepare(unravel(v)),
@@ -144,6 +147,5 @@ def test_rematerialisation_does_not_change_the_hypergradient(problem, policy):
     ref, got = (hypergradient(p["student"], p["optimizer"], p["dln"].loss, losses.cross_entropy,
                               p["phi"], p["state"], batches, p["val"], remat=r)
                 for r in ("none", policy))
-    for a, b in zip(jax.tree_util.tree_leaves(ref), jax.tree_util.tree_leaves(got)):
-      np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
-    assert ref.train.loss.shape == (7,)
+    chex.assert_trees_all_close(ref, got, rtol=1e-10, atol=1e-12)
+    chex.assert_shape(ref.train.loss, (7,))
