@@ -88,6 +88,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.train.eval_every = 500
   c.train.log_every = 500
   c.train.eval_batch_size = 1000
+  # True: metrics.jsonl's records also as TensorBoard event files in WORKDIR/tensorboard
+  # (`tensorboard --logdir WORKDIR`); needs tensorboardX: pip install 'l2t_jax[tensorboard]'
+  c.train.tensorboard = False
 
   c.loss = ml_collections.ConfigDict()
   c.loss.label_smoothing = 0.1
@@ -256,6 +259,8 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
          "train.eval_batch_size must be positive ints")
   _check(p, not isinstance(t.steps, int) or t.steps <= MAX_STEPS,
          f"train.steps={t.steps} must be at most {MAX_STEPS} (the step counter is an int32)")
+  _check(p, isinstance(t.tensorboard, bool),
+         f"train.tensorboard={t.tensorboard!r} must be True or False")
   m = cfg.meta
   _check(p, _positive_ints([m.unroll_steps, m.interval, m.teacher_every]),
          "meta.unroll_steps, meta.interval and meta.teacher_every must be positive ints")

@@ -241,6 +241,10 @@ def train(config: ml_collections.ConfigDict, workdir: str | None = None,
     raise config_lib.ConfigError(
         f"checkpoint.every={cfg.checkpoint.every} saves checkpoints in the workdir, and there is "
         "none: pass --workdir=DIR (train(..., workdir=DIR)), or set checkpoint.every=0")
+  if cfg.train.tensorboard and not workdir:
+    raise config_lib.ConfigError(
+        "train.tensorboard=True writes event files in the workdir, and there is none: pass "
+        "--workdir=DIR (train(..., workdir=DIR)), or set train.tensorboard=False")
   if jax.process_index() != 0:
     log = lambda _: None  # noqa: E731 (one host speaks for the run)
   with contextlib.ExitStack() as owned:  # released last: the lock, after the checkpointer
@@ -271,7 +275,7 @@ def _train(cfg: ml_collections.ConfigDict, workdir: str | None, action: str,
            log: Callable[[str], Any], dataset: Dataset | None,
            on_eval: Callable[[int, TrainState], None] | None, wall0: float) -> TrainResult:
   """`train` once the workdir is this run's (locked, and planned: `workdir.plan`'s `action`);
-  `owned` closes the checkpointer however the run ends."""
+  `owned` closes the checkpointer and the metrics writer however the run ends."""
   run = build_run(cfg, dataset)
   ds, dp = run.dataset, run.parallel
   interval, steps = cfg.meta.interval, cfg.train.steps
@@ -296,7 +300,9 @@ def _train(cfg: ml_collections.ConfigDict, workdir: str | None, action: str,
     return TrainResult(prior.summary, state, run.method)
   if files:
     write_json_atomic(os.path.join(files, "config.json"), json.loads(cfg.to_json()))
-  writer = MetricsWriter(files, resume_at=resumed["metrics_bytes"] if resumed else None)
+  writer = MetricsWriter(files, resume_at=resumed["metrics_bytes"] if resumed else None,
+                         tensorboard=cfg.train.tensorboard)
+  owned.callback(writer.close)
   state = dp.replicate(state)
   data = dp.replicate(data_arrays(ds, cfg.data.split))
   cycle = dp.compile_cycle(run.method.cycle)

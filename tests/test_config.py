@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import ml_collections
 import pytest
 
 from conftest import small_config
@@ -48,6 +49,14 @@ def test_impossible_values_are_refused(key, value, message):
   setattr(target, leaf, value)
   with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
     validate(config)
+
+
+def test_tensorboard_is_a_bool():
+  """A config built from a dict (a file, JSON) escapes ConfigDict's type check: validate names it."""
+  as_dict = default_config().to_dict()
+  as_dict["train"]["tensorboard"] = 1
+  with pytest.raises(ConfigError, match="train.tensorboard=1 must be True or False"):
+    validate(ml_collections.ConfigDict(as_dict))
 
 
 def test_a_slope_bound_needs_the_table():
