@@ -30,7 +30,7 @@ import numpy as np  # noqa: E402
 
 from benchmarks.common import load_config, smoke_config, synthetic_dataset  # noqa: E402
 from l2t_jax.data.sampler import TRAIN_STREAM, VAL_STREAM, batch_indices  # noqa: E402
-from l2t_jax.loop import build_method  # noqa: E402
+from l2t_jax.build import build_method  # noqa: E402
 from l2t_jax.optim import student_optimizer  # noqa: E402
 from l2t_jax.parallel import DataParallel  # noqa: E402
 from l2t_jax.students import build_student  # noqa: E402

@@ -13,11 +13,12 @@ ModelState = Any  # non-trainable collections such as BatchNorm statistics ({} w
 
 
 class Student(NamedTuple):
-  """`init(rng, x) -> (params, model_state)`; `apply(params, model_state, x, train) -> (logits,
-  model_state)`. In training mode `apply` returns the updated model state."""
+  """`init(rng, x) -> (params, model_state)`; `apply(params, model_state, x, train, rng=None) ->
+  (logits, model_state)`. In training mode `apply` returns the updated model state; `rng` keys
+  the student's randomness in training mode (Dropout), and is ignored by students without it."""
   init: Callable[[jax.Array, jax.Array], tuple[Params, ModelState]]
-  apply: Callable[[Params, ModelState, jax.Array, bool], tuple[jax.Array, ModelState]]
-  module: nn.Module
+  apply: Callable[..., tuple[jax.Array, ModelState]]
+  module: Any
 
 
 def from_linen(module: nn.Module) -> Student:
@@ -28,12 +29,14 @@ def from_linen(module: nn.Module) -> Student:
     params = variables.pop("params")
     return params, variables
 
-  def apply(params, model_state, x, train):
+  def apply(params, model_state, x, train, rng=None):
     variables = {"params": params, **model_state}
+    rngs = {"dropout": rng} if train and rng is not None else None
     if train and model_state:
-      logits, new_state = module.apply(variables, x, train=True, mutable=list(model_state))
+      logits, new_state = module.apply(variables, x, train=True, mutable=list(model_state),
+                                       rngs=rngs)
       return logits, dict(new_state)
-    return module.apply(variables, x, train=train), model_state
+    return module.apply(variables, x, train=train, rngs=rngs), model_state
 
   return Student(init=init, apply=apply, module=module)
 
