@@ -61,6 +61,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.student = ml_collections.ConfigDict()
   c.student.name = "mlp"
   c.student.hidden = (100, 100)
+  c.student.dropout = 0.0  # mlp: Dropout rate after every hidden layer (keyed by seed and step)
   c.student.channels = (25, 25, 25)  # cnn1d
   c.student.kernel_size = 5  # cnn1d
   c.student.depth = 20  # resnet: 6n+2 (8, 20, 32, ...); wrn and densenet: 6n+4 (28; 100)
@@ -349,6 +350,9 @@ def _check_student(p: list[str], cfg: ml_collections.ConfigDict) -> None:
          "positive ints")
   _check(p, _positive_ints(s.hidden), f"student.hidden={tuple(s.hidden)} must be positive ints "
          "(the widths of the MLP's hidden layers)")
+  _check(p, 0 <= s.dropout < 1 and (not s.dropout or s.name == "mlp"),
+         f"student.dropout={s.dropout} must lie in [0, 1) and is an option of the mlp student only "
+         f"(student.name='{s.name}')")
   _check(p, _positive_ints(s.channels), f"student.channels={tuple(s.channels)} must be positive "
          "ints (the CNN1D's channels per layer)")
   _check(p, 0 < s.bn_momentum < 1, f"student.bn_momentum={s.bn_momentum} must lie in (0, 1)")

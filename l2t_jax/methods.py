@@ -35,7 +35,7 @@ from l2t_jax import teacher as teacher_lib
 from l2t_jax.data import augment as augment_lib
 from l2t_jax.student_loss import StudentLoss
 from l2t_jax.students import Student
-from l2t_jax.teaching import CONTINUATIONS, Teaching, TeachingState
+from l2t_jax.teaching import CONTINUATIONS, Teaching, TeachingState, student_features
 from l2t_jax.unroll import (LossFn, StepStats, StudentState, UnrollOptions, ValFn, all_finite,
                             hypergradient, init_student_state, segment_objective, unroll)
 
@@ -83,10 +83,6 @@ def gather(x: jax.Array, y: jax.Array, idx: jax.Array) -> dict:
 def _mean_stats(*stats: StepStats) -> StepStats:
   steps = sum(s.loss.shape[0] for s in stats)
   return jax.tree_util.tree_map(lambda *xs: sum(x.sum() for x in xs) / steps, *stats)
-
-
-def _features(progress, train: StepStats, val) -> jax.Array:
-  return jnp.stack([progress, train.ce.mean(), val.loss, val.accuracy]).astype(jnp.float32)
 
 
 def uniform_guess_features(num_classes: int) -> jax.Array:
@@ -226,7 +222,7 @@ def dlf_method(segments: Segments, teacher: dlf.DLFTeacher,
     g_omega = _select(ok, g_omega, jax.tree_util.tree_map(jnp.zeros_like, g_omega))
     updates, opt_state = teacher_opt.update(g_omega, state.teacher.opt_state, omega)
     omega = optax.apply_updates(omega, updates)
-    features = _features(segments.progress(state.step), hg.train, hg.val)
+    features = student_features(segments.progress(state.step), hg)
     student_state, plain_stats = segments.unroll(
         dlf.dlf_loss, teacher.loss_params(omega, features), hg.student, data, plain_idx)
     c = state.counters
@@ -266,7 +262,7 @@ def dln_method(segments: Segments, loss: StudentLoss, teaching: Teaching,
     val_batch = segments.val_batch(data, val_idx)
     hg = segments.hypergradient(loss.loss, state.loss_params, state.student, data, seg_idx,
                                 val_batch, loss.tabulate)
-    features = _features(segments.progress(state.step), hg.train, hg.val)
+    features = student_features(segments.progress(state.step), hg)
     outcome = None
     if teaching.gradient == "reunroll":  # the same segment, re-run on the proposed DLN
       outcome = segments.objective(loss.loss, state.student, data, seg_idx, val_batch,

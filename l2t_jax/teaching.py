@@ -18,6 +18,7 @@ under one of two rules (`teacher.gradient`):
     state = teaching.init(rng, phi)
     # once per segment, with hg = hypergradient(..., phi, ...):
     phi, state, info = teaching.update(hg.grads, state, phi)
+    # (a teacher built with num_features=4 also takes student_features(progress, hg))
 
 A non-finite hypergradient or proposal leaves the loss parameters where they were; a non-finite
 teacher gradient leaves the teacher where it was; `TeachingInfo` says which happened.
@@ -34,7 +35,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from l2t_jax.teacher import LSTMTeacher, TeacherStep
-from l2t_jax.unroll import all_finite
+from l2t_jax.unroll import Hypergradient, all_finite
 
 TEACHER_GRADIENTS = ("window", "reunroll")  # the teacher's learning rule (module docstring)
 # With "reunroll", the student's trajectory may continue from the re-run instead of the first unroll.
@@ -68,6 +69,14 @@ class TeachingInfo(NamedTuple):
   teacher_skipped: jax.Array  # a teacher gradient was non-finite and dropped
   outcome_loss: jax.Array  # "reunroll": the validation loss of the re-run on the proposal
   outcome_aux: Any  # "reunroll": the outcome's auxiliary output; () otherwise
+
+
+def student_features(progress: jax.Array | float, hg: Hypergradient) -> jax.Array:
+  """The student-state features a teacher may take (`teacher.NUM_STATE_FEATURES`): the training
+  progress in [0, 1], and from the segment `hg`, its mean training cross-entropy and the
+  validation loss and accuracy after it."""
+  return jnp.stack([jnp.asarray(progress, jnp.float32), hg.train.ce.mean(), hg.val.loss,
+                    hg.val.accuracy]).astype(jnp.float32)
 
 
 def _select(pred, a, b):
