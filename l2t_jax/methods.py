@@ -157,9 +157,11 @@ class Segments(NamedTuple):
     return UnrollOptions(remat=remat, fetch=self.fetchers(data), axis_name=self.axis_name)
 
   def rng(self, indexed) -> jax.Array:
-    """The key of a segment's student randomness, from its first step number."""
+    """The key of a segment's student randomness, from its first step number (an empty segment,
+    when the interval equals K, gets one too: its scan is traced all the same)."""
     base = jax.random.fold_in(jax.random.PRNGKey(self.seed), STUDENT_RNG_STREAM)
-    return jax.random.fold_in(base, indexed[1][0])
+    steps = indexed[1]
+    return jax.random.fold_in(base, steps[0] if steps.shape[0] else 0)
 
   def hypergradient(self, loss_fn, loss_params, student_state, data, seg_idx, val_batch,
                     prepare=None):
@@ -174,9 +176,8 @@ class Segments(NamedTuple):
                              options=self.options(data, self.remat), rng=self.rng(seg_idx))
 
   def unroll(self, loss_fn, loss_params, student_state, data, idx):
-    rng = self.rng(idx) if idx[0].shape[0] else None  # (interval = K leaves no steps here)
     return unroll(self.student, self.optimizer, loss_fn, loss_params, student_state, idx,
-                  options=self.options(data), rng=rng)
+                  options=self.options(data), rng=self.rng(idx))
 
   def val_batch(self, data, val_idx):
     return gather(data["val_x"], data["val_y"], val_idx)
