@@ -31,7 +31,7 @@ def read_readme() -> str:
 def python_api_snippet(text: str) -> str:
   """The code block right after the snippet's marker comment; the marker must be there once."""
   assert text.count(SNIPPET_MARK) == 1, f"README.md must hold '{SNIPPET_MARK} ...' exactly once"
-  after = text[text.index(SNIPPET_MARK):].split("\n", 1)[1]
+  after = text[text.index(SNIPPET_MARK) :].split("\n", 1)[1]
   match = re.match(r"```python\n(.*?)\n```", after, re.S)
   assert match, "the marker comment must be followed directly by a ```python block"
   return match.group(1)
@@ -40,8 +40,10 @@ def python_api_snippet(text: str) -> str:
 def tree_distance(a, b) -> float:
   """The largest absolute difference between two pytrees of the same structure."""
   assert jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b)
-  return max(float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
-             for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
+  return max(
+    float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True)
+  )
 
 
 def test_python_api_snippet_runs_and_teaches():
@@ -82,8 +84,11 @@ def test_config_keys_the_readme_names_exist():
   text = read_readme()
   keys = set(re.findall(r"--config\.([a-z_][\w.]*)=", text))  # not the placeholder KEY
   sections = "|".join(k for k, v in default_config().items() if hasattr(v, "keys"))
-  keys |= {key for key in re.findall(rf"`((?:{sections})\.\w+)[=`]", text)
-           if key.rsplit(".", 1)[1] not in FILE_EXTENSIONS}  # `teacher.msgpack` is a file
+  keys |= {
+    key
+    for key in re.findall(rf"`((?:{sections})\.\w+)[=`]", text)
+    if key.rsplit(".", 1)[1] not in FILE_EXTENSIONS
+  }  # `teacher.msgpack` is a file
   assert {"method", "dln.item_kind", "data.split"} <= keys  # the patterns still find them
   config = default_config()
   unknown = []
@@ -117,12 +122,14 @@ def test_results_table_matches_the_suite_results():
     entry = results["tasks"][task]
     ce = entry["methods"]["ce"]
     assert cells[0] == f"{100 * ce['mean']:.2f} ({ce['learning_rate']:g})", task
-    for method, cell in zip(TABLE_METHODS[1:], cells[1:]):
+    for method, cell in zip(TABLE_METHODS[1:], cells[1:], strict=True):
       if method in entry.get("not_run", ()):
         assert cell == "not run", (task, method)
         continue
       r = entry["methods"][method]
-      assert cell == (f"{100 * r['mean']:.2f} ({r['gain_vs_ce']:+.2f}, "
-                      f"{r['wins_vs_ce']}/{len(r['test_accuracy'])})"), (task, method)
+      assert cell == (
+        f"{100 * r['mean']:.2f} ({r['gain_vs_ce']:+.2f}, "
+        f"{r['wins_vs_ce']}/{len(r['test_accuracy'])})"
+      ), (task, method)
   gains = next(r for r in rows if r[0] == "mean gain")[2:]
   assert gains == [f"{results['summary'][m]['mean_gain']:+.2f}" for m in TABLE_METHODS[1:]]
