@@ -24,25 +24,36 @@ DATASETS = ("cifar10", "cifar100")
 
 # The fields of `config.student` for each student of the tables.
 STUDENTS = {
-    "resnet8": dict(name="resnet", depth=8),
-    "resnet20": dict(name="resnet", depth=20),
-    "resnet32": dict(name="resnet", depth=32),
-    "wrn": dict(name="wrn", depth=28, widen_factor=10),
-    "densenet": dict(name="densenet", depth=100, growth_rate=12),
+  "resnet8": dict(name="resnet", depth=8),
+  "resnet20": dict(name="resnet", depth=20),
+  "resnet32": dict(name="resnet", depth=32),
+  "wrn": dict(name="wrn", depth=28, widen_factor=10),
+  "densenet": dict(name="densenet", depth=100, growth_rate=12),
 }
 
 # Each family's schedule: `config.optim` fields, the run's length and batch, and how often it is
 # evaluated and checkpointed.
 SCHEDULES = {
-    "resnet": dict(optim=dict(nesterov=False, weight_decay=1e-4, boundaries=(32_000, 48_000),
-                              decay_factor=0.1),
-                   steps=64_000, batch_size=128, every=2000),
-    "wrn": dict(optim=dict(nesterov=True, weight_decay=5e-4,
-                           boundaries=(23_400, 46_800, 62_400), decay_factor=0.2),
-                steps=78_000, batch_size=128, every=2000),
-    "densenet": dict(optim=dict(nesterov=True, weight_decay=1e-4, boundaries=(117_300, 175_950),
-                                decay_factor=0.1),
-                     steps=234_600, batch_size=64, every=4000),
+  "resnet": dict(
+    optim=dict(nesterov=False, weight_decay=1e-4, boundaries=(32_000, 48_000), decay_factor=0.1),
+    steps=64_000,
+    batch_size=128,
+    every=2000,
+  ),
+  "wrn": dict(
+    optim=dict(
+      nesterov=True, weight_decay=5e-4, boundaries=(23_400, 46_800, 62_400), decay_factor=0.2
+    ),
+    steps=78_000,
+    batch_size=128,
+    every=2000,
+  ),
+  "densenet": dict(
+    optim=dict(nesterov=True, weight_decay=1e-4, boundaries=(117_300, 175_950), decay_factor=0.1),
+    steps=234_600,
+    batch_size=64,
+    every=4000,
+  ),
 }
 
 # The CIFAR settings of the paper's classification tables, in its order.
@@ -55,8 +66,10 @@ def parse(setting: str, config_file: str = "configs/cifar.py") -> tuple[str, dic
   dataset, _, student = setting.partition("_")
   if dataset not in DATASETS or student not in STUDENTS:
     what = f"unknown CIFAR setting {setting!r}" if setting else "no CIFAR setting given"
-    raise ValueError(f"{what}; choose one of {', '.join(SETTINGS)} "
-                     f"after a colon, e.g. --config={config_file}:{SETTINGS[0]}")
+    raise ValueError(
+      f"{what}; choose one of {', '.join(SETTINGS)} "
+      f"after a colon, e.g. --config={config_file}:{SETTINGS[0]}"
+    )
   return dataset, dict(STUDENTS[student])
 
 

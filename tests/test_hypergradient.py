@@ -20,7 +20,7 @@ from l2t_jax.dln_table import make_table, table_loss
 from l2t_jax.students import from_linen
 from l2t_jax.students.mlp import MLP
 from l2t_jax.teacher import LSTMTeacher
-from l2t_jax.unroll import StudentState, hypergradient, unroll, validate_student
+from l2t_jax.unroll import StudentState, UnrollOptions, hypergradient, unroll, validate_student
 
 K, B, C, F_IN = 4, 6, 3, 5
 EPS = 1e-6
@@ -145,7 +145,8 @@ def test_rematerialisation_does_not_change_the_hypergradient(problem, policy):
     # 7 steps: sqrt remat runs 2 blocks of 3 and a tail of 1.
     batches = jax.tree_util.tree_map(lambda x: jnp.concatenate([x, x[:3]]), p["batches"])
     ref, got = (hypergradient(p["student"], p["optimizer"], p["dln"].loss, losses.cross_entropy,
-                              p["phi"], p["state"], batches, p["val"], remat=r)
+                              p["phi"], p["state"], batches, p["val"],
+                              options=UnrollOptions(remat=r))
                 for r in ("none", policy))
     chex.assert_trees_all_close(ref, got, rtol=1e-10, atol=1e-12)
     chex.assert_shape(ref.train.loss, (7,))

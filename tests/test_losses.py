@@ -7,7 +7,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from l2t_jax import losses
-from l2t_jax.config import VAL_OBJECTIVES
 
 
 def test_scale_free_ce_ignores_the_scale_and_shift_of_each_samples_logits():
@@ -45,7 +44,7 @@ def test_each_validation_objective_has_its_value_on_a_hand_case():
       # the fitted temperature makes the confidence the accuracy, 3/4: logits (ln 3, 0)
       "calibrated_ce": (3 * math.log(4 / 3) + math.log(4)) / 4,
   }
-  assert set(expected) == set(VAL_OBJECTIVES)
+  assert set(expected) == set(losses.VAL_OBJECTIVES)
   for name, value in expected.items():
     got = losses.validation_objective(name, k, temperature)(logits, labels)
     np.testing.assert_allclose(got, value, rtol=1e-5, err_msg=name)

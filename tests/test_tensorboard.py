@@ -26,8 +26,7 @@ def scalars(workdir) -> dict[str, list[tuple[int, float]]]:
   """Every scalar TensorBoard reads from `workdir/tensorboard`: tag -> [(step, value)]."""
   events = EventAccumulator(os.path.join(workdir, "tensorboard"), size_guidance={"scalars": 0})
   events.Reload()
-  return {tag: [(e.step, e.value) for e in events.Scalars(tag)]
-          for tag in events.Tags()["scalars"]}
+  return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
 
 
 def expected(workdir) -> dict[str, list[tuple[int, float]]]:
@@ -78,6 +77,9 @@ def test_a_resumed_run_shows_each_step_once_and_every_exit_closes_the_writer(tmp
 def test_tensorboard_needs_a_workdir():
   config = small_config("ce", steps=20)
   config.train.tensorboard = True
-  with pytest.raises(ConfigError, match=r"train.tensorboard=True writes event files in the "
-                                        r"workdir, and there is none"):
+  with pytest.raises(
+    ConfigError,
+    match=r"train.tensorboard=True writes event files in the "
+    r"workdir, and there is none",
+  ):
     train(config, log=quiet)
