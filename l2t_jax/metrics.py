@@ -44,8 +44,8 @@ def make_evaluator(student: Student, batch_size: int):
     correct, total = 0.0, 0.0
     for i in range(0, n + pad, batch_size):
       s = slice(i, i + batch_size)
-      c, l = batch_sums(params, model_state, xp[s], yp[s], mask[s])
-      correct, total = correct + c, total + l
+      c, n_batch = batch_sums(params, model_state, xp[s], yp[s], mask[s])
+      correct, total = correct + c, total + n_batch
     correct, total = jax.device_get((correct, total))
     return {"accuracy": float(correct) / n, "loss": float(total) / n}
 

@@ -7,7 +7,6 @@ import sys
 import ml_collections
 import pytest
 
-from conftest import small_config
 from l2t_jax.config import ConfigError, default_config, validate
 
 
