@@ -10,18 +10,15 @@ import os
 import ml_collections
 import numpy as np
 
+from configs import cifar
 from l2t_jax.data import Dataset, Split
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_DIR = os.path.join(ROOT, "configs")
 
-# The settings of the paper's classification tables: one config file each in configs/.
-PAPER_CONFIGS = (
-    "mnist_mlp", "mnist_lenet",
-    "cifar10_resnet8", "cifar10_resnet20", "cifar10_resnet32", "cifar10_wrn", "cifar10_densenet",
-    "cifar100_resnet8", "cifar100_resnet20", "cifar100_resnet32", "cifar100_wrn",
-    "cifar100_densenet",
-)
+# The settings of the paper's classification tables: MNIST's two have a config file each, CIFAR's
+# are the settings of configs/cifar.py (configs/cifar.py:NAME).
+PAPER_CONFIGS = ("mnist_mlp", "mnist_lenet", *cifar.SETTINGS)
 
 # The smallest member of each family, which compiles in seconds on a CPU: ResNet-8 for the CIFAR
 # ResNets, WRN-10-2 for WRN-28-10, DenseNet-BC-10 (one layer per block) for DenseNet-BC-100.
@@ -29,21 +26,37 @@ SMOKE_ARCHITECTURE = {"resnet": dict(depth=8), "wrn": dict(depth=10, widen_facto
                       "densenet": dict(depth=10)}
 
 
+def config_argument(name: str) -> str | None:
+  """What `--config=` takes for the experiment `name`: `configs/NAME.py`, or for a CIFAR setting
+  `configs/cifar.py:NAME` (`reference_NAME`: `configs/reference_cifar.py:NAME`); None when there
+  is no such experiment."""
+  if os.path.exists(os.path.join(CONFIG_DIR, f"{name}.py")):
+    return os.path.join(CONFIG_DIR, f"{name}.py")
+  reference = name.startswith("reference_")
+  setting = name.removeprefix("reference_")
+  if setting in cifar.SETTINGS:
+    return os.path.join(CONFIG_DIR, f"{'reference_' if reference else ''}cifar.py:{setting}")
+  return None
+
+
 def load_config(name: str) -> ml_collections.ConfigDict:
-  """`configs/<name>.py`'s `get_config()`."""
-  path = os.path.join(CONFIG_DIR, f"{name}.py")
-  if not os.path.exists(path):
-    raise ValueError(f"no config '{name}' ({path}); known: {', '.join(PAPER_CONFIGS)}")
-  return config_from_file(path)
+  """The config of the experiment `name` (a file in configs/ or a CIFAR setting: see
+  `config_argument`)."""
+  argument = config_argument(name)
+  if argument is None:
+    raise ValueError(f"no config '{name}' in {CONFIG_DIR}; the paper's: {', '.join(PAPER_CONFIGS)}")
+  return config_from_file(argument)
 
 
-def config_from_file(path: str) -> ml_collections.ConfigDict:
-  """The `get_config()` of the config file at `path`."""
+def config_from_file(argument: str) -> ml_collections.ConfigDict:
+  """The config that `--config=argument` gives: `get_config()` of the file, or `get_config(arg)`
+  for `PATH:arg`."""
+  path, *arg = argument.split(":", 1)
   name = os.path.splitext(os.path.basename(path))[0]
   spec = importlib.util.spec_from_file_location(f"configs.{name}", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  return module.get_config()
+  return module.get_config(*arg)
 
 
 def smoke_config(config: ml_collections.ConfigDict, small_architecture: bool = True,

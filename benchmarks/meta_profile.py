@@ -34,41 +34,52 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from l2t_jax import dln as dln_lib, dln_table, loop, losses, optim  # noqa: E402
+from l2t_jax import build, dln as dln_lib, dln_table, losses  # noqa: E402
 from benchmarks import speed  # noqa: E402
 from l2t_jax.data import load_dataset  # noqa: E402
+from l2t_jax.methods import dln_method as dln_method_of  # noqa: E402
+from l2t_jax.student_loss import FunctionLoss  # noqa: E402
 
-KINDS = (("save residual", r"dynamic-update-slice"), ("read residual", r"dynamic-slice"),
-         ("matmul", r"^(dot|ynn|custom-call|convolution)"), ("gather", r"gather"),
-         ("scatter", r"scatter"), ("transcendental", r"exponential|log|tanh|logistic|power"))
+KINDS = (
+  ("save residual", r"dynamic-update-slice"),
+  ("read residual", r"dynamic-slice"),
+  ("matmul", r"^(dot|ynn|custom-call|convolution)"),
+  ("gather", r"gather"),
+  ("scatter", r"scatter"),
+  ("transcendental", r"exponential|log|tanh|logistic|power"),
+)
 WRAPPERS = re.compile(r"^(while|cond|\$|end:)|Thunk|::|Pjit|PjRt|ParseArguments")
 
 
 def dln_method(loss_fn, tabulate: bool = True):
-  """`loop.dln_method` of the run's config with the learned loss `loss_fn`, on the tabulated DLN
-  (`tabulate`) or on the DLN parameters themselves."""
+  """`methods.dln_method` of the run's config with the learned loss `loss_fn` of the DLN's
+  parameters, tabulated once a segment (`tabulate`) or not."""
+
   def make(run):
     config = run.config
-    setup = loop.make_setup(config, run.student, run.optimizer, run.dataset.num_classes)
+    segments = build.make_segments(config, run.student, run.optimizer, run.dataset.num_classes)
     dln = dln_lib.make_dln(config.dln)
-    prepare = None
+    tabulate_fn = None
     if tabulate:
-      prepare = lambda phi: dln_table.make_table(  # noqa: E731
-          dln, phi, config.dln.table_size, config.dln.slope_bound, config.dln.slope_floor)
-    return loop.dln_method(setup, dln.init, loss_fn, loop.make_teacher(config.teacher),
-                           optim.teacher_optimizer(config.teacher.learning_rate,
-                                                   config.teacher.grad_clip), prepare)
+      tabulate_fn = lambda phi: dln_table.make_table(  # noqa: E731
+        dln, phi, config.dln.table_size, config.dln.slope_bound, config.dln.slope_floor
+      )
+    return dln_method_of(
+      segments, FunctionLoss(dln.init, loss_fn, tabulate_fn), build.make_teaching(config)
+    )
+
   return make
 
 
 SUBJECTS = {
-    "floor": speed.floor_method,
-    "floor_dln_teacher": dln_method(
-        lambda phi, z, y: dln_table.effective_skip(phi) * losses.cross_entropy(z, y),
-        tabulate=False),
-    "autodiff": dln_method(
-        lambda table, z, y: dln_table.table_item_values(table, z, y).sum(-1).mean()),
-    "written_out": dln_method(dln_table.table_loss),
+  "floor": speed.floor_method,
+  "floor_dln_teacher": dln_method(
+    lambda phi, z, y: dln_table.effective_skip(phi) * losses.cross_entropy(z, y), tabulate=False
+  ),
+  "autodiff": dln_method(
+    lambda table, z, y: dln_table.table_item_values(table, z, y).sum(-1).mean()
+  ),
+  "written_out": dln_method(dln_table.table_loss),
 }
 
 
@@ -92,8 +103,9 @@ def profile(subjects: dict, rounds: int, trace_dir: str, percentile: float) -> d
         s.time_per_step()
   path = glob.glob(os.path.join(trace_dir, "**", "*.trace.json.gz"), recursive=True)[0]
   events = [e for e in json.load(gzip.open(path))["traceEvents"] if e.get("ph") == "X"]
-  windows = sorted((e["ts"], e["ts"] + e["dur"]) for e in events
-                   if e["name"].endswith("time_per_step"))
+  windows = sorted(
+    (e["ts"], e["ts"] + e["dur"]) for e in events if e["name"].endswith("time_per_step")
+  )
   if len(windows) != len(order):
     raise RuntimeError(f"found {len(windows)} timed passes in the trace, expected {len(order)}")
   starts = np.array([a for a, _ in windows])
@@ -113,8 +125,13 @@ def profile(subjects: dict, rounds: int, trace_dir: str, percentile: float) -> d
 def summarize(costs: dict) -> dict:
   out = {}
   for key, thunks in costs.items():
-    row = {"total_us": 0.0, "per_step_us": 0.0, "per_segment_us": 0.0, "per_step_thunks": 0.0,
-           "per_step_by_kind_us": collections.Counter()}
+    row = {
+      "total_us": 0.0,
+      "per_step_us": 0.0,
+      "per_segment_us": 0.0,
+      "per_step_thunks": 0.0,
+      "per_step_by_kind_us": collections.Counter(),
+    }
     for name, (us, calls) in thunks.items():
       row["total_us"] += us
       if calls >= 0.5:  # runs every student step
@@ -131,13 +148,20 @@ def summarize(costs: dict) -> dict:
 def table(summary: dict) -> str:
   floor = summary["floor"]["total_us"]
   kinds = [k for k, _ in KINDS] + ["other"]
-  lines = ["| subject | µs / student step | / floor | every step (thunks) | once a segment | "
-           + " | ".join(kinds) + " |", "|---" * (5 + len(kinds)) + "|"]
+  lines = [
+    "| subject | µs / student step | / floor | every step (thunks) | once a segment | "
+    + " | ".join(kinds)
+    + " |",
+    "|---" * (5 + len(kinds)) + "|",
+  ]
   for key, r in summary.items():
-    lines.append(f"| {key} | {r['total_us']:.0f} | {r['total_us'] / floor:.2f} | "
-                 f"{r['per_step_us']:.0f} ({r['per_step_thunks']:.0f}) | "
-                 f"{r['per_segment_us']:.0f} | "
-                 + " | ".join(f"{r['per_step_by_kind_us'].get(k, 0.0):.0f}" for k in kinds) + " |")
+    lines.append(
+      f"| {key} | {r['total_us']:.0f} | {r['total_us'] / floor:.2f} | "
+      f"{r['per_step_us']:.0f} ({r['per_step_thunks']:.0f}) | "
+      f"{r['per_segment_us']:.0f} | "
+      + " | ".join(f"{r['per_step_by_kind_us'].get(k, 0.0):.0f}" for k in kinds)
+      + " |"
+    )
   return "\n".join(lines)
 
 
@@ -155,18 +179,26 @@ def main(argv=None) -> dict:
   subjects = {}
   for key, method in SUBJECTS.items():
     config = seg.copy_and_resolve_references()
-    subjects[key] = speed.Subject(config, dataset,
-                                  speed.cycles_for(config, args.steps_per_repeat, args.rounds + 1),
-                                  method)
+    subjects[key] = speed.Subject(
+      config, dataset, speed.cycles_for(config, args.steps_per_repeat, args.rounds + 1), method
+    )
   os.makedirs(args.out, exist_ok=True)
   costs = profile(subjects, args.rounds, os.path.join(args.out, "trace"), args.percentile)
   summary = summarize(costs)
   with open(os.path.join(args.out, "profile.json"), "w") as f:
-    json.dump({"device": jax.devices()[0].device_kind, "percentile": args.percentile,
-               "rounds": args.rounds, "unroll_steps": base.meta.unroll_steps,
-               "batch_size": base.train.batch_size, "subjects": summary,
-               "thunks": {k: dict(sorted(v.items(), key=lambda x: -x[1][0])) for k, v in
-                          costs.items()}}, f, indent=2)
+    json.dump(
+      {
+        "device": jax.devices()[0].device_kind,
+        "percentile": args.percentile,
+        "rounds": args.rounds,
+        "unroll_steps": base.meta.unroll_steps,
+        "batch_size": base.train.batch_size,
+        "subjects": summary,
+        "thunks": {k: dict(sorted(v.items(), key=lambda x: -x[1][0])) for k, v in costs.items()},
+      },
+      f,
+      indent=2,
+    )
   print(table(summary))
   return summary
 

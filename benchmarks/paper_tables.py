@@ -5,9 +5,12 @@
   python benchmarks/paper_tables.py --reference   # adds L2T-DLN under the authors' protocol
   python benchmarks/paper_tables.py --smoke   # a few steps on tfds.testing.mock_data, CPU
 
-`--reference` (and `--smoke`, by default) adds the row `l2t_dln_reference`: for a setting NAME,
-the run of `configs/reference_NAME.py`, the same student under the authors' protocol
-(`l2t_jax/reference.py`); settings without such a file have no cell in that row.
+Settings are named as in `benchmarks.common.PAPER_CONFIGS`: `mnist_mlp` and `mnist_lenet` (their
+files in configs/) and the CIFAR settings of `configs/cifar.py` (`cifar10_resnet8`, ...,
+`cifar100_densenet`). `--reference` (and `--smoke`, by default) adds the row `l2t_dln_reference`:
+for a setting NAME, the run of `configs/reference_cifar.py:NAME` (or `configs/reference_NAME.py`),
+the same student under the authors' protocol (`l2t_jax/reference.py`); settings without such a
+config have no cell in that row.
 
 Every (config, method, seed) is one `l2t_jax.train.train` run in its own workdir
 (`WORKDIR/<config>/<method>/seed<k>`), checkpointed as its config says: rerunning the command
@@ -27,10 +30,10 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.common import (CONFIG_DIR, PAPER_CONFIGS, finished_summary,  # noqa: E402
+from benchmarks.common import (PAPER_CONFIGS, config_argument, finished_summary,  # noqa: E402
                                load_config, smoke_config)
 
-REFERENCE = "l2t_dln_reference"  # L2T-DLN under the authors' protocol: configs/reference_NAME.py
+REFERENCE = "l2t_dln_reference"  # L2T-DLN under the authors' protocol: reference_NAME
 METHODS = ("ce", "l2t_dlf", "l2t_dln", REFERENCE)
 DEFAULT_METHODS = ("ce", "l2t_dlf", "l2t_dln")
 METHOD_NAMES = {"ce": "Cross entropy", "l2t_dlf": "L2T-DLF", "l2t_dln": "L2T-DLN",
@@ -85,15 +88,15 @@ def format_tables(tabs: dict[str, dict]) -> str:
 
 
 def method_config(name: str, method: str):
-  """The config that `method` runs for the setting `name`: `configs/NAME.py` with its method set,
-  or for the reference row `configs/reference_NAME.py` (None when there is none)."""
+  """The config that `method` runs for the setting `name` (`configs/NAME.py` or
+  `configs/cifar.py:NAME`) with its method set, or for the reference row `reference_NAME`
+  (`configs/reference_NAME.py` or `configs/reference_cifar.py:NAME`; None when there is none)."""
   if method != REFERENCE:
     config = load_config(name)
     config.method = method
     return config
   reference = f"reference_{name}"
-  return load_config(reference) if os.path.exists(os.path.join(CONFIG_DIR, f"{reference}.py")) \
-      else None
+  return load_config(reference) if config_argument(reference) is not None else None
 
 
 def run_one(config, workdir: str, log) -> dict:
@@ -106,13 +109,13 @@ def run_one(config, workdir: str, log) -> dict:
 def main(argv=None) -> dict:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--configs", default=None,
-                      help=f"comma-separated names in configs/ (default: all of {PAPER_CONFIGS}; "
+                      help=f"comma-separated setting names (default: all of {PAPER_CONFIGS}; "
                            f"with --smoke: {SMOKE_CONFIGS})")
   parser.add_argument("--methods", default=None,
                       help=f"comma-separated, of {METHODS} (default: {DEFAULT_METHODS}; with "
                            "--smoke all of them)")
   parser.add_argument("--reference", action="store_true",
-                      help=f"add the row {REFERENCE}: configs/reference_NAME.py for each setting")
+                      help=f"add the row {REFERENCE}: the authors' protocol for each setting")
   parser.add_argument("--seeds", default="0")
   parser.add_argument("--data_dir", default="", help="TFDS data directory (default: TFDS's own)")
   parser.add_argument("--workdir", default="runs/paper_tables")
@@ -144,7 +147,7 @@ def main(argv=None) -> dict:
       for method in methods:
         base = method_config(name, method)
         if base is None:
-          print(f"== {name} / {method}: no configs/reference_{name}.py, no run", flush=True)
+          print(f"== {name} / {method}: no reference_{name} config, no run", flush=True)
           continue
         for seed in seeds:
           config = smoke_config(base) if args.smoke else copy.deepcopy(base)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -63,6 +63,7 @@ def versions() -> dict:
 @dataclasses.dataclass(frozen=True)
 class Setting:
   """Everything the peer computes, read from one of our configs."""
+
   input_dim: int
   num_classes: int
   hidden: tuple[int, ...]
@@ -95,24 +96,39 @@ class Setting:
   def from_config(cls, config, input_dim: int, num_classes: int, val_batch_size: int) -> "Setting":
     c = config
     return cls(
-        input_dim=input_dim, num_classes=num_classes, hidden=tuple(c.student.hidden),
-        learning_rate=float(c.optim.learning_rate), momentum=float(c.optim.momentum),
-        batch_size=c.train.batch_size, val_batch_size=val_batch_size,
-        unroll_steps=c.meta.unroll_steps, teacher_every=c.meta.teacher_every,
-        val_objective=c.meta.val_objective, item_kind=c.dln.item_kind,
-        dln_network=c.dln.network, dln_features=tuple(c.dln.features),
-        dln_hidden=tuple(c.dln.hidden), dln_activation=c.dln.activation,
-        skip_init=float(c.dln.skip_init), learn_scale=bool(c.dln.learn_scale),
-        log_clip=float(c.dln.log_clip), teacher_network=c.teacher.network,
-        teacher_hidden=c.teacher.hidden, teacher_layers=c.teacher.layers,
-        state_features=bool(c.teacher.state_features), output_scale=float(c.teacher.output_scale),
-        preprocess_p=float(c.teacher.preprocess_p),
-        teacher_learning_rate=float(c.teacher.learning_rate), grad_clip=float(c.teacher.grad_clip),
-        gradient=c.teacher.gradient)
+      input_dim=input_dim,
+      num_classes=num_classes,
+      hidden=tuple(c.student.hidden),
+      learning_rate=float(c.optim.learning_rate),
+      momentum=float(c.optim.momentum),
+      batch_size=c.train.batch_size,
+      val_batch_size=val_batch_size,
+      unroll_steps=c.meta.unroll_steps,
+      teacher_every=c.meta.teacher_every,
+      val_objective=c.meta.val_objective,
+      item_kind=c.dln.item_kind,
+      dln_network=c.dln.network,
+      dln_features=tuple(c.dln.features),
+      dln_hidden=tuple(c.dln.hidden),
+      dln_activation=c.dln.activation,
+      skip_init=float(c.dln.skip_init),
+      learn_scale=bool(c.dln.learn_scale),
+      log_clip=float(c.dln.log_clip),
+      teacher_network=c.teacher.network,
+      teacher_hidden=c.teacher.hidden,
+      teacher_layers=c.teacher.layers,
+      state_features=bool(c.teacher.state_features),
+      output_scale=float(c.teacher.output_scale),
+      preprocess_p=float(c.teacher.preprocess_p),
+      teacher_learning_rate=float(c.teacher.learning_rate),
+      grad_clip=float(c.teacher.grad_clip),
+      gradient=c.teacher.gradient,
+    )
 
 
 def _student(s: Setting):
   import torch
+
   layers, width = [], s.input_dim
   for h in s.hidden:
     layers += [torch.nn.Linear(width, h), torch.nn.ReLU()]
@@ -124,6 +140,7 @@ def init_dln(s: Setting, generator) -> dict:
   """DLN parameters as `l2t_jax.dln` lays them out: ce_residual, a zero output layer behind the
   cross-entropy skip path; free, bias-free He-normal (fan-out) layers."""
   import torch
+
   phi, width = {}, len(s.dln_features) if s.item_kind == "one_vs_rest" else 4
   free = s.dln_network == "free"
   for i, h in enumerate(s.dln_hidden):
@@ -132,8 +149,9 @@ def init_dln(s: Setting, generator) -> dict:
     if not free:
       phi[f"b{i}"] = torch.zeros(h)
     width = h
-  phi["w_out"] = torch.randn(width, 1, generator=generator) * math.sqrt(2.0) if free \
-      else torch.zeros(width, 1)
+  phi["w_out"] = (
+    torch.randn(width, 1, generator=generator) * math.sqrt(2.0) if free else torch.zeros(width, 1)
+  )
   if not free:
     phi["b_out"] = torch.zeros(1)
     phi["skip"] = torch.tensor(s.skip_init)
@@ -144,10 +162,15 @@ def init_dln(s: Setting, generator) -> dict:
 
 def _item_features(s: Setting, log_p, y):
   import torch
+
   clipped = log_p.clamp(-s.log_clip, 0.0)
-  table = {"log_p": lambda: clipped, "p": lambda: log_p.exp(), "y": lambda: y,
-           "y_log_p": lambda: y * clipped,
-           "log_1mp": lambda: torch.log1p(-log_p.clamp(max=LOG_P_CAP).exp()).clamp(-s.log_clip, 0.0)}
+  table = {
+    "log_p": lambda: clipped,
+    "p": lambda: log_p.exp(),
+    "y": lambda: y,
+    "y_log_p": lambda: y * clipped,
+    "log_1mp": lambda: torch.log1p(-log_p.clamp(max=LOG_P_CAP).exp()).clamp(-s.log_clip, 0.0),
+  }
   return torch.stack([table[n]() for n in s.dln_features], -1)
 
 
@@ -155,8 +178,12 @@ def dln_loss(s: Setting, phi: dict, logits, y):
   """The DLN loss of `l2t_jax.dln.DLN.loss` on logits and one-hot targets `y`, every item
   evaluated by the network."""
   import torch
-  act = torch.tanh if s.dln_activation == "tanh" else \
-      (lambda x: torch.nn.functional.leaky_relu(x, LEAKY_RELU_SLOPE))
+
+  act = (
+    torch.tanh
+    if s.dln_activation == "tanh"
+    else (lambda x: torch.nn.functional.leaky_relu(x, LEAKY_RELU_SLOPE))
+  )
   if s.item_kind == "one_vs_one":
     p = torch.sigmoid(logits)
     wrong = 1.0 - y
@@ -183,6 +210,7 @@ def val_objective(s: Setting, logits, labels, newton_steps: int = 10):
   the batch (Newton's method from 1, steps clipped to halving or doubling; no gradient through
   it), as `l2t_jax.losses.calibrated_ce`."""
   import torch
+
   ce = torch.nn.functional.cross_entropy
   if s.val_objective == "ce":
     return ce(logits, labels)
@@ -193,7 +221,7 @@ def val_objective(s: Setting, logits, labels, newton_steps: int = 10):
     p = torch.softmax(b * z, -1)
     mean_z = (p * z).sum(-1)
     slope = (mean_z - z_y).mean()
-    curvature = ((p * z * z).sum(-1) - mean_z ** 2).mean()
+    curvature = ((p * z * z).sum(-1) - mean_z**2).mean()
     b = torch.clamp(b - slope / curvature.clamp(min=1e-12), 0.5 * b, 2.0 * b)
   return ce(b * logits, labels)
 
@@ -201,6 +229,7 @@ def val_objective(s: Setting, logits, labels, newton_steps: int = 10):
 def preprocess(g, p: float):
   """`l2t_jax.teacher.preprocess_gradient`: `(log|g|/p, sign g)` or `(-1, e^p g)`."""
   import torch
+
   big = g.abs() >= math.exp(-p)
   first = torch.where(big, g.abs().clamp(min=1e-30).log() / p, -torch.ones_like(g))
   second = torch.where(big, g.sign(), math.exp(p) * g)
@@ -213,6 +242,7 @@ class Teacher:
 
   def __init__(self, s: Setting):
     import torch
+
     widths = [s.teacher_hidden] * s.teacher_layers
     if s.teacher_network == "stacked_cells":
       widths[-1] = 1
@@ -226,18 +256,23 @@ class Teacher:
 
   def zero_memory(self, n: int):
     import torch
+
     return [(torch.zeros(n, w), torch.zeros(n, w)) for w in self.widths]
 
   def __call__(self, g, features, memory, params=None):
     """`(update, memory)` for the flat DLN gradient `g`; `params` runs the cells functionally."""
     import torch
+
     x = preprocess(g, self.s.preprocess_p)
     if self.s.state_features:
       x = torch.cat([x, features.expand(g.shape[0], 4)], -1)
-    call = (lambda m, *a: m(*a)) if params is None else \
-        (lambda m, *a: torch.func.functional_call(m, params[id(m)], a))
+    call = (
+      (lambda m, *a: m(*a))
+      if params is None
+      else (lambda m, *a: torch.func.functional_call(m, params[id(m)], a))
+    )
     new_memory, h = [], x
-    for cell, state in zip(self.module[:len(self.widths)], memory):
+    for cell, state in zip(self.module[: len(self.widths)], memory):
       hc = call(cell, h, state)
       new_memory.append(hc)
       h = hc[0]
@@ -251,13 +286,14 @@ class Teacher:
 
 def _flat(d: dict):
   import torch
+
   return torch.cat([v.reshape(-1) for v in d.values()])
 
 
 def _unflat(flat, like: dict) -> dict:
   out, i = {}, 0
   for k, v in like.items():
-    out[k] = flat[i:i + v.numel()].reshape(v.shape)
+    out[k] = flat[i : i + v.numel()].reshape(v.shape)
     i += v.numel()
   return out
 
@@ -265,15 +301,25 @@ def _unflat(flat, like: dict) -> dict:
 class Peer:
   """One peer subject: prepared cycles of batch indices, timed like `speed.Subject`."""
 
-  def __init__(self, s: Setting, mode: str, data: dict, train_idx: Sequence[np.ndarray],
-               val_idx: Sequence[np.ndarray], seed: int = 0):
+  def __init__(
+    self,
+    s: Setting,
+    mode: str,
+    data: dict,
+    train_idx: Sequence[np.ndarray],
+    val_idx: Sequence[np.ndarray],
+    seed: int = 0,
+  ):
     import torch
+
     if mode not in MODES:
       raise ValueError(f"mode '{mode}' is not one of {MODES}")
     torch.manual_seed(seed)
     self.s, self.mode = s, mode
-    self.x = {k: torch.as_tensor(np.asarray(v, np.int64 if k.endswith("_y") else np.float32))
-              for k, v in data.items()}
+    self.x = {
+      k: torch.as_tensor(np.asarray(v, np.int64 if k.endswith("_y") else np.float32))
+      for k, v in data.items()
+    }
     self.train_idx = [torch.tensor(np.asarray(t), dtype=torch.long) for t in train_idx]
     self.val_idx = [torch.tensor(np.asarray(v), dtype=torch.long) for v in val_idx]
     self.interval = self.train_idx[0].shape[0]
@@ -283,11 +329,13 @@ class Peer:
     self.momentum = {k: torch.zeros_like(v) for k, v in self.params.items()}
     self.phi = init_dln(s, torch.Generator().manual_seed(seed))
     self.teacher = Teacher(s)
-    self.teacher_opt = torch.optim.Adam(self.teacher.module.parameters(),
-                                        lr=s.teacher_learning_rate)
+    self.teacher_opt = torch.optim.Adam(
+      self.teacher.module.parameters(), lr=s.teacher_learning_rate
+    )
     self.memory = self.teacher.zero_memory(_flat(self.phi).numel())
-    self.features = torch.tensor([0.0, math.log(s.num_classes), math.log(s.num_classes),
-                                  1.0 / s.num_classes])
+    self.features = torch.tensor(
+      [0.0, math.log(s.num_classes), math.log(s.num_classes), 1.0 / s.num_classes]
+    )
     self.window = []  # (memory before the step, its gradient, its features) per teacher step
     self.outcomes = []  # the validation gradient measured after each of those steps
     self.compile_seconds = 0.0
@@ -299,12 +347,13 @@ class Peer:
 
   def _one_hot(self, labels):
     import torch
+
     return torch.nn.functional.one_hot(labels, self.s.num_classes).float()
 
   def _func_unroll(self, phi, params, momentum, idx_rows):
     """K differentiable SGD steps with torch.func; returns the final params and momentum."""
-    import torch
     from torch.func import functional_call, grad
+
     s = self.s
 
     def loss(p, x, y):
@@ -320,16 +369,16 @@ class Peer:
   def _func_meta(self, phi, idx_rows, val_idx):
     """Validation loss after the unroll from the current student, as a function of `phi`."""
     from torch.func import functional_call
+
     params, momentum = self._func_unroll(phi, self.params, self.momentum, idx_rows)
     vx, vy = self.x["val_x"][val_idx], self.x["val_y"][val_idx]
-    return val_objective(self.s, functional_call(self.model, params, (vx,)), vy), \
-        (params, momentum)
+    return val_objective(self.s, functional_call(self.model, params, (vx,)), vy), (params, momentum)
 
   def _higher_meta(self, phi, idx_rows, val_idx, keep: bool):
     """The same with `higher`: the validation loss (its graph reaches `phi`) and, with `keep`,
     the unrolled student copied back as the student's state."""
     import higher
-    import torch
+
     self.model.load_state_dict(self.params)
     if self.s.momentum:  # zero at the start: the first step's buffer is then its gradient
       for p, k in zip(self.model.parameters(), self.params):
@@ -344,14 +393,18 @@ class Peer:
         names = [k for k, _ in self.model.named_parameters()]
         final = dict(zip(names, (p.detach() for p in fmodel.parameters())))
         state = diffopt.state[0]
-        buffers = {names[i]: state[i]["momentum_buffer"].detach() for i in range(len(names))
-                   if "momentum_buffer" in state[i]}
+        buffers = {
+          names[i]: state[i]["momentum_buffer"].detach()
+          for i in range(len(names))
+          if "momentum_buffer" in state[i]
+        }
         return val, (final, buffers)
       return val, None
 
   def _hypergradient(self, idx_rows, val_idx):
     """`(g, val_loss, (params, momentum))`: d L_val / d phi through the K steps."""
     import torch
+
     if self.mode == "func":
       from torch.func import grad
 
@@ -369,6 +422,7 @@ class Peer:
   # -- one cycle -------------------------------------------------------------------------------
   def _ce_cycle(self, idx_rows):
     import torch
+
     for idx in idx_rows:
       x, y = self._batch(idx)
       self.opt.zero_grad()
@@ -377,6 +431,7 @@ class Peer:
 
   def _window_cycle(self, idx_rows, val_idx):
     import torch
+
     s = self.s
     g, val, (self.params, self.momentum) = self._hypergradient(idx_rows, val_idx)
     g = _flat(g)
@@ -404,10 +459,12 @@ class Peer:
   def _reunroll_cycle(self, idx_rows, val_idx):
     """The authors' meta-iteration: hypergradient, proposal, second unroll into the teacher."""
     import torch
+
     g, val, _ = self._hypergradient(idx_rows, val_idx)
     g, phi_flat = _flat(g), _flat(self.phi)
     if self.mode == "func":
       from torch.func import grad
+
       params = self.teacher.named_params()
 
       def second(p):
@@ -423,7 +480,8 @@ class Peer:
     else:
       update, memory = self.teacher(g, self.features, self.memory)
       loss, (self.params, self.momentum) = self._higher_meta(
-          _unflat(phi_flat + update, self.phi), idx_rows, val_idx, keep=True)
+        _unflat(phi_flat + update, self.phi), idx_rows, val_idx, keep=True
+      )
       self.teacher_opt.zero_grad()
       loss.backward()
       update = update.detach()

@@ -26,6 +26,8 @@ from l2t_jax.config import ConfigError
 USAGE_ERROR = 2  # a config, a workdir or the disk: the message says what to change
 DIVERGED = 3  # the student's loss became NaN or infinite
 EXAMPLE_CONFIG = "configs/mnist1d_mlp.py"
+# How ml_collections starts the message of an exception raised inside a config's get_config().
+CONFIG_FILE_ERROR = "Error whilst parsing config file"
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, f"Path to an experiment config file, e.g. {EXAMPLE_CONFIG}; its keys can "
@@ -154,7 +156,11 @@ def _parse_flags(argv):
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:
-    _fail(f"{e}. Pass --helpfull to see the flags.", debug="--debug" in argv)
+    text = str(e)
+    if CONFIG_FILE_ERROR in text and "--debug" not in argv:
+      # get_config refused its argument (e.g. configs/cifar.py:NAME): its message, not the trace
+      _fail(f"--config={_config_path(argv)[1]}: {text.strip().splitlines()[-1]}")
+    _fail(f"{text}. Pass --helpfull to see the flags.", debug="--debug" in argv)
   except (KeyError, AttributeError) as e:
     text = str(e.args[0] if e.args else e)
     if "get_config" in text:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 from typing import Any
 
 import jax
@@ -13,7 +14,8 @@ import numpy as np
 import optax
 
 from l2t_jax.students import Student
-from l2t_jax.workdir import OVERWRITE_HINT, WorkdirError, naming
+from l2t_jax.config import ConfigError
+from l2t_jax.workdir import OVERWRITE_HINT, TENSORBOARD_DIR, WorkdirError, naming
 
 # Fields that measure the machine rather than the run; everything else is deterministic.
 TIMING_KEYS = ("steps_per_second", "elapsed_seconds")
@@ -42,8 +44,8 @@ def make_evaluator(student: Student, batch_size: int):
     correct, total = 0.0, 0.0
     for i in range(0, n + pad, batch_size):
       s = slice(i, i + batch_size)
-      c, l = batch_sums(params, model_state, xp[s], yp[s], mask[s])
-      correct, total = correct + c, total + l
+      c, n_batch = batch_sums(params, model_state, xp[s], yp[s], mask[s])
+      correct, total = correct + c, total + n_batch
     correct, total = jax.device_get((correct, total))
     return {"accuracy": float(correct) / n, "loss": float(total) / n}
 
@@ -76,16 +78,45 @@ def json_dumps(obj: Any, **kwargs) -> str:
   return json.dumps(json_safe(obj), allow_nan=False, **kwargs)
 
 
+class TensorBoardWriter:
+  """Records as TensorBoard scalars in `logdir`: every finite number of a record is the scalar
+  `KIND/FIELD` at the record's step (`train/train_loss`, `eval/test_accuracy`, ...). Written with
+  tensorboardX, which needs no TensorFlow; each record is flushed to disk."""
+
+  def __init__(self, logdir: str):
+    try:
+      from tensorboardX import SummaryWriter
+    except ImportError as e:
+      raise ConfigError("train.tensorboard=True writes event files with tensorboardX, which is "
+                        "not installed: pip install 'l2t_jax[tensorboard]', or set "
+                        "train.tensorboard=False") from e
+    self._writer = SummaryWriter(logdir)
+
+  def write(self, record: dict) -> None:
+    for key, value in record.items():
+      if key not in ("kind", "step") and isinstance(value, (int, float, np.number)) \
+          and not isinstance(value, bool) and math.isfinite(value):
+        self._writer.add_scalar(f"{record['kind']}/{key}", value, record["step"])
+    self._writer.flush()
+
+  def close(self) -> None:
+    self._writer.close()
+
+
 class MetricsWriter:
   """Appends records to `DIR/metrics.jsonl`; each write is flushed to disk.
 
   `resume_at` (a length in bytes that `size()` returned earlier) continues a file from that point:
   records written after it, by a run that was killed, are dropped, since the resumed run writes
-  them again.
+  them again. With `tensorboard`, `DIR/tensorboard` holds the same records as event files
+  (`TensorBoardWriter`), rebuilt from the kept records when the file is continued, so that a
+  resumed run shows each step once; `close()` ends its writer.
   """
 
-  def __init__(self, workdir: str | None, append: bool = False, resume_at: int | None = None):
+  def __init__(self, workdir: str | None, append: bool = False, resume_at: int | None = None,
+               tensorboard: bool = False):
     self.path = os.path.join(workdir, "metrics.jsonl") if workdir else None
+    self.tensorboard = None
     if self.path:
       os.makedirs(workdir, exist_ok=True)
       if resume_at is not None:
@@ -97,6 +128,12 @@ class MetricsWriter:
           f.truncate(resume_at)
       elif not append and os.path.exists(self.path):
         os.remove(self.path)
+      if tensorboard:
+        logdir = os.path.join(workdir, TENSORBOARD_DIR)
+        shutil.rmtree(logdir, ignore_errors=True)
+        self.tensorboard = TensorBoardWriter(logdir)
+        for record in read_metrics(workdir) if os.path.exists(self.path) else []:
+          self.tensorboard.write(record)
 
   def size(self) -> int:
     return os.path.getsize(self.path) if self.path and os.path.exists(self.path) else 0
@@ -108,6 +145,13 @@ class MetricsWriter:
       f.write(json_dumps(record) + "\n")
       f.flush()
       os.fsync(f.fileno())
+    if self.tensorboard:
+      self.tensorboard.write(record)
+
+  def close(self) -> None:
+    if self.tensorboard:
+      self.tensorboard.close()
+      self.tensorboard = None
 
 
 def read_metrics(workdir: str) -> list[dict]:

@@ -1,4 +1,4 @@
-"""The training driver: the side-effecting edge around the pure cycle functions of `loop`.
+"""The training driver: the side-effecting edge around the pure cycle functions of `methods`.
 
 It loads the data, builds the method, runs its jitted cycle over the deterministic batch order
 (data-parallel over the selected devices, see `l2t_jax.parallel`), evaluates, prints progress, and
@@ -35,7 +35,8 @@ from l2t_jax import workdir as workdir_lib
 from l2t_jax.data import Dataset, load_dataset
 from l2t_jax.data.sampler import (TRAIN_STREAM, VAL_STREAM, batch_indices, cycles_per_split,
                                   redrawn_half_indices)
-from l2t_jax.loop import CycleMetrics, Method, TrainState, build_method
+from l2t_jax.build import build_method
+from l2t_jax.methods import CycleMetrics, Method, TrainState
 from l2t_jax.metrics import (MetricsWriter, make_evaluator, read_metrics, to_python,
                              write_json_atomic)
 from l2t_jax.optim import student_optimizer
@@ -241,6 +242,10 @@ def train(config: ml_collections.ConfigDict, workdir: str | None = None,
     raise config_lib.ConfigError(
         f"checkpoint.every={cfg.checkpoint.every} saves checkpoints in the workdir, and there is "
         "none: pass --workdir=DIR (train(..., workdir=DIR)), or set checkpoint.every=0")
+  if cfg.train.tensorboard and not workdir:
+    raise config_lib.ConfigError(
+        "train.tensorboard=True writes event files in the workdir, and there is none: pass "
+        "--workdir=DIR (train(..., workdir=DIR)), or set train.tensorboard=False")
   if jax.process_index() != 0:
     log = lambda _: None  # noqa: E731 (one host speaks for the run)
   with contextlib.ExitStack() as owned:  # released last: the lock, after the checkpointer
@@ -271,7 +276,7 @@ def _train(cfg: ml_collections.ConfigDict, workdir: str | None, action: str,
            log: Callable[[str], Any], dataset: Dataset | None,
            on_eval: Callable[[int, TrainState], None] | None, wall0: float) -> TrainResult:
   """`train` once the workdir is this run's (locked, and planned: `workdir.plan`'s `action`);
-  `owned` closes the checkpointer however the run ends."""
+  `owned` closes the checkpointer and the metrics writer however the run ends."""
   run = build_run(cfg, dataset)
   ds, dp = run.dataset, run.parallel
   interval, steps = cfg.meta.interval, cfg.train.steps
@@ -296,7 +301,9 @@ def _train(cfg: ml_collections.ConfigDict, workdir: str | None, action: str,
     return TrainResult(prior.summary, state, run.method)
   if files:
     write_json_atomic(os.path.join(files, "config.json"), json.loads(cfg.to_json()))
-  writer = MetricsWriter(files, resume_at=resumed["metrics_bytes"] if resumed else None)
+  writer = MetricsWriter(files, resume_at=resumed["metrics_bytes"] if resumed else None,
+                         tensorboard=cfg.train.tensorboard)
+  owned.callback(writer.close)
   state = dp.replicate(state)
   data = dp.replicate(data_arrays(ds, cfg.data.split))
   cycle = dp.compile_cycle(run.method.cycle)
@@ -427,7 +434,7 @@ def _train(cfg: ml_collections.ConfigDict, workdir: str | None, action: str,
     write_json_atomic(os.path.join(files, "summary.json"), summary)
     if cfg.method == "l2t_dln" and diverged_at is None:
       path = os.path.join(files, "teacher.msgpack")
-      teacher_io.save_teacher(path, dp.local(state.teacher_params), cfg.teacher)
+      teacher_io.save_teacher(path, dp.local(state.teacher.teacher_params), cfg.teacher)
       text += f"\nteacher saved to   {path} (start a run from it: teacher_init='{path}')"
   log(text)
   if diverged_at is not None:

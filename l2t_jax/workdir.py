@@ -27,8 +27,10 @@ LOCK_FILE = "run.lock"
 CHECKPOINT_DIR = "checkpoints"
 DAMAGED_DIR = "damaged_checkpoints"  # checkpoints that failed verification, kept for inspection
 RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "teacher.msgpack")
-# Keys that may differ between a run and its resumption without changing its results.
-RESUMABLE_CHANGES = ("checkpoint", "parallel")
+TENSORBOARD_DIR = "tensorboard"  # train.tensorboard: metrics.jsonl's records as event files
+# Keys (groups or dotted keys) that may differ between a run and its resumption without changing
+# its results.
+RESUMABLE_CHANGES = ("checkpoint", "parallel", "train.tensorboard")
 OVERWRITE_HINT = "pass --overwrite (train(..., overwrite=True)) to replace it"
 
 
@@ -55,7 +57,8 @@ def naming(path: str) -> Iterator[None]:
 def config_diffs(before: dict, now: dict) -> list[str]:
   """'key: old -> new' for every key where two configs (as JSON dicts) differ, apart from the
   keys that a resumed run may change (RESUMABLE_CHANGES)."""
-  flat = [{k: v for k, v in _flatten(c).items() if k.split(".")[0] not in RESUMABLE_CHANGES}
+  flat = [{k: v for k, v in _flatten(c).items()
+           if not any(k == r or k.startswith(r + ".") for r in RESUMABLE_CHANGES)}
           for c in (before, now)]
   return [f"{k}: {flat[0].get(k)!r} -> {flat[1].get(k)!r}"
           for k in sorted(set(flat[0]) | set(flat[1])) if flat[0].get(k) != flat[1].get(k)]
@@ -178,6 +181,6 @@ def clear(workdir: str) -> None:
     for path in (os.path.join(workdir, name), os.path.join(workdir, name + ".tmp")):
       if os.path.lexists(path):
         os.remove(path)
-  for name in (CHECKPOINT_DIR, DAMAGED_DIR):
+  for name in (CHECKPOINT_DIR, DAMAGED_DIR, TENSORBOARD_DIR):
     if os.path.isdir(os.path.join(workdir, name)):
       shutil.rmtree(os.path.join(workdir, name))

@@ -54,21 +54,24 @@ def test_compare_losses_small_writes_results_plots_and_table(tmp_path, capsys):
   text = capsys.readouterr().out
   saved = json.loads((out / "results.json").read_text())
   assert set(saved["methods"]) == set(compare_losses.METHODS)
-  assert saved["steps"] == 40 and saved["seeds"] == [0] and saved["label_noise"] == 0.0
-  for name, m in saved["methods"].items():
-    (acc,) = m["test_accuracy"]
-    assert 0.0 <= acc <= 1.0 and m["mean"] == acc and m["std"] == 0.0
-    assert m["wins_vs_ce"] in (0, 1)
-  assert saved["methods"]["ce_trainval"]["val_accuracy"] == [None]
-  assert set(saved["ce_lr_sweep"]) == {"0.05", "0.1"}
-  best = max(saved["ce_lr_sweep"], key=lambda lr: saved["ce_lr_sweep"][lr]["val_accuracy"])
+  assert saved["steps"] == 40 and saved["label_noise"] == 0.0
+
+  def best_rate(sweep):
+    return max(saved[sweep], key=lambda lr: saved[sweep][lr]["val_accuracy"])
+
+  best, best_cosine = best_rate("ce_lr_sweep"), best_rate("ce_cosine_lr_sweep")
+  assert set(saved["ce_lr_sweep"]) == set(saved["ce_cosine_lr_sweep"]) == {"0.05", "0.1"}
   assert saved["methods"]["ce"]["learning_rate"] == float(best)
   for name in ("ce_trainval", "label_smoothing", "l2t_dlf"):
     assert saved["methods"][name]["learning_rate"] == float(best)
-  cosine = saved["ce_cosine_lr_sweep"]
-  assert set(cosine) == {"0.05", "0.1"}
-  assert saved["methods"]["ce_cosine"]["learning_rate"] == float(
-      max(cosine, key=lambda lr: cosine[lr]["val_accuracy"]))
+  assert saved["methods"]["ce_cosine"]["learning_rate"] == float(best_cosine)
+  # Each row reports its own run (the swept ones: the run at the chosen rate).
+  run_dirs = {"ce": f"ce_lr{best}", "ce_cosine": f"ce_cosine_lr{best_cosine}"}
+  for name, m in saved["methods"].items():
+    run = json.loads((out / "runs" / run_dirs.get(name, name) / "seed0" / "summary.json")
+                     .read_text())
+    assert m["test_accuracy"] == [run["test_accuracy"]]
+  assert saved["methods"]["ce_trainval"]["val_accuracy"] == [None]
 
   def run_config(name):
     return json.loads((out / "runs" / name / "seed0" / "config.json").read_text())
@@ -84,6 +87,14 @@ def test_compare_losses_small_writes_results_plots_and_table(tmp_path, capsys):
     assert (out / name).stat().st_size > 0
   assert "| l2t_dln_teacher_init |" in text and "| l2t_dln_teacher_init |" in (
       out / "table.md").read_text()
+
+
+def test_seed_statistics_are_the_mean_the_sample_std_and_the_strict_wins_over_ce():
+  from benchmarks.compare_losses import seed_statistics
+  stats = seed_statistics([0.8, 0.6, 0.7], [0.7, 0.7, 0.7])
+  assert abs(stats["mean"] - 0.7) < 1e-12 and abs(stats["std"] - 0.1) < 1e-12
+  assert stats["wins_vs_ce"] == 1  # a tie is not a win
+  assert seed_statistics([0.5], None) == {"mean": 0.5, "std": 0.0, "wins_vs_ce": None}
 
 
 def test_speed_writes_every_ratio_and_the_memory_table(tmp_path, capsys):

@@ -4,9 +4,9 @@ import os
 import subprocess
 import sys
 
+import ml_collections
 import pytest
 
-from conftest import small_config
 from l2t_jax.config import ConfigError, default_config, validate
 
 
@@ -48,6 +48,14 @@ def test_impossible_values_are_refused(key, value, message):
   setattr(target, leaf, value)
   with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
     validate(config)
+
+
+def test_tensorboard_is_a_bool():
+  """A config built from a dict (a file, JSON) escapes ConfigDict's type check: validate names it."""
+  as_dict = default_config().to_dict()
+  as_dict["train"]["tensorboard"] = 1
+  with pytest.raises(ConfigError, match="train.tensorboard=1 must be True or False"):
+    validate(ml_collections.ConfigDict(as_dict))
 
 
 def test_a_slope_bound_needs_the_table():
@@ -104,8 +112,8 @@ def _read_only_dir(tmp_path) -> str:
   return str(path)
 
 
-@pytest.mark.parametrize("case", ["no such file", "no get_config", "overrides first",
-                                  "read-only workdir", "full disk"])
+@pytest.mark.parametrize("case", ["no such file", "no get_config", "unknown setting",
+                                  "overrides first", "read-only workdir", "full disk"])
 def test_cli_user_errors_end_in_one_line_with_exit_code_2(case, root, tmp_path):
   """Issue 12, defect 5: each of these ended in a traceback and exit code 1 (or named the wrong
   problem); now one line names the problem and the fix."""
@@ -119,6 +127,8 @@ def test_cli_user_errors_end_in_one_line_with_exit_code_2(case, root, tmp_path):
                        "file, e.g. --config=configs/mnist1d_mlp.py"),
       "no get_config": (["--config=no_get_config.py"],
                         "no_get_config.py has no get_config() function"),
+      "unknown setting": ([f"--config={root}/configs/cifar.py:cifar10_resnet9"],
+                          "unknown CIFAR setting 'cifar10_resnet9'; choose one of cifar10_resnet8"),
       "overrides first": (["--config.method=ce"], "--config.method overrides a key of the config "
                           "file, but there is no --config: pass --config=configs/mnist1d_mlp.py"),
       "read-only workdir": ([config, f"--workdir={_read_only_dir(tmp_path)}"],

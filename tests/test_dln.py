@@ -46,12 +46,21 @@ def test_dln_at_init_gives_the_student_the_cross_entropy_gradient():
   np.testing.assert_allclose(g_dln, g_ce, rtol=1e-5, atol=1e-7)
 
 
-def test_dln_size_does_not_depend_on_the_number_of_classes():
+def test_one_dln_scores_any_number_of_classes_item_by_item():
+  """The loss is the mean over samples of the sum over classes of one function of (p_c, y_c): the
+  same phi serves 3 classes and 100, and classes without probability add their item value each."""
   dln = make_dln(default_config().dln)
-  phi = dln.init(jax.random.PRNGKey(0))
-  for c in (3, 100):
-    assert dln.loss(phi, jnp.zeros((4, c)), jnp.zeros((4,), jnp.int32)).shape == ()
-  assert ravel_pytree(phi)[0].size == ravel_pytree(dln.init(jax.random.PRNGKey(1)))[0].size
+  flat, unravel = ravel_pytree(dln.init(jax.random.PRNGKey(0)))
+  phi = unravel(flat + 0.1 * jax.random.normal(jax.random.PRNGKey(1), flat.shape))  # MLP active
+  logits = 2.0 * jax.random.normal(jax.random.PRNGKey(2), (4, 3))
+  labels = jnp.array([0, 1, 2, 0])
+  loss3 = dln.loss(phi, logits, labels)
+  by_item = dln.item_loss(phi, jax.nn.softmax(logits), jax.nn.one_hot(labels, 3)).sum(-1).mean()
+  np.testing.assert_allclose(loss3, by_item, rtol=1e-5)
+  empty = dln.item_loss(phi, jnp.zeros(()), jnp.zeros(()))  # a class at p = 0, not the target
+  assert abs(float(empty)) > 1e-3  # the 97 classes below change the loss
+  wide = jnp.concatenate([logits, jnp.full((4, 97), -1e4)], axis=-1)
+  np.testing.assert_allclose(dln.loss(phi, wide, labels), loss3 + 97 * empty, rtol=1e-5)
 
 
 def test_dln_moved_off_init_differs_from_cross_entropy():

@@ -6,6 +6,7 @@ after each step as a function of theta; the gradient `LSTMTeacher.surrogate_loss
 their finite difference.
 """
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -19,7 +20,7 @@ from l2t_jax.dln_table import make_table, table_loss
 from l2t_jax.students import from_linen
 from l2t_jax.students.mlp import MLP
 from l2t_jax.teacher import LSTMTeacher
-from l2t_jax.unroll import StudentState, hypergradient, unroll, validate_student
+from l2t_jax.unroll import StudentState, UnrollOptions, hypergradient, unroll, validate_student
 
 K, B, C, F_IN = 4, 6, 3, 5
 EPS = 1e-6
@@ -70,9 +71,11 @@ def test_dln_hypergradient_equals_central_finite_difference(problem, tabulated, 
       loss_fn, prepare = p["dln"].loss, lambda phi: phi
     hg = hypergradient(p["student"], p["optimizer"], loss_fn, losses.cross_entropy,
                        p["phi"], p["state"], p["batches"], p["val"], prepare=prepare)
+    chex.assert_trees_all_equal_shapes_and_dtypes(hg.grads, p["phi"])  # one entry per parameter
+    chex.assert_tree_all_finite(hg.grads)
+    chex.assert_shape(hg.train.loss, (K,))  # the training loss of every unrolled step
     g, unravel = ravel_pytree(hg.grads)
     flat = ravel_pytree(p["phi"])[0]
-    assert g.dtype == jnp.float64 and jnp.all(jnp.isfinite(g))
 
     def val_loss(v):
       new_state, _ = unroll(p["student"], p["optimizer"], loss_fn, prepare(unravel(v)),
@@ -142,8 +145,8 @@ def test_rematerialisation_does_not_change_the_hypergradient(problem, policy):
     # 7 steps: sqrt remat runs 2 blocks of 3 and a tail of 1.
     batches = jax.tree_util.tree_map(lambda x: jnp.concatenate([x, x[:3]]), p["batches"])
     ref, got = (hypergradient(p["student"], p["optimizer"], p["dln"].loss, losses.cross_entropy,
-                              p["phi"], p["state"], batches, p["val"], remat=r)
+                              p["phi"], p["state"], batches, p["val"],
+                              options=UnrollOptions(remat=r))
                 for r in ("none", policy))
-    for a, b in zip(jax.tree_util.tree_leaves(ref), jax.tree_util.tree_leaves(got)):
-      np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
-    assert ref.train.loss.shape == (7,)
+    chex.assert_trees_all_close(ref, got, rtol=1e-10, atol=1e-12)
+    chex.assert_shape(ref.train.loss, (7,))

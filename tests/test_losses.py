@@ -1,5 +1,7 @@
 """Validation objectives: what they are blind to and what they equal."""
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -26,12 +28,26 @@ def test_scale_free_ce_is_cross_entropy_of_standardised_logits():
                              losses.cross_entropy(z / 0.5, jnp.array([1])), rtol=1e-5)
 
 
-def test_validation_objective_names():
-  logits = jax.random.normal(jax.random.PRNGKey(3), (8, 10))
-  labels = jnp.arange(8)
-  for name in ("ce", "smooth_error", "scale_free_ce", "calibrated_ce"):
-    value = losses.validation_objective(name, 5.0, 0.3)(logits, labels)
-    assert jnp.isfinite(value) and value > 0
+def test_each_validation_objective_has_its_value_on_a_hand_case():
+  """Four samples, two classes, logits (2 ln 3, 0): p = (9/10, 1/10); three are right, one wrong."""
+  logits = jnp.tile(jnp.array([2.0 * math.log(3.0), 0.0]), (4, 1))
+  labels = jnp.array([0, 0, 0, 1])
+  k, temperature = 5.0, 0.3
+  softplus = lambda x: math.log1p(math.exp(x))  # noqa: E731
+  expected = {
+      # -log p_y: ln(10/9) three times, ln 10 once
+      "ce": (3 * math.log(10 / 9) + math.log(10)) / 4,
+      # 2 sigmoid(k (max p - p_y)) - 1: 0 when right, tanh(k (9/10 - 1/10) / 2) when wrong
+      "smooth_error": math.tanh(0.4 * k) / 4,
+      # standardised logits (1, -1), divided by the temperature
+      "scale_free_ce": (3 * softplus(-2 / temperature) + softplus(2 / temperature)) / 4,
+      # the fitted temperature makes the confidence the accuracy, 3/4: logits (ln 3, 0)
+      "calibrated_ce": (3 * math.log(4 / 3) + math.log(4)) / 4,
+  }
+  assert set(expected) == set(losses.VAL_OBJECTIVES)
+  for name, value in expected.items():
+    got = losses.validation_objective(name, k, temperature)(logits, labels)
+    np.testing.assert_allclose(got, value, rtol=1e-5, err_msg=name)
 
 
 def _overconfident_batch():

@@ -15,21 +15,20 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from configs import cifar
 from conftest import small_config
 from l2t_jax import dln_table
 from l2t_jax.config import ConfigError, default_config, validate
 from l2t_jax.data import load_dataset
 from l2t_jax.data.sampler import cycles_per_split, half_split, redrawn_half_indices
 from l2t_jax.dln import ACTIVATIONS, DLN, FreeNetwork, make_dln, pair_items
-from l2t_jax.loop import make_teacher
+from l2t_jax.build import make_teacher
 from l2t_jax.teacher import LSTMTeacher
 from l2t_jax.teacher_io import FORMAT, load_teacher, save_teacher
 from l2t_jax.train import build_run, cycle_indices
 
 LN3 = math.log(3.0)  # sigmoid(ln 3) = 3/4, sigmoid(0) = 1/2, sigmoid(-ln 3) = 1/4
-REFERENCE_CONFIGS = ["reference_mnist1d_mlp"] + [
-    f"reference_{d}_{s}" for d in ("cifar10", "cifar100")
-    for s in ("resnet8", "resnet20", "resnet32", "wrn", "densenet")]
+REFERENCE_CONFIGS = ["reference_mnist1d_mlp"] + [f"reference_{s}" for s in cifar.SETTINGS]
 
 
 def _free_dln_config(item_kind="one_vs_one", hidden=(40, 40, 40, 40), activation="leaky_relu"):
@@ -131,13 +130,13 @@ def test_teacher_network_is_part_of_the_saved_architecture(tmp_path):
   theta = make_teacher(stacked).init(jax.random.PRNGKey(0))
   path = str(tmp_path / "teacher.msgpack")
   save_teacher(path, theta, stacked)
-  loaded = load_teacher(path, stacked)
+  loaded = load_teacher(path, stacked, make_teacher(stacked))
   assert jax.tree_util.tree_structure(loaded) == jax.tree_util.tree_structure(theta)
   readout = stacked.copy_and_resolve_references()
   readout.network = "lstm_readout"
   with pytest.raises(ConfigError, match="teacher.network: file 'stacked_cells' vs config "
                                         "'lstm_readout'"):
-    load_teacher(path, readout)
+    load_teacher(path, readout, make_teacher(readout))
 
   # A file from before the key existed holds an lstm_readout teacher.
   ours = default_config().teacher
@@ -148,7 +147,7 @@ def test_teacher_network_is_part_of_the_saved_architecture(tmp_path):
   with open(old, "wb") as f:
     f.write(flax.serialization.msgpack_serialize(
         {"format": FORMAT, "architecture": json.dumps(arch), "params": params}))
-  load_teacher(old, ours)
+  load_teacher(old, ours, make_teacher(ours))
 
 
 # --- the re-drawn half split -------------------------------------------------------------------
@@ -258,6 +257,11 @@ def test_reference_config_holds_the_authors_settings(name):  # needs_reunroll
                                                            (40, 1)]
   theta = make_teacher(config.teacher).init(jax.random.PRNGKey(0))
   assert [theta[f"lstm_{i}"]["hi"]["kernel"].shape[-1] for i in range(4)] == [64, 64, 64, 1]
+  setting = name.removeprefix("reference_")
+  if setting in cifar.SETTINGS:  # the student of configs/cifar.py:NAME on its dataset
+    ours = cifar.get_config(setting)
+    assert config.student.to_dict() == ours.student.to_dict()
+    assert config.data.name == ours.data.name and config.data.augment
 
 
 def test_paper_tables_smoke_runs_the_reference_row(tmp_path, capsys):  # needs_reunroll

@@ -2,6 +2,7 @@
 
 import itertools
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -32,6 +33,7 @@ def test_batchnorm_running_statistics_move_in_training_and_serve_evaluation():
   state, _ = jax.jit(lambda s, b: unroll(student, optimizer, ce, (), s, b))(state0, {"x": x, "y": y})
 
   # Training updated every running mean and variance (they start at 0 and 1).
+  chex.assert_trees_all_equal_shapes_and_dtypes(stats0, state.model_state["batch_stats"])
   moved = jax.tree_util.tree_map(lambda a, b: float(jnp.abs(a - b).max()), stats0,
                                  state.model_state["batch_stats"])
   assert min(jax.tree_util.tree_leaves(moved)) > 1e-3
@@ -39,6 +41,7 @@ def test_batchnorm_running_statistics_move_in_training_and_serve_evaluation():
   evaluate = jax.jit(lambda s, xs: student.apply(s.params, s.model_state, xs, False)[0])
   train_mode = jax.jit(lambda s, xs: student.apply(s.params, s.model_state, xs, True)[0])
   batch = x[0]
+  chex.assert_shape([evaluate(state, batch), train_mode(state, batch)], (6, 3))  # images, classes
   # Evaluation normalises with the running averages: an image gets the same logits alone or in
   # any batch, and other running averages give other logits.
   np.testing.assert_allclose(evaluate(state, batch[:1]), evaluate(state, batch)[:1], rtol=1e-5,
@@ -53,7 +56,8 @@ def test_augmentation_is_a_padded_crop_and_flip_keyed_by_seed_step_and_position(
   images = jnp.asarray(np.random.default_rng(0).normal(size=(4, 6, 6, 2)), jnp.float32)
   keys = augment.example_keys(seed=3, step=jnp.int32(7), positions=jnp.arange(4))
   out = augment.crop_and_flip_batch(keys, images, padding=2)
-  assert out.shape == images.shape
+  chex.assert_equal_shape([out, images])
+  chex.assert_type(out, images.dtype)
   padded = np.pad(np.asarray(images), ((0, 0), (2, 2), (2, 2), (0, 0)))
   for i in range(4):
     candidates = [w[:, ::-1] if flip else w

@@ -61,7 +61,7 @@ def test_suite_smoke_writes_results_table_and_plots_and_reuses_its_runs(tmp_path
   assert list(saved["tasks"]) == list(tasks)
   for name, task in saved["tasks"].items():
     assert list(task["methods"]) == list(methods) and task["seeds"] == [0]
-    for method, m in task["methods"].items():
+    for m in task["methods"].values():
       (acc,) = m["test_accuracy"]
       assert 0.0 <= acc <= 1.0 and m["seeds"] == [0] and len(m["val_accuracy"]) == 1
       assert m["gain_vs_ce"] == pytest.approx(100 * (acc - task["methods"]["ce"]["mean"]))

@@ -20,10 +20,6 @@ import numpy as np
 from l2t_jax.config import ConfigError
 
 
-class DataError(RuntimeError):
-  """A dataset that cannot be read here; the message says how to make it available."""
-
-
 @dataclasses.dataclass(frozen=True)
 class Split:
   x: np.ndarray

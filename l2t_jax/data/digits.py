@@ -13,7 +13,7 @@ import functools
 
 import numpy as np
 
-from l2t_jax.data.dataset import DataError
+from l2t_jax.data.errors import DataError
 
 NUM_CLASSES = 10
 TEST_SIZE = 500

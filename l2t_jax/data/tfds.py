@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from l2t_jax.data.dataset import DataError
+from l2t_jax.data.errors import DataError
 
 NUM_CLASSES = {"mnist": 10, "cifar10": 10, "cifar100": 100}
 DEFAULT_DATA_DIR = "~/tensorflow_datasets"  # TFDS's own default (or $TFDS_DATA_DIR)
