@@ -27,6 +27,7 @@ import os
 import re
 import shutil
 import sys
+import tempfile
 
 import jax
 import numpy as np
@@ -183,7 +184,11 @@ def main(argv=None) -> dict:
       config, dataset, speed.cycles_for(config, args.steps_per_repeat, args.rounds + 1), method
     )
   os.makedirs(args.out, exist_ok=True)
-  costs = profile(subjects, args.rounds, os.path.join(args.out, "trace"), args.percentile)
+  trace_dir = tempfile.mkdtemp(prefix="meta_profile_")
+  try:
+    costs = profile(subjects, args.rounds, trace_dir, args.percentile)
+  finally:
+    shutil.rmtree(trace_dir, ignore_errors=True)
   summary = summarize(costs)
   with open(os.path.join(args.out, "profile.json"), "w") as f:
     json.dump(

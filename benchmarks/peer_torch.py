@@ -51,11 +51,14 @@ def unavailable(mode: str = "func") -> str | None:
 
 
 def versions() -> dict:
+  """The installed torch and higher versions (None when missing)."""
+  from importlib import metadata
+
   out = {}
   for name in ("torch", "higher"):
     try:
-      out[name] = getattr(__import__(name), "__version__", "installed")
-    except ImportError:
+      out[name] = metadata.version(name)
+    except metadata.PackageNotFoundError:
       out[name] = None
   return out
 
