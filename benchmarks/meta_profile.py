@@ -49,6 +49,7 @@ KINDS = (
   ("scatter", r"scatter"),
   ("transcendental", r"exponential|log|tanh|logistic|power"),
 )
+TOP_THUNKS = 60  # the costliest thunks of each subject kept in profile.json
 WRAPPERS = re.compile(r"^(while|cond|\$|end:)|Thunk|::|Pjit|PjRt|ParseArguments")
 
 
@@ -199,7 +200,9 @@ def main(argv=None) -> dict:
         "unroll_steps": base.meta.unroll_steps,
         "batch_size": base.train.batch_size,
         "subjects": summary,
-        "thunks": {k: dict(sorted(v.items(), key=lambda x: -x[1][0])) for k, v in costs.items()},
+        "thunks": {
+          k: dict(sorted(v.items(), key=lambda x: -x[1][0])[:TOP_THUNKS]) for k, v in costs.items()
+        },
       },
       f,
       indent=2,
