@@ -142,7 +142,7 @@ def peer_subjects(subjects: dict, dataset: Dataset, log) -> dict:
   out = {}
   for ours, mode, key in [("ce", "ce", "peer_ce")] + [
       (o, m, f"peer_{k}_{m}") for o, k in (("meta_segment", "meta"), ("reference_meta", "reference"))
-      for m in PEER_MODES]:
+      for m in PEER_MODES if o in subjects]:
     if mode == "higher" and peer_torch.unavailable("higher"):
       log(f"  no {key}: {peer_torch.unavailable('higher')}")
       continue
@@ -158,9 +158,9 @@ def peer_subjects(subjects: dict, dataset: Dataset, log) -> dict:
 
 def measure_student(name: str, dataset: Dataset | None, repeats: int, steps_per_repeat: int,
                     ks: list[int], policies: list[str], log, intervals=(),
-                    peers: bool = False) -> dict:
-  """Times of every variant of `name`, interleaved; with `peers` (the MLP) also the reference
-  protocol's meta-iteration and the PyTorch peers."""
+                    peers: bool = False, reference: bool = True) -> dict:
+  """Times of every variant of `name`, interleaved; with `peers` (the MLP) also the PyTorch
+  peers and, with `reference`, the reference protocol's meta-iteration (ours and the peers')."""
   base = student_config(name)
   base.train.batch_size = 128
   if dataset is None:
@@ -171,12 +171,13 @@ def measure_student(name: str, dataset: Dataset | None, repeats: int, steps_per_
     subjects[key] = Subject(config, dataset, cycles,
                             floor_method if key == "meta_segment_floor" else None)
     log(f"  [{name}] {key}: compiled in {subjects[key].compile_seconds:.2f} s")
-  if peers:
-    reference = load_config(REFERENCE_CONFIG)
-    reference.checkpoint.every = 0
-    subjects["reference_meta"] = Subject(reference, dataset,
-                                         cycles_for(reference, steps_per_repeat, repeats))
+  if peers and reference:
+    config = load_config(REFERENCE_CONFIG)
+    config.checkpoint.every = 0
+    subjects["reference_meta"] = Subject(config, dataset,
+                                         cycles_for(config, steps_per_repeat, repeats))
     log(f"  [{name}] reference_meta: compiled in {subjects['reference_meta'].compile_seconds:.2f} s")
+  if peers:
     subjects.update(peer_subjects(subjects, dataset, log))
   times = {key: [] for key in subjects}
   for s in subjects.values():
@@ -252,6 +253,8 @@ def headline(r: dict) -> str:
   peer = r.get("peer")
   if peer and peer["reason"] is None:
     for name in ("ce", "meta", "reference"):
+      if peer[f"ratio_peer_{name}_vs_ours"] is None:
+        continue
       each = ", ".join(f"{k}: {v:.1f}x" for k, v in peer[f"ratio_peer_{name}_vs_ours_each"].items())
       lines.append(f"PyTorch peer / ours, {name}: {peer[f'ratio_peer_{name}_vs_ours']:.1f}x "
                    f"(fastest peer; {each})")
@@ -338,6 +341,9 @@ def main(argv=None) -> dict:
   parser.add_argument("--intervals", default=None,
                       help="also time L2T-DLN with K differentiated steps per cycle of this many "
                            "steps (comma-separated; empty: none); default 100,500 (quick: none)")
+  parser.add_argument("--no_reference", action="store_true",
+                      help="leave out the authors' protocol's meta-iteration (its compile is the "
+                           "longest of the run)")
   parser.add_argument("--peer_threads", type=int, default=1,
                       help="torch's intra-op threads for the PyTorch peer (0: torch's default)")
   args = parser.parse_args(argv)
@@ -363,7 +369,8 @@ def main(argv=None) -> dict:
     if name in SYNTHETIC:
       dataset = synthetic_dataset(*SYNTHETIC[name], train=10_000, val=1000)
     results[name] = measure_student(name, dataset, repeats, steps_per_repeat, ks,
-                                    args.remat.split(","), log, intervals, peers=name == "mlp")
+                                    args.remat.split(","), log, intervals, peers=name == "mlp",
+                                    reference=not args.no_reference)
   primary = results[students[0]]
   peer = results["mlp"].get("peer", {}) if "mlp" in results else {}
   out = {
