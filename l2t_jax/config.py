@@ -26,10 +26,15 @@ DLN_NETWORKS = ("ce_residual", "free")  # see dln.py; free is the authors' (bias
 DLN_ACTIVATIONS = ("tanh", "leaky_relu")
 TEACHER_NETWORKS = ("lstm_readout", "stacked_cells")  # see teacher.py
 DATA_SPLITS = ("fixed", "redrawn_half")  # see data/sampler.py; redrawn_half is the authors'
-DATASETS = ("mnist1d", "digits", "mnist", "cifar10", "cifar100")
+DATASETS = ("mnist1d", "digits", "mnist", "cifar10", "cifar100", "shapes_detection",
+            "shapes_segmentation")
+DETECTION_DATASETS = ("shapes_detection",)  # boxes: the yolo student (l2t_jax/tasks.py)
+SEGMENTATION_DATASETS = ("shapes_segmentation",)  # masks: the deeplab student
+DENSE_STUDENTS = {"yolo": DETECTION_DATASETS, "deeplab": SEGMENTATION_DATASETS}
+DENSE_METHODS = ("ce", "l2t_dln")  # the methods a detection or segmentation student has
 IMAGE_DATASETS = ("mnist", "cifar10", "cifar100")
 IMAGE_STUDENTS = ("lenet5", "resnet", "wrn", "densenet")
-STUDENTS = ("mlp", "cnn1d", *IMAGE_STUDENTS)
+STUDENTS = ("mlp", "cnn1d", *IMAGE_STUDENTS, *DENSE_STUDENTS)
 MAX_STEPS = 2**31 - 1  # the student step counts in int32 on the device
 
 
@@ -59,6 +64,11 @@ def default_config() -> ml_collections.ConfigDict:
   c.data.use_val_for_training = False  # CE on train+val; needs a method without a validation split
   c.data.augment = False  # images: pad, random crop and horizontal flip, on the device
   c.data.crop_padding = 4  # pixels of zero padding before the random crop
+  c.data.image_size = 64  # shapes_*: the side of the generated scenes (a multiple of 32)
+  c.data.shapes_seed = 0  # shapes_*: the seed the scenes are generated from (not the run's seed,
+  # so that runs with different seeds see the same scenes)
+  c.data.shapes_train_size = 2000  # shapes_*: generated training scenes (validation carved off)
+  c.data.shapes_test_size = 500  # shapes_*: generated test scenes
 
   c.student = ml_collections.ConfigDict()
   c.student.name = "mlp"
@@ -70,6 +80,10 @@ def default_config() -> ml_collections.ConfigDict:
   c.student.growth_rate = 12  # densenet
   c.student.bn_momentum = 0.9  # weight of the old running average in BatchNorm's update
   c.student.bn_epsilon = 1e-5
+  c.student.stage_blocks = ()  # yolo, deeplab: residual blocks per backbone stage; empty: the
+  # standard backbone (yolo: Darknet-53, (1, 2, 8, 8, 4); deeplab: ResNet-18, (2, 2, 2, 2))
+  c.student.base_width = 0  # yolo, deeplab: maps of the backbone's first stage; 0: the standard
+  # (Darknet-53: 32; ResNet-18: 64)
 
   c.optim = ml_collections.ConfigDict()
   c.optim.name = "sgd"
@@ -225,6 +239,7 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _check(p, isinstance(d.crop_padding, int) and d.crop_padding >= 0,
          f"data.crop_padding={d.crop_padding} must be an int >= 0")
   _check(p, 0.0 <= d.label_noise < 1.0, f"data.label_noise={d.label_noise} must lie in [0, 1)")
+  _check_dense(p, cfg)
   _check(p, d.split in DATA_SPLITS, f"data.split='{d.split}' is not one of {DATA_SPLITS}")
   _check(p, d.split != "redrawn_half" or not d.use_val_for_training,
          "data.split='redrawn_half' already trains methods without a validation split on the whole "
@@ -336,6 +351,39 @@ def _check_dln(p: list[str], dln: ml_collections.ConfigDict) -> None:
          f"dln.table_size={dln.table_size}: the table (dln_table.py) holds functions of one "
          "probability, but a dln.item_kind='one_vs_one' item depends on two (sigmoid(z_y), "
          "sigmoid(z_c)): set dln.table_size=0 (and dln.slope_bound=0)")
+
+
+def _check_dense(p: list[str], cfg: ml_collections.ConfigDict) -> None:
+  """Detection and segmentation datasets: their student, methods and settings."""
+  d, s = cfg.data, cfg.student
+  dense = d.name in DETECTION_DATASETS + SEGMENTATION_DATASETS
+  _check(p, isinstance(d.image_size, int) and d.image_size >= 32 and d.image_size % 32 == 0,
+         f"data.image_size={d.image_size} must be a multiple of 32 (YOLO-v3's coarsest stride)")
+  _check(p, isinstance(d.shapes_seed, int) and d.shapes_seed >= 0,
+         f"data.shapes_seed={d.shapes_seed} must be an int >= 0")
+  _check(p, _positive_ints([d.shapes_train_size, d.shapes_test_size]),
+         "data.shapes_train_size and data.shapes_test_size must be positive ints")
+  _check(p, _positive_ints(s.stage_blocks) and isinstance(s.base_width, int) and s.base_width >= 0,
+         f"student.stage_blocks={tuple(s.stage_blocks)} must be positive ints and "
+         f"student.base_width={s.base_width} an int >= 0")
+  if s.name in DENSE_STUDENTS:
+    _check(p, d.name in DENSE_STUDENTS[s.name],
+           f"student.name='{s.name}' needs data.name one of {DENSE_STUDENTS[s.name]}, not "
+           f"'{d.name}'")
+  elif dense:
+    wanted = "yolo" if d.name in DETECTION_DATASETS else "deeplab"
+    p.append(f"data.name='{d.name}' is taught to student.name='{wanted}', not '{s.name}'")
+  if not dense:
+    return
+  _check(p, cfg.method in DENSE_METHODS,
+         f"method='{cfg.method}' is a classification loss; data.name='{d.name}' has the methods "
+         f"{DENSE_METHODS}")
+  _check(p, cfg.meta.val_objective == "ce",
+         f"meta.val_objective='{cfg.meta.val_objective}': on data.name='{d.name}' the teacher "
+         "minimises the task's standard loss on validation data; set meta.val_objective='ce'")
+  _check(p, not d.augment and not d.label_noise,
+         f"data.augment and data.label_noise are for classification; set them to False and 0 for "
+         f"data.name='{d.name}'")
 
 
 def _check_student(p: list[str], cfg: ml_collections.ConfigDict) -> None:

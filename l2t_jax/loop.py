@@ -38,8 +38,9 @@ from l2t_jax import dlf, dln as dln_lib, dln_table, losses, optim, teacher_io
 from l2t_jax import teacher as teacher_lib
 from l2t_jax.data import augment as augment_lib
 from l2t_jax.students import Student
-from l2t_jax.unroll import (LossFn, StepStats, StudentState, ValFn, all_finite, hypergradient,
-                            init_student_state, unroll)
+from l2t_jax.tasks import Task, dln_loss_fn
+from l2t_jax.unroll import (LossFn, StatsFn, StepStats, StudentState, ValFn, all_finite,
+                            hypergradient, init_student_state, unroll)
 
 NUM_FEATURES = teacher_lib.NUM_STATE_FEATURES
 
@@ -148,6 +149,7 @@ class Setup(NamedTuple):
   axis_name: str | None = None  # the device axis when the cycle runs data-parallel
   augment: Callable[[jax.Array, jax.Array], jax.Array] | None = None  # (example keys, x) -> x
   seed: int = 0  # keys the augmentation, with the step and the position in the global batch
+  stats: StatsFn | None = None  # a detection or segmentation task's step statistics (tasks.py)
 
   def base_state(self, rng, sample_x) -> TrainState:
     return TrainState(
@@ -186,11 +188,11 @@ class Setup(NamedTuple):
                     prepare=None):
     return hypergradient(self.student, self.optimizer, loss_fn, self.val_fn, loss_params,
                          student_state, seg_idx, val_batch, self.remat, self.fetchers(data),
-                         prepare, self.axis_name)
+                         prepare, self.axis_name, self.stats)
 
   def unroll(self, loss_fn, loss_params, student_state, data, idx):
     return unroll(self.student, self.optimizer, loss_fn, loss_params, student_state, idx,
-                  fetch=self.fetchers(data), axis_name=self.axis_name)
+                  fetch=self.fetchers(data), axis_name=self.axis_name, stats=self.stats)
 
   def val_batch(self, data, val_idx):
     return gather(data["val_x"], data["val_y"], val_idx)
@@ -414,14 +416,15 @@ def make_teacher(cfg: ml_collections.ConfigDict) -> teacher_lib.LSTMTeacher:
 
 def make_setup(config: ml_collections.ConfigDict, student: Student,
                optimizer: optax.GradientTransformation, num_classes: int,
-               axis_name: str | None = None) -> Setup:
+               axis_name: str | None = None, task: Task | None = None) -> Setup:
   augment = None
   if config.data.augment:
     augment = functools.partial(augment_lib.crop_and_flip_batch, padding=config.data.crop_padding)
+  val_fn = losses.validation_objective(config.meta.val_objective, config.meta.smooth_error_k,
+                                       config.meta.scale_free_temperature, axis_name)
   return Setup(
       student=student, optimizer=optimizer,
-      val_fn=losses.validation_objective(config.meta.val_objective, config.meta.smooth_error_k,
-                                        config.meta.scale_free_temperature, axis_name),
+      val_fn=task.standard_loss if task else val_fn, stats=task.stats if task else None,
       unroll_steps=config.meta.unroll_steps, teacher_every=config.meta.teacher_every,
       total_steps=config.train.steps, initial_features=_uniform_guess_features(num_classes),
       remat=config.meta.remat, axis_name=axis_name, augment=augment, seed=config.seed)
@@ -429,18 +432,22 @@ def make_setup(config: ml_collections.ConfigDict, student: Student,
 
 def build_method(config: ml_collections.ConfigDict, student: Student,
                  optimizer: optax.GradientTransformation, num_classes: int,
-                 axis_name: str | None = None) -> Method:
+                 axis_name: str | None = None, task: Task | None = None) -> Method:
   """The init and cycle functions of `config.method` (pure; jit them, or with `axis_name` run the
-  cycle data-parallel through `l2t_jax.parallel`)."""
-  setup = make_setup(config, student, optimizer, num_classes, axis_name)
+  cycle data-parallel through `l2t_jax.parallel`). `task` (tasks.make_task): a detection or
+  segmentation student's loss and statistics; None for classification."""
+  setup = make_setup(config, student, optimizer, num_classes, axis_name, task)
   if config.method == "l2t_dln":
     dln = dln_lib.make_dln(config.dln)
     teacher_opt = optim.teacher_optimizer(config.teacher.learning_rate, config.teacher.grad_clip)
     theta = teacher_io.load_teacher(config.teacher_init, config.teacher) if config.teacher_init \
         else None
     loss_fn, prepare = dln.loss, None
-    if config.dln.table_size:
+    if task:
+      loss_fn = dln_loss_fn(task, dln, tabulated=bool(config.dln.table_size))
+    elif config.dln.table_size:
       loss_fn = dln_table.table_loss
+    if config.dln.table_size:
       prepare = lambda phi: dln_table.make_table(dln, phi, config.dln.table_size,
                                                     config.dln.slope_bound,
                                                     config.dln.slope_floor)  # noqa: E731
@@ -451,4 +458,6 @@ def build_method(config: ml_collections.ConfigDict, student: Student,
     teacher = dlf.DLFTeacher(dlf.DLFNetwork(tuple(config.dlf.hidden), num_classes), NUM_FEATURES)
     return dlf_method(setup, teacher,
                       optim.teacher_optimizer(config.dlf.learning_rate, config.dlf.grad_clip))
+  if task:  # the task's standard loss (config.validate allows only ce besides l2t_dln)
+    return fixed_loss_method(config.method, setup, lambda _, out, y: task.standard_loss(out, y))
   return fixed_loss_method(config.method, setup, fixed_loss_fn(config))

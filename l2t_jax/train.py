@@ -40,6 +40,7 @@ from l2t_jax.metrics import (MetricsWriter, make_evaluator, read_metrics, to_pyt
                              write_json_atomic)
 from l2t_jax.optim import student_optimizer
 from l2t_jax.students import Student, build_student
+from l2t_jax.tasks import make_task
 
 SKIP_COUNTERS = (("skipped_meta_updates", "loss updates"),
                  ("skipped_teacher_updates", "teacher updates"))
@@ -96,7 +97,8 @@ def build_run(config: ml_collections.ConfigDict, dataset: Dataset | None = None)
   dataset = dataset if dataset is not None else load_dataset(config)
   student = build_student(config.student, dataset.num_classes, dp.axis_name)
   optimizer = student_optimizer(config.optim, config.train.steps)
-  method = build_method(config, student, optimizer, dataset.num_classes, dp.axis_name)
+  task = make_task(config, dataset.num_classes, dataset.input_shape)
+  method = build_method(config, student, optimizer, dataset.num_classes, dp.axis_name, task)
   if config.train.batch_size > len(dataset.train):
     raise config_lib.ConfigError(
         f"train.batch_size={config.train.batch_size} exceeds the {len(dataset.train)} training "
@@ -111,7 +113,8 @@ def build_run(config: ml_collections.ConfigDict, dataset: Dataset | None = None)
   problems = [q for q in problems if q]
   if problems:
     raise config_lib.ConfigError("; ".join(problems))
-  evaluate = make_evaluator(student, config.train.eval_batch_size)
+  evaluate = (task.make_evaluator if task else make_evaluator)(student,
+                                                               config.train.eval_batch_size)
   return Run(config, dataset, student, optimizer, method, evaluate, val_batch_size, dp)
 
 
@@ -315,8 +318,12 @@ def _train(cfg: ml_collections.ConfigDict, workdir: str | None, action: str,
     test = run.evaluate(params, model_state, ds.test.x, ds.test.y)
     if on_eval is not None:
       on_eval(step, dp.local(state))
+    # Detection and segmentation: `accuracy` is the task's metric (mAP@0.5, mean IoU), and their
+    # evaluators add other numbers (l2t_jax.tasks), recorded as val_* and test_* too.
+    extra = {f"{split}_{k}": v for split, r in (("val", val), ("test", test)) for k, v in r.items()
+             if k not in ("accuracy", "loss")}
     return {"kind": "eval", "step": step, "val_accuracy": val["accuracy"], "val_loss": val["loss"],
-            "test_accuracy": test["accuracy"], "test_loss": test["loss"]}
+            "test_accuracy": test["accuracy"], "test_loss": test["loss"], **extra}
 
   if resumed:
     start = resumed["step"]

@@ -24,6 +24,13 @@ from l2t_jax.students import Student
 
 LossFn = Callable[[Any, jax.Array, jax.Array], jax.Array]
 ValFn = Callable[[jax.Array, jax.Array], jax.Array]
+# (outputs, labels) -> (the task's standard loss, its accuracy): what a step logs besides its loss
+# (classification: cross-entropy and accuracy; detection and segmentation: l2t_jax.tasks)
+StatsFn = Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
+
+
+def classification_stats(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
+  return losses.cross_entropy(logits, labels), losses.accuracy(logits, labels)
 
 
 class StudentState(NamedTuple):
@@ -56,7 +63,8 @@ def _pmean(tree: Any, axis_name: str | None) -> Any:
 
 def student_step(student: Student, optimizer: optax.GradientTransformation, loss_fn: LossFn,
                  loss_params: Any, state: StudentState, batch: dict,
-                 axis_name: str | None = None) -> tuple[StudentState, StepStats]:
+                 axis_name: str | None = None,
+                 stats: StatsFn | None = None) -> tuple[StudentState, StepStats]:
   """One student update on `loss_fn(loss_params, ...)`: the student stage of the method."""
 
   def objective(params):
@@ -68,9 +76,9 @@ def student_step(student: Student, optimizer: optax.GradientTransformation, loss
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   logits = jax.lax.stop_gradient(logits)
-  stats = _pmean(StepStats(loss, losses.cross_entropy(logits, batch["y"]),
-                           losses.accuracy(logits, batch["y"])), axis_name)
-  return StudentState(params, model_state, opt_state), stats
+  ce, accuracy = (stats or classification_stats)(logits, batch["y"])
+  return StudentState(params, model_state, opt_state), _pmean(StepStats(loss, ce, accuracy),
+                                                              axis_name)
 
 
 def _identity(x):
@@ -116,7 +124,8 @@ def _remat_scan(body, carry, xs, length: int, policy: str):
 def unroll(student: Student, optimizer: optax.GradientTransformation, loss_fn: LossFn,
            loss_params: Any, state: StudentState, batches: Any, remat: str = "none",
            fetch: Callable[[Any], dict] | None = None,
-           axis_name: str | None = None) -> tuple[StudentState, StepStats]:
+           axis_name: str | None = None,
+           stats: StatsFn | None = None) -> tuple[StudentState, StepStats]:
   """Runs one student step per leading entry of `batches`; stats are stacked over steps.
 
   `fetch` (optional) makes each step's batch from its entry inside the scan, e.g. a gather from
@@ -125,16 +134,18 @@ def unroll(student: Student, optimizer: optax.GradientTransformation, loss_fn: L
   fetch = fetch or _identity
 
   def body(carry, xs):
-    return student_step(student, optimizer, loss_fn, loss_params, carry, fetch(xs), axis_name)
+    return student_step(student, optimizer, loss_fn, loss_params, carry, fetch(xs), axis_name,
+                        stats)
 
   length = jax.tree_util.tree_leaves(batches)[0].shape[0]
   return _remat_scan(body, state, batches, length, remat)
 
 
 def validate_student(student: Student, state: StudentState, val_fn: ValFn,
-                     batch: dict) -> ValStats:
+                     batch: dict, stats: StatsFn | None = None) -> ValStats:
   logits, _ = student.apply(state.params, state.model_state, batch["x"], False)
-  return ValStats(val_fn(logits, batch["y"]), losses.accuracy(logits, batch["y"]))
+  return ValStats(val_fn(logits, batch["y"]), (stats or classification_stats)(logits,
+                                                                             batch["y"])[1])
 
 
 class Hypergradient(NamedTuple):
@@ -149,7 +160,7 @@ def hypergradient(student: Student, optimizer: optax.GradientTransformation, los
                   val_batch: dict, remat: str = "none",
                   fetch: Callable[[Any], dict] | None = None,
                   prepare: Callable[[Any], Any] | None = None,
-                  axis_name: str | None = None) -> Hypergradient:
+                  axis_name: str | None = None, stats: StatsFn | None = None) -> Hypergradient:
   """The validation loss after a K-step segment and its gradient w.r.t. `loss_params`.
 
   `prepare` (optional) maps `loss_params` once per segment to what `loss_fn` takes (e.g. the DLN
@@ -162,15 +173,15 @@ def hypergradient(student: Student, optimizer: optax.GradientTransformation, los
 
   def objective(lp):
     prepared = prepare(lp) if prepare else lp
-    new_state, stats = unroll(student, optimizer, loss_fn, prepared, state, batches, remat, fetch,
-                              axis_name)
-    val = validate_student(student, new_state, val_fn, val_batch)
-    return val.loss, (val.accuracy, new_state, stats)
+    new_state, step_stats = unroll(student, optimizer, loss_fn, prepared, state, batches, remat,
+                                   fetch, axis_name, stats)
+    val = validate_student(student, new_state, val_fn, val_batch, stats)
+    return val.loss, (val.accuracy, new_state, step_stats)
 
-  (val_loss, (val_acc, new_state, stats)), grads = jax.value_and_grad(
+  (val_loss, (val_acc, new_state, step_stats)), grads = jax.value_and_grad(
       objective, has_aux=True)(loss_params)
   val_loss, val_acc, grads = _pmean((val_loss, val_acc, grads), axis_name)
-  return Hypergradient(ValStats(val_loss, val_acc), grads, new_state, stats)
+  return Hypergradient(ValStats(val_loss, val_acc), grads, new_state, step_stats)
 
 
 def all_finite(tree: Any) -> jax.Array:

@@ -139,9 +139,14 @@ def load_dataset(config: ml_collections.ConfigDict) -> Dataset:
   if name == "digits":
     from l2t_jax.data import digits
     return make_splits(name, *digits.load(), data_cfg=config.data, seed=config.seed)
+  if name in ("shapes_detection", "shapes_segmentation"):
+    from l2t_jax.data import shapes
+    raw = shapes.load_task(name, config.data)
+    return standardise_images(make_splits(name, *raw, data_cfg=config.data, seed=config.seed))
   from l2t_jax.data import tfds
   if name in tfds.NUM_CLASSES:
     raw = tfds.load(name, config.data.data_dir)
     return standardise_images(make_splits(name, *raw, data_cfg=config.data, seed=config.seed))
   raise ValueError(f"data.name='{name}' is not a known dataset; known: "
-                   f"{['mnist1d', 'digits', *sorted(tfds.NUM_CLASSES)]}")
+                   f"{['mnist1d', 'digits', 'shapes_detection', 'shapes_segmentation']}"
+                   f" + {sorted(tfds.NUM_CLASSES)}")

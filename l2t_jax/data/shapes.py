@@ -160,3 +160,17 @@ def detection_targets(scenes: Scenes) -> np.ndarray:
   size = np.asarray(scenes.images.shape[2:0:-1], np.float32)  # (W, H)
   boxes = scenes.boxes / np.tile(size, 2)
   return np.concatenate([boxes, scenes.classes[..., None].astype(np.float32)], axis=-1)
+
+
+def load_task(name: str, data_cfg) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+  """`(x_train, y_train, x_test, y_test, num_classes)` of `shapes_detection` (labels: the packed
+  boxes of `detection_targets`, one class per shape) or `shapes_segmentation` (labels: the masks,
+  the background a class of its own) under `config.data`'s sizes and seed."""
+  train, test = load(data_cfg.shapes_seed, data_cfg.shapes_train_size, data_cfg.shapes_test_size,
+                     data_cfg.image_size)
+  if name == "shapes_detection":
+    return (train.images, detection_targets(train), test.images, detection_targets(test),
+            len(CLASSES))
+  if name == "shapes_segmentation":
+    return train.images, train.masks, test.images, test.masks, len(CLASSES) + 1
+  raise ValueError(f"'{name}' is not a shapes task: shapes_detection or shapes_segmentation")

@@ -39,6 +39,10 @@ ANCHOR_REFERENCE_SIZE = 416
 BOX_OUTPUTS = 5  # t_x, t_y, t_w, t_h, objectness
 LEAKY_SLOPE = 0.1  # Darknet's leaky ReLU
 HEAD_CONVS = 5  # the alternating 1x1 / 3x3 convolutions of each head before its output
+# Objectness starts at this probability (its bias at the logit), not 1/2: most anchors see no
+# object, and a start at 1/2 makes the first steps of every run only learn that (the prior of
+# RetinaNet, Lin et al. 2017).
+OBJECTNESS_PRIOR = 0.01
 
 
 class AnchorLayout(NamedTuple):
@@ -79,6 +83,16 @@ def anchor_layout(height: int, width: int) -> AnchorLayout:
   cells, grid, anc, scale, ids = (np.concatenate(p) for p in zip(*parts))
   return AnchorLayout(cells.astype(np.float32), grid.astype(np.float32), anc.astype(np.float32),
                       scale.astype(np.int32), ids.astype(np.int32))
+
+
+def output_bias(num_classes: int):
+  """The heads' output bias: zero, but objectness at the logit of OBJECTNESS_PRIOR."""
+  def init(key, shape, dtype=jnp.float32):
+    del key
+    per_anchor = jnp.zeros((BOX_OUTPUTS + num_classes,), dtype).at[4].set(
+        np.log(OBJECTNESS_PRIOR / (1 - OBJECTNESS_PRIOR)))
+    return jnp.tile(per_anchor, shape[0] // per_anchor.size)
+  return init
 
 
 class ConvBN(nn.Module):
@@ -144,6 +158,7 @@ class YOLOv3(nn.Module):
         f = ConvBN(maps if i % 2 == 0 else 2 * maps, 1 if i % 2 == 0 else 3, norm)(f)
       route = f
       y = ConvBN(2 * maps, 3, norm)(f)
-      y = nn.Conv(ANCHORS_PER_SCALE * (BOX_OUTPUTS + self.num_classes), (1, 1))(y)
+      y = nn.Conv(ANCHORS_PER_SCALE * (BOX_OUTPUTS + self.num_classes), (1, 1),
+                  bias_init=output_bias(self.num_classes))(y)
       outputs.append(y.reshape(y.shape[0], -1, BOX_OUTPUTS + self.num_classes))
     return jnp.concatenate(outputs[::-1], axis=1)  # stride 8 first
