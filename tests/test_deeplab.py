@@ -26,7 +26,8 @@ def test_logits_come_at_the_input_resolution_from_stride_8_features():
                         jnp.zeros((1, 64, 64, 3)))
   convs = [k for k, _ in jax.tree_util.tree_leaves_with_path(full["params"])
            if jax.tree_util.keystr(k).endswith("['kernel']")]
-  # ResNet-18's 17 3x3/7x7 convolutions and 3 projections; ASPP's 5, the mix, the 3x3, the classifier.
+  # ResNet-18's 17 3x3/7x7 convolutions and 3 projections; ASPP's 5, the mix, the 3x3 and
+  # the classifier.
   assert len(convs) == 17 + 3 + 5 + 3
 
 

@@ -1,4 +1,5 @@
-"""YOLO-v3: the network's layout, target assignment, the loss (standard and DLN), decoding and NMS."""
+"""YOLO-v3: the network's layout, target assignment, the loss (standard and DLN), decoding and
+NMS."""
 
 import functools
 
