@@ -80,6 +80,10 @@ def _two_runs(devices_path):
     json.dump(out, f)
 
 
+# Two L2T-DLN compilations of the segmentation student in a subprocess: 366 s on this shared
+# 2-core machine (load ~10), too long for the 10-minute suite; run it with L2T_JAX_SLOW_TESTS=1.
+@pytest.mark.skipif(not os.environ.get("L2T_JAX_SLOW_TESTS"),
+                    reason="slow (two L2T-DLN compilations): set L2T_JAX_SLOW_TESTS=1")
 def test_segmentation_l2t_dln_on_two_devices_matches_one_device(root, tmp_path):
   path = str(tmp_path / "runs.json")
   env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
