@@ -29,33 +29,22 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks.common import load_config, smoke_config, synthetic_dataset  # noqa: E402
-from l2t_jax.data.sampler import TRAIN_STREAM, VAL_STREAM, batch_indices  # noqa: E402
-from l2t_jax.loop import build_method  # noqa: E402
-from l2t_jax.optim import student_optimizer  # noqa: E402
-from l2t_jax.parallel import DataParallel  # noqa: E402
-from l2t_jax.students import build_student  # noqa: E402
-from l2t_jax.train import data_arrays  # noqa: E402
+from l2t_jax.train import build_run, cycle_indices, data_arrays  # noqa: E402
 
 NUM_CLASSES = 10
 IMAGE_SHAPE = (32, 32, 3)
 
 
-def measure(config, data: dict, dp: DataParallel, cycles: int, repeats: int) -> dict:
-  """Compile + warm-up time, then the median over `repeats` of the time per student step."""
-  student = build_student(config.student, NUM_CLASSES, dp.axis_name)
-  method = build_method(config, student, student_optimizer(config.optim, config.train.steps),
-                        NUM_CLASSES, dp.axis_name)
-  interval, batch = config.meta.interval, config.train.batch_size
-  val_batch = config.meta.val_batch_size
-  n_train, n_val = len(data["train_y"]), len(data["val_y"])
-  total = 1 + repeats * cycles
-  indices = [dp.put_indices(
-      batch_indices(config.seed, TRAIN_STREAM, n_train, batch, c * interval, interval),
-      batch_indices(config.seed, VAL_STREAM, n_val, val_batch, c, 1)[0]) for c in range(total)]
-  state = dp.replicate(jax.jit(method.init)(jax.random.PRNGKey(config.seed),
-                                             jnp.asarray(data["train_x"][:1])))
-  data = dp.replicate(data)
-  cycle = dp.compile_cycle(method.cycle)
+def measure(config, dataset, cycles: int, repeats: int) -> dict:
+  """Compile + warm-up time, then the median over `repeats` of the time per student step, of the
+  run the driver builds for `config` on `dataset`."""
+  run = build_run(config, dataset)
+  dp, interval = run.parallel, config.meta.interval
+  indices = list(cycle_indices(run, 0, 1 + repeats * cycles))
+  state = dp.replicate(run.method.init(jax.random.PRNGKey(config.seed),
+                                       jnp.asarray(dataset.train.x[:1])))
+  data = dp.replicate(data_arrays(dataset))
+  cycle = dp.compile_cycle(run.method.cycle)
   t0 = time.perf_counter()
   state, metrics = cycle(state, data, *indices[0])
   jax.block_until_ready((state, metrics))
@@ -71,7 +60,8 @@ def measure(config, data: dict, dp: DataParallel, cycles: int, repeats: int) -> 
   finite = bool(np.isfinite(np.asarray(dp.local(metrics).train_loss)))
   return {"compile_seconds": compile_seconds, "step_ms": 1e3 * step,
           "step_ms_min": 1e3 * min(step_seconds), "step_ms_max": 1e3 * max(step_seconds),
-          "images_per_second": batch / step, "finite_loss": finite}
+          "images_per_second": config.train.batch_size / step, "finite_loss": finite,
+          "devices": dp.size}
 
 
 def format_table(report: dict) -> str:
@@ -106,9 +96,9 @@ def main(argv=None) -> dict:
     args.train_examples = 64
 
   t_start = time.perf_counter()
-  dp = DataParallel(jax.local_devices())
   device = jax.devices()[0]
-  report = {"device": getattr(device, "device_kind", device.platform), "devices": dp.size,
+  report = {"device": getattr(device, "device_kind", device.platform),
+            "devices": jax.local_device_count(),
             "jax": jax.__version__, "batch_size": args.batch_size, "smoke": args.smoke,
             "repeats": args.repeats, "cycles_per_repeat": args.cycles, "results": []}
   for method in args.methods.split(","):
@@ -120,14 +110,14 @@ def main(argv=None) -> dict:
       config.train.batch_size = args.batch_size
       config.checkpoint.every = 0
       val = config.meta.val_batch_size
-      data = data_arrays(synthetic_dataset(IMAGE_SHAPE, NUM_CLASSES, args.train_examples, val))
+      dataset = synthetic_dataset(IMAGE_SHAPE, NUM_CLASSES, args.train_examples, val)
       entry = {"method": method, "depth": depth, "unroll_steps": config.meta.unroll_steps,
                "interval": config.meta.interval, "val_batch_size": val}
       elapsed = time.perf_counter() - t_start
       if elapsed > args.budget_seconds:
         entry["skipped"] = f"time budget spent ({elapsed:.0f} s > {args.budget_seconds:.0f} s)"
       else:
-        entry.update(measure(config, data, dp, args.cycles, args.repeats))
+        entry.update(measure(config, dataset, args.cycles, args.repeats))
       report["results"].append(entry)
       print(f"{method} ResNet-{depth}: {entry}", flush=True)
       with open(args.out, "w") as f:

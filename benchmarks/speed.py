@@ -28,7 +28,9 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from l2t_jax import loop, losses, optim  # noqa: E402
+from l2t_jax import build, losses  # noqa: E402
+from l2t_jax.methods import dln_method  # noqa: E402
+from l2t_jax.student_loss import FunctionLoss  # noqa: E402
 from benchmarks.common import load_config, synthetic_dataset  # noqa: E402
 from l2t_jax.data import Dataset, load_dataset  # noqa: E402
 from l2t_jax.train import build_run, cycle_indices, device_data  # noqa: E402
@@ -109,12 +111,11 @@ def floor_method(run):
   that costs nothing beyond cross-entropy: one scalar weight on it. It bounds what any DLN can
   reach with this student, optimizer and schedule."""
   config = run.config
-  setup = loop.make_setup(config, run.student, run.optimizer, run.dataset.num_classes)
-  return loop.dln_method(
-      setup, lambda rng: {"weight": jnp.ones(())},
-      lambda lp, logits, labels: lp["weight"] * losses.cross_entropy(logits, labels),
-      loop.make_teacher(config.teacher),
-      optim.teacher_optimizer(config.teacher.learning_rate, config.teacher.grad_clip))
+  segments = build.make_segments(config, run.student, run.optimizer, run.dataset.num_classes)
+  weighted_ce = FunctionLoss(
+      lambda rng: {"weight": jnp.ones(())},
+      lambda lp, logits, labels: lp["weight"] * losses.cross_entropy(logits, labels))
+  return dln_method(segments, weighted_ce, build.make_teaching(config))
 
 
 def measure_student(name: str, dataset: Dataset | None, repeats: int, steps_per_repeat: int,

@@ -1,6 +1,6 @@
 """MNIST-1D, MLP student (100-100), L2T-DLN: the default experiment, with our default settings of
 the method (benchmarks/suite.py measures them on seven tasks against tuned cross-entropy; README,
-"Does the teaching beat cross-entropy?").
+"Results"; the full tables in benchmarks/results/README.md).
 
 Where it departs from `default_config()` (the method as the paper describes it):
 - the DLN is bounded (`dln.slope_bound=1`): every item's slope lies between zero and its binary

@@ -1,9 +1,11 @@
-"""A plain flax + optax training loop that uses the DLN and the LSTM teacher directly.
+"""A plain flax + optax training loop taught by the public teaching component of l2t_jax.
 
-No l2t_jax driver, config or data pipeline: your model, your optimizer, your batches. Every K
-steps the loop differentiates the validation loss through the K steps it just took (the student's
-trajectory continues from them), the teacher turns that gradient into a DLN update, and the teacher
-itself learns from the validation gradient measured after its previous update (M = 1).
+Your model, your optimizer, your batches; no l2t_jax driver, config or data pipeline. Every K
+student steps, `hypergradient` runs those steps on the learned loss and differentiates the
+validation loss after them (the student continues from them), and `Teaching.update` moves the DLN
+and trains the teacher. The learned loss is the one the project's results use: the DLN tabulated
+once per segment and bounded by cross-entropy's slopes (`StudentLoss`), with the default
+experiment's settings (configs/mnist1d_mlp.py).
 
   python examples/own_loop.py --steps 2000
 """
@@ -11,89 +13,90 @@ itself learns from the validation gradient measured after its previous update (M
 from __future__ import annotations
 
 import argparse
+from typing import Any, Callable, Iterable
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.flatten_util import ravel_pytree
 
+import l2t_jax as l2t
 from l2t_jax import losses
 from l2t_jax.data import mnist1d
-from l2t_jax.dln import DLN, ItemNetwork
-from l2t_jax.students import from_linen
-from l2t_jax.teacher import LSTMTeacher
-from l2t_jax.unroll import StudentState, hypergradient
+from l2t_jax.dln import ItemNetwork
 
 
 class Net(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False):
     x = nn.relu(nn.Dense(100)(x.reshape((x.shape[0], -1))))
-    return nn.Dense(10)(x)
+    return nn.Dense(10)(nn.relu(nn.Dense(100)(x)))
 
 
-def main(steps: int = 2000, unroll_steps: int = 10, batch_size: int = 128, seed: int = 0) -> dict:
+def teach(student: l2t.Student, optimizer: optax.GradientTransformation, loss: l2t.StudentLoss,
+          teaching: l2t.Teaching, val_fn: Callable, rng: jax.Array, sample_x: jax.Array,
+          segments: Iterable[tuple[Any, dict]], total_steps: int) -> tuple:
+  """Trains `student` on `loss`, taught by `teaching`, over `segments`: pairs of K training
+  batches (arrays with a leading K axis) and a validation batch. Returns the student's state, the
+  DLN parameters and the teaching state. `rng` also keys the student's Dropout, if it has any."""
+  rng_s, rng_d, rng_t = jax.random.split(rng, 3)
+  s = l2t.init_student_state(student, optimizer, rng_s, sample_x)
+  phi = loss.init(rng_d)
+  taught = teaching.init(rng_t, phi)
+
+  @jax.jit
+  def segment(s, phi, taught, batches, val_batch, progress, key):
+    hg = l2t.hypergradient(student, optimizer, loss.loss, val_fn, phi, s, batches, val_batch,
+                           prepare=loss.tabulate, rng=key)
+    phi, taught, _ = teaching.update(hg.grads, taught, phi, l2t.student_features(progress, hg))
+    return hg.student, phi, taught, hg.val
+
+  step = 0
+  for batches, val_batch in segments:
+    step += jax.tree_util.tree_leaves(batches)[0].shape[0]
+    s, phi, taught, val = segment(s, phi, taught, batches, val_batch, step / total_steps,
+                                  jax.random.fold_in(rng, step))
+    if step % 500 == 0:
+      print(f"step {step:5d}  validation loss {float(val.loss):.4f}  accuracy "
+            f"{float(val.accuracy):.4f}")
+  return s, phi, taught
+
+
+def mnist1d_segments(seed: int, steps: int, unroll_steps: int, batch_size: int,
+                     val_batch_size: int):
+  """MNIST-1D's training split less its last 500 examples, in segments of `unroll_steps` random
+  batches, each with a random half of those 500 as its validation batch; and the test split."""
   x, y, x_test, y_test, _ = mnist1d.load()
   x_train, y_train, x_val, y_val = x[:-500], y[:-500], x[-500:], y[-500:]
-
-  student = from_linen(Net())
-  optimizer = optax.sgd(0.1, momentum=0.9)
-  dln = DLN(ItemNetwork(features=("log_p", "y", "y_log_p"), hidden=(16,), skip_init=1.0,
-                        log_clip=20.0))
-  teacher = LSTMTeacher(hidden=20, layers=1, output_scale=1e-3, preprocess_p=10.0)
-  teacher_opt = optax.adam(1e-3)
-
-  rng_s, rng_d, rng_t = jax.random.split(jax.random.PRNGKey(seed), 3)
-  params, model_state = student.init(rng_s, jnp.asarray(x_train[:1]))
-  s = StudentState(params, model_state, optimizer.init(params))
-  phi = dln.init(rng_d)
-  theta = teacher.init(rng_t)
-  theta_opt = teacher_opt.init(theta)
-  memory = teacher.init_state(phi)
-  no_features = jnp.zeros((1, 0))
-
-  @jax.jit
-  def segment(s, phi, batches, val_batch):
-    """K student steps on the DLN loss, and d(val loss)/d(phi) through them."""
-    hg = hypergradient(student, optimizer, dln.loss, losses.cross_entropy, phi, s, batches,
-                       val_batch)
-    return hg.student, hg.grads, hg.val.loss
-
-  @jax.jit
-  def teach(theta, theta_opt, memory, phi, grads, prev_memory, prev_grads):
-    """Teacher learns from its previous step's outcome, then updates the DLN."""
-    g = ravel_pytree(grads)[0]
-    g_prev = ravel_pytree(prev_grads)[0]
-    teacher_grads = jax.grad(teacher.surrogate_loss)(theta, prev_memory, g_prev[None], no_features,
-                                                     g[None])
-    updates, theta_opt = teacher_opt.update(teacher_grads, theta_opt, theta)
-    theta = optax.apply_updates(theta, updates)
-    dln_updates, new_memory = teacher.step(theta, memory, grads)
-    return theta, theta_opt, new_memory, optax.apply_updates(phi, dln_updates)
-
   rng = np.random.default_rng(seed)
-  val_batch = {"x": jnp.asarray(x_val), "y": jnp.asarray(y_val)}
-  prev = None
-  for start in range(0, steps, unroll_steps):
-    idx = rng.integers(0, len(y_train), size=(unroll_steps, batch_size))
-    batches = {"x": jnp.asarray(x_train[idx]), "y": jnp.asarray(y_train[idx])}
-    s, grads, val_loss = segment(s, phi, batches, val_batch)
-    if prev is None:  # the first step has no earlier outcome to learn from
-      dln_updates, new_memory = teacher.step(theta, memory, grads)
-      prev, memory, phi = (memory, grads), new_memory, optax.apply_updates(phi, dln_updates)
-      continue
-    before = memory
-    theta, theta_opt, memory, phi = teach(theta, theta_opt, memory, phi, grads, *prev)
-    prev = (before, grads)
-    if (start + unroll_steps) % 500 == 0:
-      print(f"step {start + unroll_steps:5d}  val loss {float(val_loss):.4f}")
 
-  logits, _ = student.apply(s.params, s.model_state, jnp.asarray(x_test), False)
-  test_accuracy = float(losses.accuracy(logits, jnp.asarray(y_test)))
+  def segments():
+    for _ in range(steps // unroll_steps):
+      idx = rng.integers(0, len(y_train), size=(unroll_steps, batch_size))
+      val = rng.permutation(len(y_val))[:val_batch_size]
+      yield {"x": x_train[idx], "y": y_train[idx]}, {"x": x_val[val], "y": y_val[val]}
+
+  return x_train[:1], segments(), (x_test, y_test)
+
+
+def main(steps: int = 2000, seed: int = 0) -> dict:
+  unroll_steps = 10
+  sample_x, segments, (x_test, y_test) = mnist1d_segments(seed, steps, unroll_steps, 128, 250)
+  student = l2t.from_linen(Net())
+  optimizer = optax.sgd(0.1, momentum=0.9)
+  dln = l2t.DLN(ItemNetwork(features=("log_p", "y", "y_log_p", "log_1mp"), hidden=(16, 16),
+                            skip_init=1.0, log_clip=20.0, learn_scale=True))
+  loss = l2t.StudentLoss(dln, table_size=512, slope_bound=1.0)
+  teacher = l2t.LSTMTeacher(hidden=20, layers=2, output_scale=1e-2, preprocess_p=10.0,
+                            num_features=4)
+  teaching = l2t.Teaching(teacher, optax.chain(optax.clip_by_global_norm(1.0), optax.adam(3e-3)),
+                          teacher_every=5)
+  s, phi, taught = teach(student, optimizer, loss, teaching, losses.calibrated_ce,
+                         jax.random.PRNGKey(seed), sample_x, segments, steps)
+  logits, _ = student.apply(s.params, s.model_state, x_test, False)
+  test_accuracy = float(losses.accuracy(logits, y_test))
   print(f"test accuracy {test_accuracy:.4f}")
-  return {"test_accuracy": test_accuracy, "val_loss": float(val_loss)}
+  return {"test_accuracy": test_accuracy, "loss_params": phi, "teaching": taught}
 
 
 if __name__ == "__main__":

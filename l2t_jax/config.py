@@ -12,19 +12,17 @@ from typing import Any, Iterable
 
 import ml_collections
 
+# The choices of the maths modules, named where they are implemented.
+from l2t_jax.dln import DLN_ACTIVATIONS, DLN_FEATURES, DLN_ITEMS, DLN_NETWORKS
+from l2t_jax.losses import VAL_OBJECTIVES
+from l2t_jax.teacher import TEACHER_NETWORKS
+from l2t_jax.teaching import CONTINUATIONS, TEACHER_GRADIENTS
+from l2t_jax.unroll import REMAT_POLICIES
+
 METHODS = ("ce", "label_smoothing", "focal", "l2t_dlf", "l2t_dln")
 META_METHODS = ("l2t_dlf", "l2t_dln")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "piecewise")
-VAL_OBJECTIVES = ("ce", "smooth_error", "scale_free_ce", "calibrated_ce")
-REMAT_POLICIES = ("none", "step", "dots", "sqrt")  # memory policies: see unroll._remat_scan
-TEACHER_GRADIENTS = ("window", "reunroll")  # l2t_dln's teacher gradient: see loop.dln_method
-CONTINUATIONS = ("unroll", "reunroll")  # which segment the student continues from
-DLN_FEATURES = ("log_p", "y", "y_log_p", "log_1mp", "p")
-DLN_ITEMS = ("one_vs_rest", "one_vs_one")  # see dln.py; one_vs_one is the authors' (sigmoid pairs)
-DLN_NETWORKS = ("ce_residual", "free")  # see dln.py; free is the authors' (bias-free MLP)
-DLN_ACTIVATIONS = ("tanh", "leaky_relu")
-TEACHER_NETWORKS = ("lstm_readout", "stacked_cells")  # see teacher.py
 DATA_SPLITS = ("fixed", "redrawn_half")  # see data/sampler.py; redrawn_half is the authors'
 DATASETS = ("mnist1d", "digits", "mnist", "cifar10", "cifar100", "shapes_detection",
             "shapes_segmentation")
@@ -73,6 +71,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.student = ml_collections.ConfigDict()
   c.student.name = "mlp"
   c.student.hidden = (100, 100)
+  c.student.dropout = 0.0  # mlp: Dropout rate after every hidden layer (keyed by seed and step)
   c.student.channels = (25, 25, 25)  # cnn1d
   c.student.kernel_size = 5  # cnn1d
   c.student.depth = 20  # resnet: 6n+2 (8, 20, 32, ...); wrn and densenet: 6n+4 (28; 100)
@@ -399,6 +398,9 @@ def _check_student(p: list[str], cfg: ml_collections.ConfigDict) -> None:
          "positive ints")
   _check(p, _positive_ints(s.hidden), f"student.hidden={tuple(s.hidden)} must be positive ints "
          "(the widths of the MLP's hidden layers)")
+  _check(p, 0 <= s.dropout < 1 and (not s.dropout or s.name == "mlp"),
+         f"student.dropout={s.dropout} must lie in [0, 1) and is an option of the mlp student only "
+         f"(student.name='{s.name}')")
   _check(p, _positive_ints(s.channels), f"student.channels={tuple(s.channels)} must be positive "
          "ints (the CNN1D's channels per layer)")
   _check(p, 0 < s.bn_momentum < 1, f"student.bn_momentum={s.bn_momentum} must lie in (0, 1)")

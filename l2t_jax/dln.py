@@ -28,9 +28,12 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from l2t_jax.config import DLN_ITEMS, DLN_NETWORKS
-
 Params = Any
+
+DLN_FEATURES = ("log_p", "y", "y_log_p", "log_1mp", "p")  # what a one_vs_rest item network sees
+DLN_ITEMS = ("one_vs_rest", "one_vs_one")  # one_vs_one is the authors' (sigmoid pairs)
+DLN_NETWORKS = ("ce_residual", "free")  # free is the authors' (bias-free MLP)
+DLN_ACTIVATIONS = ("tanh", "leaky_relu")
 
 # log(1 - p) is computed from log p capped just below 0 so that p -> 1 stays finite.
 LOG_P_CAP = -1e-6

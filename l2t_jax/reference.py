@@ -31,7 +31,7 @@ import ml_collections
 from l2t_jax.config import default_config
 
 # (dotted key, the authors' value). `teacher.gradient` and `meta.continue_from` are the keys of the
-# exact one-step teacher gradient (l2t_jax.loop).
+# exact one-step teacher gradient (l2t_jax.teaching).
 PROTOCOL: tuple[tuple[str, Any], ...] = (
     ("method", "l2t_dln"),
     ("dln.item_kind", "one_vs_one"),

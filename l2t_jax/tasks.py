@@ -10,8 +10,8 @@ metric:
   evaluation decodes, suppresses and scores VOC mAP@0.5 (area; the 11-point value beside it);
 - segmentation (masks with the ignore label 255): per-pixel cross-entropy; step accuracy is the
   pixel accuracy; evaluation is the mean IoU over the whole split at full resolution.
-Classification keeps its own code paths (`config.data.name` of a classification dataset gives no
-task).
+Classification keeps its own code paths (no task). `l2t_jax.build.make_task` picks the task of
+a config; `task_loss` puts a learned loss's items under a task's loss.
 """
 
 from __future__ import annotations
@@ -22,18 +22,15 @@ from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
-from l2t_jax import dln_table
-from l2t_jax.config import DETECTION_DATASETS, SEGMENTATION_DATASETS
 from l2t_jax.detection_metrics import Detections, GroundTruth, mean_average_precision
-from l2t_jax.dln import DLN
 from l2t_jax.item_losses import ItemScorer, ce_items, masked_pixel_loss
 from l2t_jax.segmentation_metrics import (IGNORE_LABEL, confusion_matrix, mean_iou,
                                           pixel_accuracy)
+from l2t_jax.student_loss import FunctionLoss, StudentLoss
 from l2t_jax.students import Student
-from l2t_jax.students.yolo import BOX_OUTPUTS, AnchorLayout, anchor_layout
+from l2t_jax.students.yolo import BOX_OUTPUTS, AnchorLayout
 from l2t_jax.yolo_decode import make_detector
 from l2t_jax.yolo_loss import assign, yolo_loss
 
@@ -51,12 +48,14 @@ class Task(NamedTuple):
     return self.loss_with(ce_items)
 
 
-def dln_loss_fn(task: Task, dln: DLN, tabulated: bool):
-  """`loss_fn(prepared, outputs, labels)` of the task under the DLN: `prepared` is `phi`, or the
-  DLN's table (`dln_table.make_table`) when `tabulated`."""
-  values = dln_table.table_item_values if tabulated else dln.item_values
-  return lambda prepared, outputs, labels: task.loss_with(functools.partial(values, prepared))(
-      outputs, labels)
+def task_loss(task: Task, items: StudentLoss) -> FunctionLoss:
+  """The learned loss of `task`: its items scored by `items` (the DLN, exact or tabulated once
+  per segment), in `StudentLoss`'s shape for `methods.dln_method`."""
+
+  def loss(tabulated, outputs, labels):
+    return task.loss_with(functools.partial(items.item_values, tabulated))(outputs, labels)
+
+  return FunctionLoss(items.init, loss, items.tabulate)
 
 
 def _padded_batches(x: np.ndarray, y: np.ndarray, batch_size: int):
@@ -150,14 +149,3 @@ def segmentation_task(num_classes: int) -> Task:
     return evaluate
 
   return Task("segmentation", loss_with, stats, make_evaluator)
-
-
-def make_task(config: ml_collections.ConfigDict, num_classes: int,
-              image_shape: tuple[int, ...]) -> Task | None:
-  """The task of `config.data.name`, or None for classification."""
-  if config.data.name in DETECTION_DATASETS:
-    height, width = image_shape[:2]
-    return detection_task(anchor_layout(height, width), num_classes, height, width)
-  if config.data.name in SEGMENTATION_DATASETS:
-    return segmentation_task(num_classes)
-  return None

@@ -37,11 +37,10 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from l2t_jax.config import TEACHER_NETWORKS
-
 Params = Any
 Memory = Any  # tuple over layers of (c, h), each shaped (num_coordinates, that layer's width)
 
+TEACHER_NETWORKS = ("lstm_readout", "stacked_cells")  # see the module docstring
 NUM_STATE_FEATURES = 4  # progress, train loss, validation loss, validation accuracy
 
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from l2t_jax.config import ConfigError
 from l2t_jax.metrics import write_bytes_atomic
+from l2t_jax.teacher import LSTMTeacher
 
 FORMAT = "l2t_jax.teacher/1"
 TRAINING_KEYS = ("learning_rate", "grad_clip", "gradient")  # how it learns, not what it computes
@@ -42,9 +43,9 @@ def save_teacher(path: str, theta: Any, teacher_cfg: ml_collections.ConfigDict) 
   write_bytes_atomic(path, blob)
 
 
-def load_teacher(path: str, teacher_cfg: ml_collections.ConfigDict) -> Any:
-  """The `theta` saved at `path`; ConfigError if the file is missing, unreadable, or holds a
-  teacher whose architecture differs from `teacher_cfg`."""
+def load_teacher(path: str, teacher_cfg: ml_collections.ConfigDict, teacher: LSTMTeacher) -> Any:
+  """The `theta` saved at `path`, for `teacher` (the network `teacher_cfg` builds); ConfigError if
+  the file is missing, unreadable, or holds a teacher whose architecture differs."""
   if not os.path.exists(path):
     raise ConfigError(
         f"teacher_init='{path}': no such file. Point it at the teacher.msgpack that an l2t_dln run "
@@ -68,13 +69,12 @@ def load_teacher(path: str, teacher_cfg: ml_collections.ConfigDict) -> Any:
                       f"{wanted.get(k, '(absent)')!r}" for k in differing)
     raise ConfigError(f"teacher_init='{path}' holds a teacher of another architecture ({pairs}); "
                       "set those config keys to the file's values or train a new teacher")
-  return _matching(params, teacher_cfg, path)
+  return _matching(params, teacher, path)
 
 
-def _matching(params: Any, teacher_cfg: ml_collections.ConfigDict, path: str) -> Any:
+def _matching(params: Any, teacher: LSTMTeacher, path: str) -> Any:
   """`params` in the pytree structure, shapes and dtypes of a freshly built teacher's."""
-  from l2t_jax.loop import make_teacher  # (loop builds runs from this module: import late)
-  target = jax.eval_shape(make_teacher(teacher_cfg).init, jax.random.PRNGKey(0))
+  target = jax.eval_shape(teacher.init, jax.random.PRNGKey(0))
   try:
     theta = flax.serialization.from_state_dict(target, params)
   except (KeyError, ValueError) as e:

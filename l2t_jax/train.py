@@ -1,4 +1,4 @@
-"""The training driver: the side-effecting edge around the pure cycle functions of `loop`.
+"""The training driver: the side-effecting edge around the pure cycle functions of `methods`.
 
 It loads the data, builds the method, runs its jitted cycle over the deterministic batch order
 (data-parallel over the selected devices, see `l2t_jax.parallel`), evaluates, prints progress, and
@@ -35,12 +35,12 @@ from l2t_jax import workdir as workdir_lib
 from l2t_jax.data import Dataset, load_dataset
 from l2t_jax.data.sampler import (TRAIN_STREAM, VAL_STREAM, batch_indices, cycles_per_split,
                                   redrawn_half_indices)
-from l2t_jax.loop import CycleMetrics, Method, TrainState, build_method
+from l2t_jax.build import build_method, make_task
+from l2t_jax.methods import CycleMetrics, Method, TrainState
 from l2t_jax.metrics import (MetricsWriter, make_evaluator, read_metrics, to_python,
                              write_json_atomic)
 from l2t_jax.optim import student_optimizer
 from l2t_jax.students import Student, build_student
-from l2t_jax.tasks import make_task
 
 SKIP_COUNTERS = (("skipped_meta_updates", "loss updates"),
                  ("skipped_teacher_updates", "teacher updates"))
@@ -434,7 +434,7 @@ def _train(cfg: ml_collections.ConfigDict, workdir: str | None, action: str,
     write_json_atomic(os.path.join(files, "summary.json"), summary)
     if cfg.method == "l2t_dln" and diverged_at is None:
       path = os.path.join(files, "teacher.msgpack")
-      teacher_io.save_teacher(path, dp.local(state.teacher_params), cfg.teacher)
+      teacher_io.save_teacher(path, dp.local(state.teacher.teacher_params), cfg.teacher)
       text += f"\nteacher saved to   {path} (start a run from it: teacher_init='{path}')"
   log(text)
   if diverged_at is not None:

@@ -19,7 +19,7 @@ from l2t_jax.dln_table import make_table, table_loss
 from l2t_jax.students import from_linen
 from l2t_jax.students.mlp import MLP
 from l2t_jax.teacher import LSTMTeacher
-from l2t_jax.unroll import StudentState, hypergradient, unroll, validate_student
+from l2t_jax.unroll import StudentState, UnrollOptions, hypergradient, unroll, validate_student
 
 K, B, C, F_IN = 4, 6, 3, 5
 EPS = 1e-6
@@ -142,7 +142,8 @@ def test_rematerialisation_does_not_change_the_hypergradient(problem, policy):
     # 7 steps: sqrt remat runs 2 blocks of 3 and a tail of 1.
     batches = jax.tree_util.tree_map(lambda x: jnp.concatenate([x, x[:3]]), p["batches"])
     ref, got = (hypergradient(p["student"], p["optimizer"], p["dln"].loss, losses.cross_entropy,
-                              p["phi"], p["state"], batches, p["val"], remat=r)
+                              p["phi"], p["state"], batches, p["val"],
+                              options=UnrollOptions(remat=r))
                 for r in ("none", policy))
     for a, b in zip(jax.tree_util.tree_leaves(ref), jax.tree_util.tree_leaves(got)):
       np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)

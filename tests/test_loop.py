@@ -12,9 +12,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from l2t_jax.loop import NUM_FEATURES, Setup, dln_method
+from l2t_jax.methods import Segments, dln_method
+from l2t_jax.student_loss import FunctionLoss
 from l2t_jax.students import Student
-from l2t_jax.teacher import LSTMTeacher
+from l2t_jax.teacher import NUM_STATE_FEATURES, LSTMTeacher
+from l2t_jax.teaching import Teaching
 
 W_STAR = jnp.array([1.5, -2.0, 0.5, 3.0])
 D = W_STAR.size
@@ -26,8 +28,8 @@ def toy_student() -> Student:
     del rng, x
     return {"w": jnp.zeros((D,))}, {}
 
-  def apply(params, model_state, x, train):
-    del train
+  def apply(params, model_state, x, train, rng=None):
+    del train, rng
     return jnp.broadcast_to(params["w"], (x.shape[0], D)), model_state
 
   return Student(init=init, apply=apply, module=None)
@@ -45,12 +47,13 @@ def toy_val(outputs, labels):
 
 
 def build(teacher_lr, cycles, teacher_every=2):
-  setup = Setup(student=toy_student(), optimizer=optax.sgd(0.2), val_fn=toy_val, unroll_steps=K,
-                teacher_every=teacher_every, total_steps=cycles * K,
-                initial_features=jnp.zeros((NUM_FEATURES,)))
+  segments = Segments(student=toy_student(), optimizer=optax.sgd(0.2), val_fn=toy_val,
+                      unroll_steps=K, total_steps=cycles * K,
+                      initial_features=jnp.zeros((NUM_STATE_FEATURES,)))
   teacher = LSTMTeacher(hidden=8, layers=1, output_scale=0.1, preprocess_p=10.0)
-  method = dln_method(setup, lambda rng: {"b": jnp.zeros((D,))}, toy_loss, teacher,
-                      optax.adam(teacher_lr))
+  loss = FunctionLoss(lambda rng: {"b": jnp.zeros((D,))}, toy_loss)
+  method = dln_method(segments, loss,
+                      Teaching(teacher, optax.adam(teacher_lr), teacher_every=teacher_every))
   data = {"train_x": jnp.zeros((1, 1)), "train_y": jnp.zeros((1,), jnp.int32),
           "val_x": jnp.zeros((2, 1)), "val_y": jnp.array([0, 1], jnp.int32)}
   state = method.init(jax.random.PRNGKey(0), jnp.zeros((1, 1)))
@@ -92,16 +95,16 @@ def test_non_finite_hypergradient_skips_the_update_and_training_goes_on():
   for _ in range(4):
     state, _ = cycle(state, data, train_idx, ok_val)
   phi_before = state.loss_params["b"]
-  memory_before = state.memory
+  memory_before = state.teacher.memory
   state, metrics = cycle(state, data, train_idx, poisoned_val)
   assert np.isnan(float(metrics.val_loss))
   assert int(state.counters.skipped_meta_updates) == 1
   np.testing.assert_array_equal(state.loss_params["b"], phi_before)
-  jax.tree_util.tree_map(np.testing.assert_array_equal, state.memory, memory_before)
+  jax.tree_util.tree_map(np.testing.assert_array_equal, state.teacher.memory, memory_before)
   for _ in range(10):
     state, metrics = cycle(state, data, train_idx, ok_val)
   assert int(state.counters.skipped_meta_updates) == 1
   assert int(state.counters.meta_updates) == 14
-  for leaf in jax.tree_util.tree_leaves((state.loss_params, state.teacher_params, state.student)):
+  for leaf in jax.tree_util.tree_leaves((state.loss_params, state.teacher.teacher_params, state.student)):
     assert bool(jnp.all(jnp.isfinite(leaf)))
   assert np.isfinite(float(metrics.val_loss))

@@ -21,7 +21,7 @@ from l2t_jax.config import ConfigError, default_config, validate
 from l2t_jax.data import load_dataset
 from l2t_jax.data.sampler import cycles_per_split, half_split, redrawn_half_indices
 from l2t_jax.dln import ACTIVATIONS, DLN, FreeNetwork, make_dln, pair_items
-from l2t_jax.loop import make_teacher
+from l2t_jax.build import make_teacher
 from l2t_jax.teacher import LSTMTeacher
 from l2t_jax.teacher_io import FORMAT, load_teacher, save_teacher
 from l2t_jax.train import build_run, cycle_indices
@@ -131,13 +131,13 @@ def test_teacher_network_is_part_of_the_saved_architecture(tmp_path):
   theta = make_teacher(stacked).init(jax.random.PRNGKey(0))
   path = str(tmp_path / "teacher.msgpack")
   save_teacher(path, theta, stacked)
-  loaded = load_teacher(path, stacked)
+  loaded = load_teacher(path, stacked, make_teacher(stacked))
   assert jax.tree_util.tree_structure(loaded) == jax.tree_util.tree_structure(theta)
   readout = stacked.copy_and_resolve_references()
   readout.network = "lstm_readout"
   with pytest.raises(ConfigError, match="teacher.network: file 'stacked_cells' vs config "
                                         "'lstm_readout'"):
-    load_teacher(path, readout)
+    load_teacher(path, readout, make_teacher(readout))
 
   # A file from before the key existed holds an lstm_readout teacher.
   ours = default_config().teacher
@@ -148,7 +148,7 @@ def test_teacher_network_is_part_of_the_saved_architecture(tmp_path):
   with open(old, "wb") as f:
     f.write(flax.serialization.msgpack_serialize(
         {"format": FORMAT, "architecture": json.dumps(arch), "params": params}))
-  load_teacher(old, ours)
+  load_teacher(old, ours, make_teacher(ours))
 
 
 # --- the re-drawn half split -------------------------------------------------------------------

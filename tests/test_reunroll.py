@@ -24,10 +24,12 @@ from l2t_jax import losses
 from l2t_jax.config import ConfigError, validate
 from l2t_jax.data import Dataset, Split
 from l2t_jax.dln import DLN, ItemNetwork
-from l2t_jax.loop import Setup, dln_method
+from l2t_jax.methods import Segments, dln_method
 from l2t_jax.students import from_linen
 from l2t_jax.students.mlp import MLP
+from l2t_jax.student_loss import StudentLoss
 from l2t_jax.teacher import LSTMTeacher
+from l2t_jax.teaching import Teaching
 from l2t_jax.train import train
 from l2t_jax.unroll import unroll, validate_student
 
@@ -55,10 +57,9 @@ def tiny_problem(teacher_opt):
   dln = DLN(ItemNetwork(features=("log_p", "y", "y_log_p", "log_1mp"), hidden=(3,), skip_init=1.0,
                         log_clip=20.0))
   teacher = LSTMTeacher(hidden=2, layers=2, output_scale=1.0, preprocess_p=10.0, num_features=4)
-  setup = Setup(student=student, optimizer=optimizer, val_fn=losses.cross_entropy,
-                unroll_steps=K, teacher_every=1, total_steps=10 * INTERVAL,
-                initial_features=jnp.zeros((4,)))
-  method = dln_method(setup, dln.init, dln.loss, teacher, teacher_opt, gradient="reunroll",
+  setup = Segments(student=student, optimizer=optimizer, val_fn=losses.cross_entropy,
+                   unroll_steps=K, total_steps=10 * INTERVAL, initial_features=jnp.zeros((4,)))
+  method = dln_method(setup, StudentLoss(dln), Teaching(teacher, teacher_opt, gradient="reunroll"),
                       continue_from="reunroll")
   data = {"train_x": jnp.asarray(rng.normal(size=(N_TRAIN, F_IN))),
           "train_y": jnp.asarray(rng.integers(0, C, N_TRAIN), jnp.int32),
@@ -67,8 +68,10 @@ def tiny_problem(teacher_opt):
   state = to64(method.init(jax.random.PRNGKey(0), data["train_x"][:1]))
   state = state._replace(
       loss_params=perturbed(state.loss_params, rng, 0.3),
-      teacher_params=perturbed(state.teacher_params, rng, 0.3),
-      memory=jax.tree_util.tree_map(lambda a: jnp.asarray(rng.normal(size=a.shape)), state.memory))
+      teacher=state.teacher._replace(
+          teacher_params=perturbed(state.teacher.teacher_params, rng, 0.3),
+          memory=jax.tree_util.tree_map(lambda a: jnp.asarray(rng.normal(size=a.shape)),
+                                        state.teacher.memory)))
   train_idx = jnp.asarray(rng.integers(0, N_TRAIN, (INTERVAL, B)), jnp.int32)
   val_idx = jnp.asarray(rng.permutation(N_VAL)[:6], jnp.int32)
   return dict(method=method, state=state, data=data, train_idx=train_idx, val_idx=val_idx,
@@ -96,7 +99,7 @@ class Manual:
     progress = (state.step + K) / p["setup"].total_steps
     features = jnp.array([progress, first_stats.ce.mean(), first.loss, first.accuracy],
                          jnp.float32)
-    self.proposal = lambda theta: p["teacher"].step_flat(theta, state.memory, g, features)
+    self.proposal = lambda theta: p["teacher"].step_flat(theta, state.teacher.memory, g, features)
     self.after_segment = after_segment
     self.plain_steps = lambda phi, start: unroll(s, p["optimizer"], p["dln"].loss, phi, start,
                                                  rest)[0]
@@ -134,9 +137,9 @@ def test_teacher_gradient_equals_finite_differences_and_the_student_continues_fr
   with jax.enable_x64(True):
     state, _ = p["cycle"](p["state"], p["data"], p["train_idx"], p["val_idx"])
     m = Manual(p, p["state"])
-    theta0 = p["state"].teacher_params
+    theta0 = p["state"].teacher.teacher_params
     theta_flat, unravel_theta = ravel_pytree(theta0)
-    got = theta_flat - ravel_pytree(state.teacher_params)[0]
+    got = theta_flat - ravel_pytree(state.teacher.teacher_params)[0]
     f = jax.jit(lambda v: m.meta_loss(unravel_theta(v)))
     fd = np.array([(f(theta_flat.at[i].add(EPS)) - f(theta_flat.at[i].add(-EPS))) / (2 * EPS)
                    for i in range(theta_flat.size)])
@@ -146,7 +149,7 @@ def test_teacher_gradient_equals_finite_differences_and_the_student_continues_fr
 
     step = jax.jit(m.proposal)(theta0)
     assert_trees_close(state.loss_params, m.unravel(m.phi0 + step.updates), rtol=1e-12)
-    assert_trees_close(state.memory, step.memory, rtol=1e-12)  # the LSTM memory moves on
+    assert_trees_close(state.teacher.memory, step.memory, rtol=1e-12)  # the LSTM memory moves on
     after_cycle = jax.jit(m.student_after_cycle, static_argnums=1)
     assert_trees_close(state.student, after_cycle(theta0, True), rtol=1e-10, atol=1e-12)
     c = state.counters
@@ -160,10 +163,10 @@ def test_non_finite_values_skip_the_update_and_the_student_keeps_the_first_unrol
     cycle, data, state = p["cycle"], p["data"], p["state"]
     # A teacher whose output is infinite: the proposal is refused, the teacher takes no step and
     # the student goes on from the unroll on the DLN it had.
-    theta = state.teacher_params
+    theta = state.teacher.teacher_params
     broken = {**theta, "readout": {**theta["readout"],
                                    "bias": theta["readout"]["bias"] + jnp.inf}}
-    start = state._replace(teacher_params=broken)
+    start = state._replace(teacher=state.teacher._replace(teacher_params=broken))
     state, metrics = cycle(start, data, p["train_idx"], p["val_idx"])
     after_cycle = jax.jit(Manual(p, start).student_after_cycle, static_argnums=1)
     assert_trees_close(state.student, after_cycle(broken, False), rtol=1e-10, atol=1e-12)
@@ -174,15 +177,16 @@ def test_non_finite_values_skip_the_update_and_the_student_keeps_the_first_unrol
     assert math.isnan(float(metrics.val_loss))
     c = state.counters
     assert (int(c.meta_updates), int(c.skipped_meta_updates), int(c.teacher_updates)) == (0, 2, 0)
-    for field in ("loss_params", "memory"):
-      assert_trees_close(getattr(state, field), getattr(p["state"], field), rtol=0)
-    assert_trees_close(state.teacher_params, broken, rtol=0)  # no step on a non-finite gradient
-    state, metrics = cycle(state._replace(teacher_params=theta), data, p["train_idx"],
-                           p["val_idx"])
+    assert_trees_close(state.loss_params, p["state"].loss_params, rtol=0)
+    assert_trees_close(state.teacher.memory, p["state"].teacher.memory, rtol=0)
+    # no step on a non-finite gradient
+    assert_trees_close(state.teacher.teacher_params, broken, rtol=0)
+    restored = state._replace(teacher=state.teacher._replace(teacher_params=theta))
+    state, metrics = cycle(restored, data, p["train_idx"], p["val_idx"])
     c = state.counters
     assert (int(c.meta_updates), int(c.skipped_meta_updates), int(c.teacher_updates),
             int(c.skipped_teacher_updates)) == (1, 2, 1, 0)
-    for leaf in jax.tree_util.tree_leaves((state.student, state.loss_params, state.teacher_params)):
+    for leaf in jax.tree_util.tree_leaves((state.student, state.loss_params, state.teacher.teacher_params)):
       assert bool(jnp.all(jnp.isfinite(leaf)))
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import small_config
 from l2t_jax.config import ConfigError, default_config, validate
-from l2t_jax.loop import make_teacher
+from l2t_jax.build import make_teacher
 from l2t_jax.teacher_io import load_teacher, save_teacher
 from l2t_jax.train import build_run, train
 
@@ -33,9 +33,9 @@ def test_save_then_load_gives_the_same_parameters(tmp_path):
   path = str(tmp_path / "sub" / "teacher.msgpack")
   save_teacher(path, theta, cfg)
   assert os.listdir(tmp_path / "sub") == ["teacher.msgpack"]  # no temporary file left behind
-  _assert_trees_equal(load_teacher(path, cfg), theta)
+  _assert_trees_equal(load_teacher(path, cfg, make_teacher(cfg)), theta)
   cfg.learning_rate = 0.0  # how the teacher learns is not its architecture
-  _assert_trees_equal(load_teacher(path, cfg), theta)
+  _assert_trees_equal(load_teacher(path, cfg, make_teacher(cfg)), theta)
 
 
 def test_a_run_with_teacher_init_starts_from_the_saved_teacher(tmp_path):
@@ -49,15 +49,16 @@ def test_a_run_with_teacher_init_starts_from_the_saved_teacher(tmp_path):
   x = jnp.asarray(plain.dataset.train.x[:1])
   s0 = plain.method.init(jax.random.PRNGKey(0), x)
   s1 = loaded.method.init(jax.random.PRNGKey(0), x)
-  _assert_trees_equal(s1.teacher_params, theta)
-  assert not all(np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(s0.teacher_params),
+  _assert_trees_equal(s1.teacher.teacher_params, theta)
+  assert not all(np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(s0.teacher.teacher_params),
                                                       jax.tree_util.tree_leaves(theta)))
   # Everything else starts as without teacher_init: the student, the DLN at cross-entropy, zero
   # LSTM memory, a fresh teacher optimizer (its moments at zero).
-  for field in ("student", "loss_params", "teacher_opt_state", "memory", "window", "features",
-                "counters"):
+  for field in ("student", "loss_params", "features", "counters"):
     _assert_trees_equal(getattr(s1, field), getattr(s0, field))
-  assert all(not np.any(np.asarray(m)) for m in jax.tree_util.tree_leaves(s1.memory))
+  for field in ("opt_state", "memory", "window"):
+    _assert_trees_equal(getattr(s1.teacher, field), getattr(s0.teacher, field))
+  assert all(not np.any(np.asarray(m)) for m in jax.tree_util.tree_leaves(s1.teacher.memory))
 
 
 def test_missing_file_is_refused_with_the_path_and_the_fix(tmp_path):
@@ -74,10 +75,11 @@ def test_another_architecture_is_refused_naming_the_differing_keys(tmp_path):
   cfg.hidden, cfg.state_features = 8, False
   with pytest.raises(ConfigError, match=r"another architecture \(teacher\.hidden: file 20 vs config "
                                         r"8, teacher\.state_features: file True vs config False\)"):
-    load_teacher(path, cfg)
+    load_teacher(path, cfg, make_teacher(cfg))
   (tmp_path / "junk.msgpack").write_bytes(b"not a teacher")
   with pytest.raises(ConfigError, match="is not a teacher file"):
-    load_teacher(str(tmp_path / "junk.msgpack"), default_config().teacher)
+    teacher_cfg = default_config().teacher
+    load_teacher(str(tmp_path / "junk.msgpack"), teacher_cfg, make_teacher(teacher_cfg))
 
 
 def test_teacher_init_is_refused_for_methods_without_an_lstm_teacher():
@@ -98,7 +100,7 @@ def test_a_trained_teacher_is_saved_and_starts_a_frozen_second_run(root, tmp_pat
   path = str(workdir / "teacher.msgpack")
   assert f"teacher saved to   {path}" in out.stdout
   config = small_config("l2t_dln", steps=40)
-  trained = load_teacher(path, config.teacher)
+  trained = load_teacher(path, config.teacher, make_teacher(config.teacher))
 
   config.teacher_init, config.teacher.learning_rate = path, 0.0  # frozen: teaches, never learns
   config.meta.teacher_every = 2
@@ -108,6 +110,7 @@ def test_a_trained_teacher_is_saved_and_starts_a_frozen_second_run(root, tmp_pat
   assert seen == [(0, 0), (40, 40)]
   assert result.summary["teacher_updates"] >= 1 and result.summary["meta_updates"] == 4
   assert np.isfinite(result.summary["test_accuracy"])
-  _assert_trees_equal(jax.device_get(result.state.teacher_params), trained)
-  _assert_trees_equal(load_teacher(str(tmp_path / "second" / "teacher.msgpack"), config.teacher),
+  _assert_trees_equal(jax.device_get(result.state.teacher.teacher_params), trained)
+  second = str(tmp_path / "second" / "teacher.msgpack")
+  _assert_trees_equal(load_teacher(second, config.teacher, make_teacher(config.teacher)),
                       trained)

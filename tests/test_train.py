@@ -63,8 +63,3 @@ def test_batch_larger_than_the_validation_split_is_refused():
   with pytest.raises(ConfigError, match="meta.val_batch_size=501 exceeds the 500 validation"):
     train(config, log=lambda _: None)
 
-
-def test_own_loop_example_runs():
-  from examples import own_loop
-  result = own_loop.main(steps=60, unroll_steps=10)
-  assert np.isfinite(result["val_loss"]) and result["test_accuracy"] > 0.15
