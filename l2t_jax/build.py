@@ -12,8 +12,9 @@ import optax
 from l2t_jax import dlf, losses, optim, teacher_io
 from l2t_jax.config import DETECTION_DATASETS, SEGMENTATION_DATASETS
 from l2t_jax.data import augment as augment_lib
+from l2t_jax.data import dense_augment
 from l2t_jax.dln import make_dln
-from l2t_jax.methods import (Method, Segments, dlf_method, dln_method,
+from l2t_jax.methods import (Augment, Method, Segments, dlf_method, dln_method,
                              fixed_loss_method, uniform_guess_features)
 from l2t_jax.student_loss import StudentLoss
 from l2t_jax.students import Student
@@ -73,14 +74,25 @@ def make_teaching(config: ml_collections.ConfigDict, axis_name: str | None = Non
                   axis_name=axis_name)
 
 
+def make_augment(data_cfg: ml_collections.ConfigDict) -> Augment:
+  """The batch augmentation of `config.data`: the classifiers' crop and flip (labels unchanged),
+  or for detection and segmentation a zoom, shift and flip of the images with their boxes or
+  masks (`l2t_jax.data.dense_augment`)."""
+  zoom = tuple(data_cfg.zoom_range)
+  if data_cfg.name in DETECTION_DATASETS:
+    return functools.partial(dense_augment.detection_batch, zoom_range=zoom)
+  if data_cfg.name in SEGMENTATION_DATASETS:
+    return functools.partial(dense_augment.segmentation_batch, zoom_range=zoom)
+  crop = functools.partial(augment_lib.crop_and_flip_batch, padding=data_cfg.crop_padding)
+  return lambda keys, x, y: (crop(keys, x), y)
+
+
 def make_segments(config: ml_collections.ConfigDict, student: Student,
                   optimizer: optax.GradientTransformation, num_classes: int,
                   axis_name: str | None = None, task: Task | None = None) -> Segments:
   """The segments of a run; with a `task`, the teacher's validation objective is the task's
   standard loss and the steps log the task's statistics."""
-  augment = None
-  if config.data.augment:
-    augment = functools.partial(augment_lib.crop_and_flip_batch, padding=config.data.crop_padding)
+  augment = make_augment(config.data) if config.data.augment else None
   val_fn = losses.validation_objective(config.meta.val_objective, config.meta.smooth_error_k,
                                        config.meta.scale_free_temperature, axis_name)
   return Segments(

@@ -24,10 +24,10 @@ META_METHODS = ("l2t_dlf", "l2t_dln")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "piecewise")
 DATA_SPLITS = ("fixed", "redrawn_half")  # see data/sampler.py; redrawn_half is the authors'
-DATASETS = ("mnist1d", "digits", "mnist", "cifar10", "cifar100", "shapes_detection",
-            "shapes_segmentation")
-DETECTION_DATASETS = ("shapes_detection",)  # boxes: the yolo student (l2t_jax/tasks.py)
-SEGMENTATION_DATASETS = ("shapes_segmentation",)  # masks: the deeplab student
+DETECTION_DATASETS = ("shapes_detection", "voc_detection")  # boxes: the yolo student (tasks.py)
+SEGMENTATION_DATASETS = ("shapes_segmentation", "voc_segmentation")  # masks: the deeplab student
+DATASETS = ("mnist1d", "digits", "mnist", "cifar10", "cifar100", *DETECTION_DATASETS,
+            *SEGMENTATION_DATASETS)
 DENSE_STUDENTS = {"yolo": DETECTION_DATASETS, "deeplab": SEGMENTATION_DATASETS}
 DENSE_METHODS = ("ce", "l2t_dln")  # the methods a detection or segmentation student has
 IMAGE_DATASETS = ("mnist", "cifar10", "cifar100")
@@ -50,7 +50,8 @@ def default_config() -> ml_collections.ConfigDict:
 
   c.data = ml_collections.ConfigDict()
   c.data.name = "mnist1d"
-  c.data.data_dir = ""  # TFDS datasets only; empty means the TFDS default.
+  c.data.data_dir = ""  # TFDS datasets (empty: the TFDS default); voc_segmentation: the folder
+  # holding VOCdevkit/
   c.data.split = "fixed"  # fixed: validation is the last val_size training examples; redrawn_half:
   # the training split halved at random into train / validation, re-drawn every epoch (the
   # authors'; val_size unused; methods without a validation split train on all of it)
@@ -60,9 +61,12 @@ def default_config() -> ml_collections.ConfigDict:
   # canonical dataset); another seed generates other examples of the same problem
   c.data.label_noise = 0.0  # symmetric noise on the training split only
   c.data.use_val_for_training = False  # CE on train+val; needs a method without a validation split
-  c.data.augment = False  # images: pad, random crop and horizontal flip, on the device
+  c.data.augment = False  # images: pad, random crop and horizontal flip, on the device;
+  # detection and segmentation: random zoom (zoom_range), shift and flip of images, boxes, masks
   c.data.crop_padding = 4  # pixels of zero padding before the random crop
-  c.data.image_size = 64  # shapes_*: the side of the generated scenes (a multiple of 32)
+  c.data.image_size = 64  # shapes_*: the side of the generated scenes; voc_detection: images are
+  # resized to it; voc_segmentation: the square canvas images are placed on (a multiple of 32)
+  c.data.zoom_range = (0.5, 2.0)  # detection, segmentation with augment: the random zoom's bounds
   c.data.shapes_seed = 0  # shapes_*: the seed the scenes are generated from (not the run's seed,
   # so that runs with different seeds see the same scenes)
   c.data.shapes_train_size = 2000  # shapes_*: generated training scenes (validation carved off)
@@ -233,8 +237,9 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _check(p, d.name == "mnist1d" or d.mnist1d_seed == default_config().data.mnist1d_seed,
          f"data.mnist1d_seed={d.mnist1d_seed} generates MNIST-1D, not data.name='{d.name}': "
          "leave it at its default or set data.name='mnist1d'")
-  _check(p, not d.augment or d.name in IMAGE_DATASETS,
-         f"data.augment=True needs images: data.name one of {IMAGE_DATASETS}, not '{d.name}'")
+  augmentable = IMAGE_DATASETS + DETECTION_DATASETS + SEGMENTATION_DATASETS
+  _check(p, not d.augment or d.name in augmentable,
+         f"data.augment=True needs images: data.name one of {augmentable}, not '{d.name}'")
   _check(p, isinstance(d.crop_padding, int) and d.crop_padding >= 0,
          f"data.crop_padding={d.crop_padding} must be an int >= 0")
   _check(p, 0.0 <= d.label_noise < 1.0, f"data.label_noise={d.label_noise} must lie in [0, 1)")
@@ -380,9 +385,11 @@ def _check_dense(p: list[str], cfg: ml_collections.ConfigDict) -> None:
   _check(p, cfg.meta.val_objective == "ce",
          f"meta.val_objective='{cfg.meta.val_objective}': on data.name='{d.name}' the teacher "
          "minimises the task's standard loss on validation data; set meta.val_objective='ce'")
-  _check(p, not d.augment and not d.label_noise,
-         f"data.augment and data.label_noise are for classification; set them to False and 0 for "
-         f"data.name='{d.name}'")
+  _check(p, not d.label_noise,
+         f"data.label_noise is for classification; set it to 0 for data.name='{d.name}'")
+  zoom = tuple(d.zoom_range)
+  _check(p, len(zoom) == 2 and 0 < zoom[0] <= zoom[1],
+         f"data.zoom_range={zoom} must be two zoom factors 0 < low <= high (1: no zoom)")
 
 
 def _check_student(p: list[str], cfg: ml_collections.ConfigDict) -> None:

@@ -40,6 +40,9 @@ from l2t_jax.unroll import (LossFn, StatsFn, StepStats, StudentState, UnrollOpti
                             all_finite, hypergradient, init_student_state, segment_objective,
                             unroll)
 
+# (example keys, inputs, labels) -> (inputs, labels): a batch's augmentation (labels change with
+# the inputs for detection and segmentation: l2t_jax.data.dense_augment)
+Augment = Callable[[jax.Array, jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
 STUDENT_RNG_STREAM = 1  # folded into the seed for the students' own randomness (Dropout)
 NUM_FEATURES = teacher_lib.NUM_STATE_FEATURES
 
@@ -119,7 +122,7 @@ class Segments(NamedTuple):
   initial_features: jax.Array
   remat: str = "none"  # memory policy of the differentiated unroll (unroll.REMAT_POLICIES)
   axis_name: str | None = None  # the device axis when the cycle runs data-parallel
-  augment: Callable[[jax.Array, jax.Array], jax.Array] | None = None  # (example keys, x) -> x
+  augment: Augment | None = None  # (example keys, x, y) -> (x, y)
   seed: int = 0  # keys the augmentation and the student's randomness, with the step
   stats: StatsFn | None = None  # a detection or segmentation task's step statistics (tasks.py)
 
@@ -151,7 +154,8 @@ class Segments(NamedTuple):
         return batch
       offset = jax.lax.axis_index(self.axis_name) * idx.shape[0] if self.axis_name else 0
       keys = augment_lib.example_keys(self.seed, step, offset + jnp.arange(idx.shape[0]))
-      return {"x": self.augment(keys, batch["x"]), "y": batch["y"]}
+      x, y = self.augment(keys, batch["x"], batch["y"])
+      return {"x": x, "y": y}
 
     return fetch
 

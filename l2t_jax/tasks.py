@@ -5,7 +5,8 @@ teacher's validation objective), its loss under any item scorer (`item_losses`: 
 exact or tabulated, for `l2t_dln`), the two numbers logged at every step in place of
 cross-entropy and accuracy, and its evaluation over a whole split, whose `accuracy` is the task's
 metric:
-- detection (YOLO-v3 on boxes packed as `(M, 5)` per image, see `data.shapes.detection_targets`):
+- detection (YOLO-v3 on boxes packed as `(M, 5)` per image, see `data.shapes.detection_targets`,
+  or `(M, 6)` with VOC's difficult flag, see `data.voc`):
   the YOLO-v3 loss; step accuracy is the share of responsible anchors whose best class is right;
   evaluation decodes, suppresses and scores VOC mAP@0.5 (area; the 11-point value beside it);
 - segmentation (masks with the ignore label 255): per-pixel cross-entropy; step accuracy is the
@@ -35,6 +36,7 @@ from l2t_jax.yolo_decode import make_detector
 from l2t_jax.yolo_loss import assign, yolo_loss
 
 Loss = Callable[[jax.Array, jax.Array], jax.Array]
+DIFFICULT_COLUMN = 5  # truth rows (x0, y0, x1, y1, class[, difficult]): VOC's difficult flag
 
 
 class Task(NamedTuple):
@@ -68,6 +70,13 @@ def _padded_batches(x: np.ndarray, y: np.ndarray, batch_size: int):
   mask = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
   for i in range(0, n + pad, batch_size):
     yield xp[i:i + batch_size], yp[i:i + batch_size], mask[i:i + batch_size]
+
+
+def _difficult(truth: np.ndarray) -> np.ndarray:
+  """The VOC `difficult` flags of truth rows: their sixth column where there is one."""
+  if truth.shape[-1] > DIFFICULT_COLUMN:
+    return truth[:, DIFFICULT_COLUMN] > 0
+  return np.zeros(len(truth), bool)
 
 
 def detection_task(layout: AnchorLayout, num_classes: int, height: int, width: int) -> Task:
@@ -105,7 +114,7 @@ def detection_task(layout: AnchorLayout, num_classes: int, height: int, width: i
                                        found.classes[i][keep]))
           real = yb[i][:, 4] >= 0
           truths.append(GroundTruth(yb[i][real, :4] * pixels, yb[i][real, 4].astype(int),
-                                    np.zeros(int(real.sum()), bool)))
+                                    _difficult(yb[i][real])))
       area, _ = mean_average_precision(detections, truths, num_classes, method="area")
       voc07, _ = mean_average_precision(detections, truths, num_classes, method="11point")
       return {"accuracy": area, "loss": total / len(x), "map_11point": voc07}
