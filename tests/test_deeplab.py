@@ -46,6 +46,11 @@ def test_ignored_pixels_add_nothing_and_the_rest_is_per_pixel_cross_entropy():
       lambda z: masked_pixel_loss(ce_items, z, labels, IGNORE)))(logits)
   ce = optax.softmax_cross_entropy_with_integer_labels(logits[keep], labels[keep])
   np.testing.assert_allclose(loss, ce.sum() / labels.size, rtol=1e-5)
+  # A mean over images, whatever their ignored pixels: a batch split over devices gives the whole
+  # batch's loss and gradient.
+  halves = [masked_pixel_loss(ce_items, logits[i:i + 1], labels[i:i + 1], IGNORE) for i in (0, 1)]
+  assert int(keep[0].sum()) != int(keep[1].sum())
+  np.testing.assert_allclose(loss, np.mean(halves), rtol=1e-5)
   np.testing.assert_array_equal(np.asarray(grad)[~np.asarray(keep)], 0.0)
   assert np.abs(np.asarray(grad)[np.asarray(keep)]).max() > 0
 
