@@ -24,10 +24,15 @@ META_METHODS = ("l2t_dlf", "l2t_dln")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "piecewise")
 DATA_SPLITS = ("fixed", "redrawn_half")  # see data/sampler.py; redrawn_half is the authors'
-DATASETS = ("mnist1d", "digits", "mnist", "cifar10", "cifar100")
+DETECTION_DATASETS = ("shapes_detection", "voc_detection")  # boxes: the yolo student (tasks.py)
+SEGMENTATION_DATASETS = ("shapes_segmentation", "voc_segmentation")  # masks: the deeplab student
+DATASETS = ("mnist1d", "digits", "mnist", "cifar10", "cifar100", *DETECTION_DATASETS,
+            *SEGMENTATION_DATASETS)
+DENSE_STUDENTS = {"yolo": DETECTION_DATASETS, "deeplab": SEGMENTATION_DATASETS}
+DENSE_METHODS = ("ce", "l2t_dln")  # the methods a detection or segmentation student has
 IMAGE_DATASETS = ("mnist", "cifar10", "cifar100")
 IMAGE_STUDENTS = ("lenet5", "resnet", "wrn", "densenet")
-STUDENTS = ("mlp", "cnn1d", *IMAGE_STUDENTS)
+STUDENTS = ("mlp", "cnn1d", *IMAGE_STUDENTS, *DENSE_STUDENTS)
 MAX_STEPS = 2**31 - 1  # the student step counts in int32 on the device
 
 
@@ -45,7 +50,8 @@ def default_config() -> ml_collections.ConfigDict:
 
   c.data = ml_collections.ConfigDict()
   c.data.name = "mnist1d"
-  c.data.data_dir = ""  # TFDS datasets only; empty means the TFDS default.
+  c.data.data_dir = ""  # TFDS datasets (empty: the TFDS default); voc_segmentation: the folder
+  # holding VOCdevkit/
   c.data.split = "fixed"  # fixed: validation is the last val_size training examples; redrawn_half:
   # the training split halved at random into train / validation, re-drawn every epoch (the
   # authors'; val_size unused; methods without a validation split train on all of it)
@@ -55,8 +61,16 @@ def default_config() -> ml_collections.ConfigDict:
   # canonical dataset); another seed generates other examples of the same problem
   c.data.label_noise = 0.0  # symmetric noise on the training split only
   c.data.use_val_for_training = False  # CE on train+val; needs a method without a validation split
-  c.data.augment = False  # images: pad, random crop and horizontal flip, on the device
+  c.data.augment = False  # images: pad, random crop and horizontal flip, on the device;
+  # detection and segmentation: random zoom (zoom_range), shift and flip of images, boxes, masks
   c.data.crop_padding = 4  # pixels of zero padding before the random crop
+  c.data.image_size = 64  # shapes_*: the side of the generated scenes; voc_detection: images are
+  # resized to it; voc_segmentation: the square canvas images are placed on (a multiple of 32)
+  c.data.zoom_range = (0.5, 2.0)  # detection, segmentation with augment: the random zoom's bounds
+  c.data.shapes_seed = 0  # shapes_*: the seed the scenes are generated from (not the run's seed,
+  # so that runs with different seeds see the same scenes)
+  c.data.shapes_train_size = 2000  # shapes_*: generated training scenes (validation carved off)
+  c.data.shapes_test_size = 500  # shapes_*: generated test scenes
 
   c.student = ml_collections.ConfigDict()
   c.student.name = "mlp"
@@ -69,6 +83,10 @@ def default_config() -> ml_collections.ConfigDict:
   c.student.growth_rate = 12  # densenet
   c.student.bn_momentum = 0.9  # weight of the old running average in BatchNorm's update
   c.student.bn_epsilon = 1e-5
+  c.student.stage_blocks = ()  # yolo, deeplab: residual blocks per backbone stage; empty: the
+  # standard backbone (yolo: Darknet-53, (1, 2, 8, 8, 4); deeplab: ResNet-18, (2, 2, 2, 2))
+  c.student.base_width = 0  # yolo, deeplab: maps of the backbone's first stage; 0: the standard
+  # (Darknet-53: 32; ResNet-18: 64)
 
   c.optim = ml_collections.ConfigDict()
   c.optim.name = "sgd"
@@ -222,11 +240,13 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _check(p, d.name == "mnist1d" or d.mnist1d_seed == default_config().data.mnist1d_seed,
          f"data.mnist1d_seed={d.mnist1d_seed} generates MNIST-1D, not data.name='{d.name}': "
          "leave it at its default or set data.name='mnist1d'")
-  _check(p, not d.augment or d.name in IMAGE_DATASETS,
-         f"data.augment=True needs images: data.name one of {IMAGE_DATASETS}, not '{d.name}'")
+  augmentable = IMAGE_DATASETS + DETECTION_DATASETS + SEGMENTATION_DATASETS
+  _check(p, not d.augment or d.name in augmentable,
+         f"data.augment=True needs images: data.name one of {augmentable}, not '{d.name}'")
   _check(p, isinstance(d.crop_padding, int) and d.crop_padding >= 0,
          f"data.crop_padding={d.crop_padding} must be an int >= 0")
   _check(p, 0.0 <= d.label_noise < 1.0, f"data.label_noise={d.label_noise} must lie in [0, 1)")
+  _check_dense(p, cfg)
   _check(p, d.split in DATA_SPLITS, f"data.split='{d.split}' is not one of {DATA_SPLITS}")
   _check(p, d.split != "redrawn_half" or not d.use_val_for_training,
          "data.split='redrawn_half' already trains methods without a validation split on the whole "
@@ -340,6 +360,41 @@ def _check_dln(p: list[str], dln: ml_collections.ConfigDict) -> None:
          f"dln.table_size={dln.table_size}: the table (dln_table.py) holds functions of one "
          "probability, but a dln.item_kind='one_vs_one' item depends on two (sigmoid(z_y), "
          "sigmoid(z_c)): set dln.table_size=0 (and dln.slope_bound=0)")
+
+
+def _check_dense(p: list[str], cfg: ml_collections.ConfigDict) -> None:
+  """Detection and segmentation datasets: their student, methods and settings."""
+  d, s = cfg.data, cfg.student
+  dense = d.name in DETECTION_DATASETS + SEGMENTATION_DATASETS
+  _check(p, isinstance(d.image_size, int) and d.image_size >= 32 and d.image_size % 32 == 0,
+         f"data.image_size={d.image_size} must be a multiple of 32 (YOLO-v3's coarsest stride)")
+  _check(p, isinstance(d.shapes_seed, int) and d.shapes_seed >= 0,
+         f"data.shapes_seed={d.shapes_seed} must be an int >= 0")
+  _check(p, _positive_ints([d.shapes_train_size, d.shapes_test_size]),
+         "data.shapes_train_size and data.shapes_test_size must be positive ints")
+  _check(p, _positive_ints(s.stage_blocks) and isinstance(s.base_width, int) and s.base_width >= 0,
+         f"student.stage_blocks={tuple(s.stage_blocks)} must be positive ints and "
+         f"student.base_width={s.base_width} an int >= 0")
+  if s.name in DENSE_STUDENTS:
+    _check(p, d.name in DENSE_STUDENTS[s.name],
+           f"student.name='{s.name}' needs data.name one of {DENSE_STUDENTS[s.name]}, not "
+           f"'{d.name}'")
+  elif dense:
+    wanted = "yolo" if d.name in DETECTION_DATASETS else "deeplab"
+    p.append(f"data.name='{d.name}' is taught to student.name='{wanted}', not '{s.name}'")
+  if not dense:
+    return
+  _check(p, cfg.method in DENSE_METHODS,
+         f"method='{cfg.method}' is a classification loss; data.name='{d.name}' has the methods "
+         f"{DENSE_METHODS}")
+  _check(p, cfg.meta.val_objective == "ce",
+         f"meta.val_objective='{cfg.meta.val_objective}': on data.name='{d.name}' the teacher "
+         "minimises the task's standard loss on validation data; set meta.val_objective='ce'")
+  _check(p, not d.label_noise,
+         f"data.label_noise is for classification; set it to 0 for data.name='{d.name}'")
+  zoom = tuple(d.zoom_range)
+  _check(p, len(zoom) == 2 and 0 < zoom[0] <= zoom[1],
+         f"data.zoom_range={zoom} must be two zoom factors 0 < low <= high (1: no zoom)")
 
 
 def _check_student(p: list[str], cfg: ml_collections.ConfigDict) -> None:

@@ -36,9 +36,18 @@ from l2t_jax.data import augment as augment_lib
 from l2t_jax.student_loss import StudentLoss
 from l2t_jax.students import Student
 from l2t_jax.teaching import CONTINUATIONS, Teaching, TeachingState, student_features
-from l2t_jax.unroll import (LossFn, StepStats, StudentState, UnrollOptions, ValFn, all_finite,
-                            hypergradient, init_student_state, segment_objective, unroll)
+from l2t_jax.unroll import (LossFn, StatsFn, StepStats, StudentState, UnrollOptions, ValFn,
+                            all_finite, hypergradient, init_student_state, segment_objective,
+                            unroll)
 
+# (example keys, inputs, labels) -> (inputs, labels): a batch's augmentation (labels change with
+# the inputs for detection and segmentation: l2t_jax.data.dense_augment)
+Augment = Callable[[jax.Array, jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
+# The initial state's program is mostly random draws (one threefry hash per parameter), which XLA's
+# CPU backend is slow to optimise: at LLVM optimisation level 1 it compiles 4-6 times faster (the
+# tiny DeepLab's: 34 s -> 9 s on 2 cores) with bit-identical results (tests/test_loop.py checks).
+# It runs once, so its speed does not matter.
+INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
 STUDENT_RNG_STREAM = 1  # folded into the seed for the students' own randomness (Dropout)
 NUM_FEATURES = teacher_lib.NUM_STATE_FEATURES
 
@@ -74,6 +83,12 @@ class Method(NamedTuple):
   name: str
   init: Callable[[jax.Array, jax.Array], TrainState]
   cycle: Callable[[TrainState, dict, jax.Array, jax.Array], tuple[TrainState, CycleMetrics]]
+
+
+def jit_init(init: Callable) -> Callable:
+  """`jax.jit(init)`, compiled with `INIT_COMPILER_OPTIONS` on CPU."""
+  options = INIT_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None
+  return jax.jit(init, compiler_options=options)
 
 
 def gather(x: jax.Array, y: jax.Array, idx: jax.Array) -> dict:
@@ -118,8 +133,9 @@ class Segments(NamedTuple):
   initial_features: jax.Array
   remat: str = "none"  # memory policy of the differentiated unroll (unroll.REMAT_POLICIES)
   axis_name: str | None = None  # the device axis when the cycle runs data-parallel
-  augment: Callable[[jax.Array, jax.Array], jax.Array] | None = None  # (example keys, x) -> x
+  augment: Augment | None = None  # (example keys, x, y) -> (x, y)
   seed: int = 0  # keys the augmentation and the student's randomness, with the step
+  stats: StatsFn | None = None  # a detection or segmentation task's step statistics (tasks.py)
 
   def base_state(self, rng, sample_x) -> TrainState:
     return TrainState(
@@ -149,12 +165,14 @@ class Segments(NamedTuple):
         return batch
       offset = jax.lax.axis_index(self.axis_name) * idx.shape[0] if self.axis_name else 0
       keys = augment_lib.example_keys(self.seed, step, offset + jnp.arange(idx.shape[0]))
-      return {"x": self.augment(keys, batch["x"]), "y": batch["y"]}
+      x, y = self.augment(keys, batch["x"], batch["y"])
+      return {"x": x, "y": y}
 
     return fetch
 
   def options(self, data, remat: str = "none") -> UnrollOptions:
-    return UnrollOptions(remat=remat, fetch=self.fetchers(data), axis_name=self.axis_name)
+    return UnrollOptions(remat=remat, fetch=self.fetchers(data), axis_name=self.axis_name,
+                         stats=self.stats)
 
   def rng(self, indexed) -> jax.Array:
     """The key of a segment's student randomness, from its first step number (an empty segment,
@@ -197,7 +215,7 @@ def fixed_loss_method(name: str, segments: Segments, loss_fn: LossFn) -> Method:
     metrics = _metrics(_mean_stats(stats), nan, nan)
     return state._replace(step=state.step + train_idx.shape[0], student=student_state), metrics
 
-  return Method(name, jax.jit(segments.base_state), cycle)
+  return Method(name, jit_init(segments.base_state), cycle)
 
 
 def dlf_method(segments: Segments, teacher: dlf.DLFTeacher,
@@ -235,7 +253,7 @@ def dlf_method(segments: Segments, teacher: dlf.DLFTeacher,
                                features=features, counters=counters)
     return new_state, _metrics(_mean_stats(hg.train, plain_stats), hg.val.loss, hg.val.accuracy)
 
-  return Method("l2t_dlf", jax.jit(init), cycle)
+  return Method("l2t_dlf", jit_init(init), cycle)
 
 
 def dln_method(segments: Segments, loss: StudentLoss, teaching: Teaching,
@@ -294,4 +312,4 @@ def dln_method(segments: Segments, loss: StudentLoss, teaching: Teaching,
                                counters=counters)
     return new_state, _metrics(_mean_stats(seg_train, plain_stats), val.loss, val.accuracy)
 
-  return Method("l2t_dln", jax.jit(init), cycle)
+  return Method("l2t_dln", jit_init(init), cycle)

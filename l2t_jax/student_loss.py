@@ -56,6 +56,13 @@ class StudentLoss:
       return self.dln.loss(tabulated, logits, labels)
     return dln_table.table_loss(tabulated, logits, labels)
 
+  def item_values(self, tabulated: Any, logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """The value of every (sample, class) item under `tabulate(phi)`, shaped like `logits`: what
+    the losses made of items sum (`l2t_jax.item_losses`: detection and segmentation)."""
+    if not self.table_size:
+      return self.dln.item_values(tabulated, logits, labels)
+    return dln_table.table_item_values(tabulated, logits, labels)
+
   def __call__(self, phi: Params, logits: jax.Array, labels: jax.Array) -> jax.Array:
     """`loss(tabulate(phi), ...)`: for one-off evaluations, not inside a segment."""
     return self.loss(self.tabulate(phi), logits, labels)

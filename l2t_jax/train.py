@@ -35,7 +35,7 @@ from l2t_jax import workdir as workdir_lib
 from l2t_jax.data import Dataset, load_dataset
 from l2t_jax.data.sampler import (TRAIN_STREAM, VAL_STREAM, batch_indices, cycles_per_split,
                                   redrawn_half_indices)
-from l2t_jax.build import build_method
+from l2t_jax.build import build_method, make_task
 from l2t_jax.methods import CycleMetrics, Method, TrainState
 from l2t_jax.metrics import (MetricsWriter, make_evaluator, read_metrics, to_python,
                              write_json_atomic)
@@ -97,7 +97,8 @@ def build_run(config: ml_collections.ConfigDict, dataset: Dataset | None = None)
   dataset = dataset if dataset is not None else load_dataset(config)
   student = build_student(config.student, dataset.num_classes, dp.axis_name)
   optimizer = student_optimizer(config.optim, config.train.steps)
-  method = build_method(config, student, optimizer, dataset.num_classes, dp.axis_name)
+  task = make_task(config, dataset.num_classes, dataset.input_shape)
+  method = build_method(config, student, optimizer, dataset.num_classes, dp.axis_name, task)
   if config.train.batch_size > len(dataset.train):
     raise config_lib.ConfigError(
         f"train.batch_size={config.train.batch_size} exceeds the {len(dataset.train)} training "
@@ -112,7 +113,8 @@ def build_run(config: ml_collections.ConfigDict, dataset: Dataset | None = None)
   problems = [q for q in problems if q]
   if problems:
     raise config_lib.ConfigError("; ".join(problems))
-  evaluate = make_evaluator(student, config.train.eval_batch_size)
+  evaluate = (task.make_evaluator if task else make_evaluator)(student,
+                                                               config.train.eval_batch_size)
   return Run(config, dataset, student, optimizer, method, evaluate, val_batch_size, dp)
 
 
@@ -322,8 +324,12 @@ def _train(cfg: ml_collections.ConfigDict, workdir: str | None, action: str,
     test = run.evaluate(params, model_state, ds.test.x, ds.test.y)
     if on_eval is not None:
       on_eval(step, dp.local(state))
+    # Detection and segmentation: `accuracy` is the task's metric (mAP@0.5, mean IoU), and their
+    # evaluators add other numbers (l2t_jax.tasks), recorded as val_* and test_* too.
+    extra = {f"{split}_{k}": v for split, r in (("val", val), ("test", test)) for k, v in r.items()
+             if k not in ("accuracy", "loss")}
     return {"kind": "eval", "step": step, "val_accuracy": val["accuracy"], "val_loss": val["loss"],
-            "test_accuracy": test["accuracy"], "test_loss": test["loss"]}
+            "test_accuracy": test["accuracy"], "test_loss": test["loss"], **extra}
 
   if resumed:
     start = resumed["step"]

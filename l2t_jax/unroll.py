@@ -4,7 +4,8 @@
 with respect to the loss parameters, by reverse mode through every update of the scan.
 Loss functions have the signature `loss_fn(loss_params, logits, labels) -> scalar`. How a segment
 runs (its memory policy, how a step's batch is made, the device axis) is one `UnrollOptions`; an
-`rng` gives every step its own key, for students with Dropout.
+`rng` gives every step its own key, for students with Dropout. What a step logs besides its loss
+is the classifier's cross-entropy and accuracy, or a task's own pair (`UnrollOptions.stats`).
 
 Data-parallel: with `axis_name` (the device axis of a `shard_map`), every device holds a slice of
 the batch; student gradients, BatchNorm statistics, step statistics, validation results and
@@ -25,6 +26,9 @@ from l2t_jax.students import Student
 
 LossFn = Callable[[Any, jax.Array, jax.Array], jax.Array]
 ValFn = Callable[[jax.Array, jax.Array], jax.Array]
+# (outputs, labels) -> (the task's standard loss, its accuracy): what a step logs besides its loss
+# (classification: cross-entropy and accuracy; detection and segmentation: l2t_jax.tasks)
+StatsFn = Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
 
 REMAT_POLICIES = ("none", "step", "dots", "sqrt")  # memory policies: see _remat_scan
 
@@ -40,10 +44,12 @@ class UnrollOptions(NamedTuple):
   remat: str = "none"  # memory policy of the reverse pass (REMAT_POLICIES, see _remat_scan)
   fetch: Callable[[Any], dict] | None = None  # makes a step's batch from its entry, in the scan
   axis_name: str | None = None  # the device axis of a data-parallel run (module docstring)
+  stats: StatsFn | None = None  # a step's (standard loss, accuracy); None: classification's
 
 
 class StepStats(NamedTuple):
-  """Per-step training statistics: the loss the student descended, and its CE and accuracy."""
+  """Per-step training statistics: the loss the student descended, and its CE and accuracy (a
+  task's standard loss and accuracy with `UnrollOptions.stats`)."""
   loss: jax.Array
   ce: jax.Array
   accuracy: jax.Array
@@ -60,16 +66,22 @@ def init_student_state(student: Student, optimizer: optax.GradientTransformation
   return StudentState(params, model_state, optimizer.init(params))
 
 
+def classification_stats(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """A classifier's step statistics: cross-entropy and accuracy."""
+  return losses.cross_entropy(logits, labels), losses.accuracy(logits, labels)
+
+
 def _pmean(tree: Any, axis_name: str | None) -> Any:
   return jax.lax.pmean(tree, axis_name) if axis_name else tree
 
 
 def student_step(student: Student, optimizer: optax.GradientTransformation, loss_fn: LossFn,
                  loss_params: Any, state: StudentState, batch: dict,
-                 axis_name: str | None = None,
-                 rng: jax.Array | None = None) -> tuple[StudentState, StepStats]:
+                 axis_name: str | None = None, rng: jax.Array | None = None,
+                 stats: StatsFn | None = None) -> tuple[StudentState, StepStats]:
   """One student update on `loss_fn(loss_params, ...)`: the student stage of the method. `rng`
-  keys the student's randomness (Dropout); data-parallel, each device folds in its index."""
+  keys the student's randomness (Dropout); data-parallel, each device folds in its index. `stats`
+  gives the step's logged (standard loss, accuracy); None: cross-entropy and accuracy."""
   if rng is not None and axis_name:
     rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
 
@@ -84,9 +96,9 @@ def student_step(student: Student, optimizer: optax.GradientTransformation, loss
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   logits = jax.lax.stop_gradient(logits)
-  stats = _pmean(StepStats(loss, losses.cross_entropy(logits, batch["y"]),
-                           losses.accuracy(logits, batch["y"])), axis_name)
-  return StudentState(params, model_state, opt_state), stats
+  ce, accuracy = (stats or classification_stats)(logits, batch["y"])
+  return StudentState(params, model_state, opt_state), _pmean(StepStats(loss, ce, accuracy),
+                                                              axis_name)
 
 
 def _identity(x):
@@ -146,15 +158,17 @@ def unroll(student: Student, optimizer: optax.GradientTransformation, loss_fn: L
     entry, i = xs
     key = None if rng is None else jax.random.fold_in(rng, i)
     return student_step(student, optimizer, loss_fn, loss_params, carry, fetch(entry),
-                        options.axis_name, key)
+                        options.axis_name, key, options.stats)
 
   return _remat_scan(body, state, (batches, jnp.arange(length)), length, options.remat)
 
 
-def validate_student(student: Student, state: StudentState, val_fn: ValFn,
-                     batch: dict) -> ValStats:
+def validate_student(student: Student, state: StudentState, val_fn: ValFn, batch: dict,
+                     stats: StatsFn | None = None) -> ValStats:
+  """`val_fn` and the accuracy (`stats`' second value, or the classifier's) on `batch`."""
   logits, _ = student.apply(state.params, state.model_state, batch["x"], False)
-  return ValStats(val_fn(logits, batch["y"]), losses.accuracy(logits, batch["y"]))
+  accuracy = (stats or classification_stats)(logits, batch["y"])[1]
+  return ValStats(val_fn(logits, batch["y"]), accuracy)
 
 
 class Hypergradient(NamedTuple):
@@ -177,7 +191,7 @@ def segment_objective(student: Student, optimizer: optax.GradientTransformation,
     prepared = prepare(loss_params) if prepare else loss_params
     new_state, stats = unroll(student, optimizer, loss_fn, prepared, state, batches,
                               options=options, rng=rng)
-    val = validate_student(student, new_state, val_fn, val_batch)
+    val = validate_student(student, new_state, val_fn, val_batch, options.stats)
     return val.loss, (val.accuracy, new_state, stats)
 
   return objective

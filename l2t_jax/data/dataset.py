@@ -136,8 +136,22 @@ def load_dataset(config: ml_collections.ConfigDict) -> Dataset:
     from l2t_jax.data import digits
     return make_splits(name, *digits.load(), data_cfg=config.data, seed=config.seed)
   from l2t_jax.data import tfds
+  images = _image_loaders(config.data)
   if name in tfds.NUM_CLASSES:
-    raw = tfds.load(name, config.data.data_dir)
-    return standardise_images(make_splits(name, *raw, data_cfg=config.data, seed=config.seed))
-  raise ValueError(f"data.name='{name}' is not a known dataset; known: "
-                   f"{['mnist1d', 'digits', *sorted(tfds.NUM_CLASSES)]}")
+    images[name] = lambda: tfds.load(name, config.data.data_dir)
+  if name not in images:
+    raise ValueError(f"data.name='{name}' is not a known dataset; known: "
+                     f"{['mnist1d', 'digits', *sorted(images), *sorted(tfds.NUM_CLASSES)]}")
+  raw = images[name]()
+  return standardise_images(make_splits(name, *raw, data_cfg=config.data, seed=config.seed))
+
+
+def _image_loaders(data_cfg: ml_collections.ConfigDict) -> dict:
+  """The raw-array loaders of the detection and segmentation datasets, by name."""
+  from l2t_jax.data import shapes, voc
+  return {
+      "shapes_detection": lambda: shapes.load_task("shapes_detection", data_cfg),
+      "shapes_segmentation": lambda: shapes.load_task("shapes_segmentation", data_cfg),
+      "voc_detection": lambda: voc.load_detection(data_cfg.image_size, data_cfg.data_dir),
+      "voc_segmentation": lambda: voc.load_segmentation(data_cfg.image_size, data_cfg.data_dir),
+  }

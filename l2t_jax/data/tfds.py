@@ -16,11 +16,11 @@ NUM_CLASSES = {"mnist": 10, "cifar10": 10, "cifar100": 100}
 DEFAULT_DATA_DIR = "~/tensorflow_datasets"  # TFDS's own default (or $TFDS_DATA_DIR)
 
 
-def _import_tfds():
+def import_tfds():
   try:
     import tensorflow_datasets as tfds
   except ImportError as e:
-    raise DataError("the TFDS datasets (mnist, cifar10, cifar100) are read with "
+    raise DataError("the TFDS datasets (mnist, cifar10, cifar100, voc) are read with "
                     "tensorflow-datasets, which is not installed: pip install 'l2t_jax[tfds]'") from e
   return tfds
 
@@ -37,7 +37,7 @@ def prepare_instructions(name: str, data_dir: str) -> str:
           f"then copy {target}/{name} to this machine and pass --config.data.data_dir=DIR.")
 
 
-def _source(tfds, name: str, split: str, data_dir: str):
+def source(tfds, name: str, split: str, data_dir: str):
   try:
     return tfds.data_source(name, split=split, data_dir=data_dir or None, download=False)
   except Exception as e:  # TFDS signals a missing or unreadable dataset with several error types
@@ -56,7 +56,7 @@ def load(name: str, data_dir: str = "") -> tuple[np.ndarray, np.ndarray, np.ndar
   """`(x_train, y_train, x_test, y_test, num_classes)`; images uint8 (N, H, W, C), in TFDS order."""
   if name not in NUM_CLASSES:
     raise ValueError(f"'{name}' is not a TFDS dataset this project reads; known: {sorted(NUM_CLASSES)}")
-  tfds = _import_tfds()
-  x_train, y_train = _to_arrays(_source(tfds, name, "train", data_dir))
-  x_test, y_test = _to_arrays(_source(tfds, name, "test", data_dir))
+  tfds = import_tfds()
+  x_train, y_train = _to_arrays(source(tfds, name, "train", data_dir))
+  x_test, y_test = _to_arrays(source(tfds, name, "test", data_dir))
   return x_train, y_train, x_test, y_test, NUM_CLASSES[name]

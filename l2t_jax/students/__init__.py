@@ -92,11 +92,16 @@ def _fresh_streams(template: Any, rng: jax.Array | None) -> Any:
   return treedef.unflatten(fresh)
 
 
+def _backbone(cfg: ml_collections.ConfigDict, blocks: tuple, width: int) -> dict:
+  """`student.stage_blocks` and `student.base_width`, or the standard backbone's where unset."""
+  return {"blocks": tuple(cfg.stage_blocks) or blocks, "width": cfg.base_width or width}
+
+
 def build_student(cfg: ml_collections.ConfigDict, num_classes: int,
                   axis_name: str | None = None) -> Student:
   """The student named by `cfg.name`. `axis_name` is the device axis of a data-parallel run, over
   which BatchNorm averages its batch statistics (None on one device)."""
-  from l2t_jax.students import cnn1d, densenet, lenet, mlp, resnet, wide_resnet
+  from l2t_jax.students import cnn1d, deeplab, densenet, lenet, mlp, resnet, wide_resnet, yolo
   norm = dict(bn_momentum=cfg.bn_momentum, bn_epsilon=cfg.bn_epsilon, axis_name=axis_name)
   builders = {
       "mlp": lambda: mlp.MLP(hidden=tuple(cfg.hidden), num_classes=num_classes,
@@ -109,6 +114,10 @@ def build_student(cfg: ml_collections.ConfigDict, num_classes: int,
                                             num_classes=num_classes, **norm),
       "densenet": lambda: densenet.DenseNetBC(depth=cfg.depth, growth_rate=cfg.growth_rate,
                                               num_classes=num_classes, **norm),
+      "yolo": lambda: yolo.YOLOv3(num_classes=num_classes, **_backbone(
+          cfg, yolo.DARKNET53_BLOCKS, yolo.DARKNET53_WIDTH), **norm),
+      "deeplab": lambda: deeplab.DeepLab(num_classes=num_classes, **_backbone(
+          cfg, deeplab.RESNET18_BLOCKS, deeplab.RESNET_WIDTH), **norm),
   }
   if cfg.name not in builders:
     raise ValueError(f"student.name='{cfg.name}' is not a known student; known: {sorted(builders)}")
