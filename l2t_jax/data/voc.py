@@ -32,7 +32,7 @@ from typing import Iterable
 
 import numpy as np
 
-from l2t_jax.data.dataset import DataError
+from l2t_jax.data.errors import DataError
 
 VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
                "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
