@@ -14,8 +14,15 @@ from l2t_jax.config import DETECTION_DATASETS, SEGMENTATION_DATASETS
 from l2t_jax.data import augment as augment_lib
 from l2t_jax.data import dense_augment
 from l2t_jax.dln import make_dln
-from l2t_jax.methods import (Augment, Method, Segments, dlf_method, dln_method,
-                             fixed_loss_method, uniform_guess_features)
+from l2t_jax.methods import (
+  Augment,
+  Method,
+  Segments,
+  dlf_method,
+  dln_method,
+  fixed_loss_method,
+  uniform_guess_features,
+)
 from l2t_jax.student_loss import StudentLoss
 from l2t_jax.students import Student
 from l2t_jax.students.yolo import anchor_layout
@@ -25,8 +32,9 @@ from l2t_jax.teaching import Teaching
 from l2t_jax.unroll import LossFn
 
 
-def make_task(config: ml_collections.ConfigDict, num_classes: int,
-              image_shape: tuple[int, ...]) -> Task | None:
+def make_task(
+  config: ml_collections.ConfigDict, num_classes: int, image_shape: tuple[int, ...]
+) -> Task | None:
   """The detection or segmentation task of `config.data.name` (`l2t_jax.tasks`), or None for
   classification. `image_shape`: the images' `(height, width, channels)`."""
   if config.data.name in DETECTION_DATASETS:
@@ -54,24 +62,34 @@ def fixed_loss_fn(config: ml_collections.ConfigDict, task: Task | None = None) -
 def make_teacher(teacher_cfg: ml_collections.ConfigDict) -> LSTMTeacher:
   """The LSTM teacher of `config.teacher`."""
   return LSTMTeacher(
-      hidden=teacher_cfg.hidden, layers=teacher_cfg.layers, output_scale=teacher_cfg.output_scale,
-      preprocess_p=teacher_cfg.preprocess_p,
-      num_features=NUM_STATE_FEATURES if teacher_cfg.state_features else 0,
-      network=teacher_cfg.network)
+    hidden=teacher_cfg.hidden,
+    layers=teacher_cfg.layers,
+    output_scale=teacher_cfg.output_scale,
+    preprocess_p=teacher_cfg.preprocess_p,
+    num_features=NUM_STATE_FEATURES if teacher_cfg.state_features else 0,
+    network=teacher_cfg.network,
+  )
 
 
 def make_student_loss(dln_cfg: ml_collections.ConfigDict) -> StudentLoss:
   """The loss the student trains on under `config.dln`: the DLN, tabulated when `table_size`."""
-  return StudentLoss(make_dln(dln_cfg), table_size=dln_cfg.table_size,
-                     slope_bound=dln_cfg.slope_bound, slope_floor=dln_cfg.slope_floor)
+  return StudentLoss(
+    make_dln(dln_cfg),
+    table_size=dln_cfg.table_size,
+    slope_bound=dln_cfg.slope_bound,
+    slope_floor=dln_cfg.slope_floor,
+  )
 
 
 def make_teaching(config: ml_collections.ConfigDict, axis_name: str | None = None) -> Teaching:
   """The teaching component of `config.teacher` and `config.meta`."""
-  return Teaching(make_teacher(config.teacher),
-                  optim.teacher_optimizer(config.teacher.learning_rate, config.teacher.grad_clip),
-                  teacher_every=config.meta.teacher_every, gradient=config.teacher.gradient,
-                  axis_name=axis_name)
+  return Teaching(
+    make_teacher(config.teacher),
+    optim.teacher_optimizer(config.teacher.learning_rate, config.teacher.grad_clip),
+    teacher_every=config.meta.teacher_every,
+    gradient=config.teacher.gradient,
+    axis_name=axis_name,
+  )
 
 
 def make_augment(data_cfg: ml_collections.ConfigDict) -> Augment:
@@ -87,25 +105,46 @@ def make_augment(data_cfg: ml_collections.ConfigDict) -> Augment:
   return lambda keys, x, y: (crop(keys, x), y)
 
 
-def make_segments(config: ml_collections.ConfigDict, student: Student,
-                  optimizer: optax.GradientTransformation, num_classes: int,
-                  axis_name: str | None = None, task: Task | None = None) -> Segments:
+def make_segments(
+  config: ml_collections.ConfigDict,
+  student: Student,
+  optimizer: optax.GradientTransformation,
+  num_classes: int,
+  axis_name: str | None = None,
+  task: Task | None = None,
+) -> Segments:
   """The segments of a run; with a `task`, the teacher's validation objective is the task's
   standard loss and the steps log the task's statistics."""
   augment = make_augment(config.data) if config.data.augment else None
-  val_fn = losses.validation_objective(config.meta.val_objective, config.meta.smooth_error_k,
-                                       config.meta.scale_free_temperature, axis_name)
+  val_fn = losses.validation_objective(
+    config.meta.val_objective,
+    config.meta.smooth_error_k,
+    config.meta.scale_free_temperature,
+    axis_name,
+  )
   return Segments(
-      student=student, optimizer=optimizer, val_fn=task.standard_loss if task else val_fn,
-      stats=task.stats if task else None, unroll_steps=config.meta.unroll_steps,
-      total_steps=config.train.steps,
-      initial_features=uniform_guess_features(num_classes), remat=config.meta.remat,
-      axis_name=axis_name, augment=augment, seed=config.seed)
+    student=student,
+    optimizer=optimizer,
+    val_fn=task.standard_loss if task else val_fn,
+    stats=task.stats if task else None,
+    unroll_steps=config.meta.unroll_steps,
+    total_steps=config.train.steps,
+    initial_features=uniform_guess_features(num_classes),
+    remat=config.meta.remat,
+    axis_name=axis_name,
+    augment=augment,
+    seed=config.seed,
+  )
 
 
-def build_method(config: ml_collections.ConfigDict, student: Student,
-                 optimizer: optax.GradientTransformation, num_classes: int,
-                 axis_name: str | None = None, task: Task | None = None) -> Method:
+def build_method(
+  config: ml_collections.ConfigDict,
+  student: Student,
+  optimizer: optax.GradientTransformation,
+  num_classes: int,
+  axis_name: str | None = None,
+  task: Task | None = None,
+) -> Method:
   """The init and cycle functions of `config.method` (pure; jit them, or with `axis_name` run the
   cycle data-parallel through `l2t_jax.parallel`). `task` (`make_task`): a detection or
   segmentation student's loss and statistics; None for classification."""
@@ -113,17 +152,27 @@ def build_method(config: ml_collections.ConfigDict, student: Student,
   if config.method == "l2t_dln":
     theta = None
     if config.teacher_init:
-      theta = teacher_io.load_teacher(config.teacher_init, config.teacher,
-                                      make_teacher(config.teacher))
+      theta = teacher_io.load_teacher(
+        config.teacher_init, config.teacher, make_teacher(config.teacher)
+      )
     loss = make_student_loss(config.dln)
     if task is not None:
       loss = task_loss(task, loss)
-    return dln_method(segments, loss, make_teaching(config, axis_name),
-                      teacher_params=theta, continue_from=config.meta.continue_from)
+    return dln_method(
+      segments,
+      loss,
+      make_teaching(config, axis_name),
+      teacher_params=theta,
+      continue_from=config.meta.continue_from,
+    )
   if config.method == "l2t_dlf":
-    teacher = dlf.DLFTeacher(dlf.DLFNetwork(tuple(config.dlf.hidden), num_classes),
-                             NUM_STATE_FEATURES)
-    return dlf_method(segments, teacher,
-                      optim.teacher_optimizer(config.dlf.learning_rate, config.dlf.grad_clip),
-                      config.meta.teacher_every)
+    teacher = dlf.DLFTeacher(
+      dlf.DLFNetwork(tuple(config.dlf.hidden), num_classes), NUM_STATE_FEATURES
+    )
+    return dlf_method(
+      segments,
+      teacher,
+      optim.teacher_optimizer(config.dlf.learning_rate, config.dlf.grad_clip),
+      config.meta.teacher_every,
+    )
   return fixed_loss_method(config.method, segments, fixed_loss_fn(config, task))

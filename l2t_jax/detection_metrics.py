@@ -32,6 +32,7 @@ VOC07_POINTS = 11
 
 class Detections(NamedTuple):
   """One image's detections: boxes (K, 4), scores (K,), classes (K,)."""
+
   boxes: np.ndarray
   scores: np.ndarray
   classes: np.ndarray
@@ -39,6 +40,7 @@ class Detections(NamedTuple):
 
 class GroundTruth(NamedTuple):
   """One image's annotated objects: boxes (M, 4), classes (M,), difficult (M,) bool."""
+
   boxes: np.ndarray
   classes: np.ndarray
   difficult: np.ndarray
@@ -56,8 +58,9 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
   return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
 
 
-def match_class(detections: Sequence[Detections], truths: Sequence[GroundTruth], cls: int,
-                iou_threshold: float) -> tuple[np.ndarray, np.ndarray, int]:
+def match_class(
+  detections: Sequence[Detections], truths: Sequence[GroundTruth], cls: int, iou_threshold: float
+) -> tuple[np.ndarray, np.ndarray, int]:
   """`(scores, is_true_positive, positives)` of class `cls` over all images: the scores and
   verdicts of the counted detections (those matched to a difficult box left out), ranked by
   score, and the number of non-difficult ground-truth boxes."""
@@ -69,8 +72,9 @@ def match_class(detections: Sequence[Detections], truths: Sequence[GroundTruth],
   positives = int(sum((~d).sum() for d in gt_difficult))
   picks = [np.asarray(d.classes) == cls for d in detections]
   scores = np.concatenate([np.asarray(d.scores, np.float64)[k] for d, k in zip(detections, picks)])
-  boxes = np.concatenate([np.asarray(d.boxes, np.float64).reshape(-1, 4)[k]
-                          for d, k in zip(detections, picks)])
+  boxes = np.concatenate(
+    [np.asarray(d.boxes, np.float64).reshape(-1, 4)[k] for d, k in zip(detections, picks)]
+  )
   images = np.concatenate([np.full(k.sum(), i) for i, k in enumerate(picks)]).astype(int)
   matched = [np.zeros(len(b), bool) for b in gt_boxes]
   order = np.argsort(-scores, kind="stable")
@@ -79,7 +83,7 @@ def match_class(detections: Sequence[Detections], truths: Sequence[GroundTruth],
     image = images[i]
     if len(gt_boxes[image]) == 0:
       continue
-    ious = box_iou(boxes[i:i + 1], gt_boxes[image])[0]
+    ious = box_iou(boxes[i : i + 1], gt_boxes[image])[0]
     best = int(np.argmax(ious))
     if ious[best] <= iou_threshold:  # the devkit's rule: the overlap must exceed it
       continue
@@ -117,8 +121,13 @@ def interpolated_ap(recall: np.ndarray, precision: np.ndarray, points: int) -> f
   return float(np.mean(best))
 
 
-def average_precision(detections: Sequence[Detections], truths: Sequence[GroundTruth],
-                      cls: int, iou_threshold: float = 0.5, method: str = "area") -> float:
+def average_precision(
+  detections: Sequence[Detections],
+  truths: Sequence[GroundTruth],
+  cls: int,
+  iou_threshold: float = 0.5,
+  method: str = "area",
+) -> float:
   """AP of class `cls` (NaN when it has no non-difficult box)."""
   if method not in AP_METHODS:
     raise ValueError(f"AP method '{method}' is not one of {AP_METHODS}")
@@ -131,12 +140,17 @@ def average_precision(detections: Sequence[Detections], truths: Sequence[GroundT
   return interpolated_ap(recall, precision, VOC07_POINTS)
 
 
-def mean_average_precision(detections: Sequence[Detections], truths: Sequence[GroundTruth],
-                           num_classes: int, iou_threshold: float = 0.5,
-                           method: str = "area") -> tuple[float, np.ndarray]:
+def mean_average_precision(
+  detections: Sequence[Detections],
+  truths: Sequence[GroundTruth],
+  num_classes: int,
+  iou_threshold: float = 0.5,
+  method: str = "area",
+) -> tuple[float, np.ndarray]:
   """`(mAP, AP per class)`: the mean over the classes with a non-difficult box."""
   if len(detections) != len(truths):
     raise ValueError(f"{len(detections)} images of detections but {len(truths)} of ground truth")
-  aps = np.array([average_precision(detections, truths, c, iou_threshold, method)
-                  for c in range(num_classes)])
+  aps = np.array(
+    [average_precision(detections, truths, c, iou_threshold, method) for c in range(num_classes)]
+  )
   return (float(np.nanmean(aps)) if np.isfinite(aps).any() else float("nan")), aps

@@ -39,8 +39,9 @@ def binary_items(score: ItemScorer, z: jax.Array, y: jax.Array) -> jax.Array:
   return score(pair, y.astype(jnp.int32)).sum(-1)
 
 
-def masked_pixel_loss(score: ItemScorer, logits: jax.Array, labels: jax.Array,
-                      ignore_label: int) -> jax.Array:
+def masked_pixel_loss(
+  score: ItemScorer, logits: jax.Array, labels: jax.Array, ignore_label: int
+) -> jax.Array:
   """Per-pixel loss of logits `(B, H, W, C)` against labels `(B, H, W)`: the sum over classes of
   each pixel's item values, pixels labelled `ignore_label` adding nothing, averaged over all
   `B * H * W` pixel positions. (A fixed denominator, not the number of labelled pixels: the loss

@@ -13,7 +13,8 @@ def learning_rate_schedule(cfg: ml_collections.ConfigDict, total_steps: int) -> 
     main = optax.cosine_decay_schedule(cfg.learning_rate, max(total_steps - cfg.warmup_steps, 1))
   elif cfg.schedule == "piecewise":
     main = optax.piecewise_constant_schedule(
-        cfg.learning_rate, {int(b) - cfg.warmup_steps: cfg.decay_factor for b in cfg.boundaries})
+      cfg.learning_rate, {int(b) - cfg.warmup_steps: cfg.decay_factor for b in cfg.boundaries}
+    )
   else:
     raise ValueError(f"optim.schedule='{cfg.schedule}' is not one of constant, cosine, piecewise")
   if cfg.warmup_steps:
@@ -29,15 +30,21 @@ def learning_rate_schedule(cfg: ml_collections.ConfigDict, total_steps: int) -> 
 ADAM_EPS_ROOT = 1e-16
 
 
-def student_optimizer(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTransformation:
+def student_optimizer(
+  cfg: ml_collections.ConfigDict, total_steps: int
+) -> optax.GradientTransformation:
   """SGD (with coupled L2 weight decay, as in the CIFAR ResNet recipes), Adam or AdamW."""
   lr = learning_rate_schedule(cfg, total_steps)
   if cfg.name == "sgd":
     sgd = optax.sgd(lr, momentum=cfg.momentum or None, nesterov=cfg.nesterov)
-    return optax.chain(optax.add_decayed_weights(cfg.weight_decay), sgd) if cfg.weight_decay else sgd
+    return (
+      optax.chain(optax.add_decayed_weights(cfg.weight_decay), sgd) if cfg.weight_decay else sgd
+    )
   if cfg.name == "adam":
     adam = optax.adam(lr, eps_root=ADAM_EPS_ROOT)
-    return optax.chain(optax.add_decayed_weights(cfg.weight_decay), adam) if cfg.weight_decay else adam
+    return (
+      optax.chain(optax.add_decayed_weights(cfg.weight_decay), adam) if cfg.weight_decay else adam
+    )
   if cfg.name == "adamw":
     return optax.adamw(lr, weight_decay=cfg.weight_decay, eps_root=ADAM_EPS_ROOT)
   raise ValueError(f"optim.name='{cfg.name}' is not one of sgd, adam, adamw")

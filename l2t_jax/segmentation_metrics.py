@@ -16,9 +16,13 @@ import numpy as np
 IGNORE_LABEL = 255
 
 
-def confusion_matrix(predictions: jax.Array, targets: jax.Array, num_classes: int,
-                     ignore_label: int = IGNORE_LABEL, weights: jax.Array | None = None
-                     ) -> jax.Array:
+def confusion_matrix(
+  predictions: jax.Array,
+  targets: jax.Array,
+  num_classes: int,
+  ignore_label: int = IGNORE_LABEL,
+  weights: jax.Array | None = None,
+) -> jax.Array:
   """`(num_classes, num_classes)` int32 counts of pixels by (target, prediction); pixels with the
   ignore label (or, with `weights`, zero weight: e.g. padded examples) are left out."""
   t = jnp.asarray(targets).astype(jnp.int32).reshape(-1)

@@ -27,8 +27,7 @@ import numpy as np
 
 from l2t_jax.detection_metrics import Detections, GroundTruth, mean_average_precision
 from l2t_jax.item_losses import ItemScorer, ce_items, masked_pixel_loss
-from l2t_jax.segmentation_metrics import (IGNORE_LABEL, confusion_matrix, mean_iou,
-                                          pixel_accuracy)
+from l2t_jax.segmentation_metrics import IGNORE_LABEL, confusion_matrix, mean_iou, pixel_accuracy
 from l2t_jax.student_loss import FunctionLoss, StudentLoss
 from l2t_jax.students import Student
 from l2t_jax.students.yolo import BOX_OUTPUTS, AnchorLayout
@@ -69,7 +68,7 @@ def _padded_batches(x: np.ndarray, y: np.ndarray, batch_size: int):
   yp = np.concatenate([y, np.repeat(y[:1], pad, axis=0)]) if pad else y
   mask = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
   for i in range(0, n + pad, batch_size):
-    yield xp[i:i + batch_size], yp[i:i + batch_size], mask[i:i + batch_size]
+    yield xp[i : i + batch_size], yp[i : i + batch_size], mask[i : i + batch_size]
 
 
 def _difficult(truth: np.ndarray) -> np.ndarray:
@@ -110,11 +109,15 @@ def detection_task(layout: AnchorLayout, num_classes: int, height: int, width: i
         total += float(loss_sum)
         for i in np.nonzero(mb)[0]:
           keep = found.valid[i]
-          detections.append(Detections(found.boxes[i][keep] * pixels, found.scores[i][keep],
-                                       found.classes[i][keep]))
+          detections.append(
+            Detections(found.boxes[i][keep] * pixels, found.scores[i][keep], found.classes[i][keep])
+          )
           real = yb[i][:, 4] >= 0
-          truths.append(GroundTruth(yb[i][real, :4] * pixels, yb[i][real, 4].astype(int),
-                                    _difficult(yb[i][real])))
+          truths.append(
+            GroundTruth(
+              yb[i][real, :4] * pixels, yb[i][real, 4].astype(int), _difficult(yb[i][real])
+            )
+          )
       area, _ = mean_average_precision(detections, truths, num_classes, method="area")
       voc07, _ = mean_average_precision(detections, truths, num_classes, method="11point")
       return {"accuracy": area, "loss": total / len(x), "map_11point": voc07}
@@ -131,17 +134,21 @@ def segmentation_task(num_classes: int) -> Task:
   def stats(logits, labels):
     keep = labels != IGNORE_LABEL
     right = (jnp.argmax(logits, -1) == labels) & keep
-    return (masked_pixel_loss(ce_items, logits, labels, IGNORE_LABEL),
-            right.sum() / jnp.maximum(keep.sum(), 1))
+    return (
+      masked_pixel_loss(ce_items, logits, labels, IGNORE_LABEL),
+      right.sum() / jnp.maximum(keep.sum(), 1),
+    )
 
   def make_evaluator(student: Student, batch_size: int):
     @jax.jit
     def run(params, model_state, x, y, mask):
       logits, _ = student.apply(params, model_state, x, False)
-      per_image = jax.vmap(lambda z, t: masked_pixel_loss(ce_items, z[None], t[None],
-                                                          IGNORE_LABEL))(logits, y)
-      confusion = confusion_matrix(jnp.argmax(logits, -1), y, num_classes,
-                                   weights=mask[:, None, None])
+      per_image = jax.vmap(
+        lambda z, t: masked_pixel_loss(ce_items, z[None], t[None], IGNORE_LABEL)
+      )(logits, y)
+      confusion = confusion_matrix(
+        jnp.argmax(logits, -1), y, num_classes, weights=mask[:, None, None]
+      )
       return confusion, jnp.sum(mask * per_image)
 
     def evaluate(params, model_state, x, y):
@@ -152,8 +159,11 @@ def segmentation_task(num_classes: int) -> Task:
         c, loss_sum = jax.device_get(run(params, model_state, xb, yb, mb))
         confusion += c
         total += float(loss_sum)
-      return {"accuracy": mean_iou(confusion), "loss": total / len(x),
-              "pixel_accuracy": pixel_accuracy(confusion)}
+      return {
+        "accuracy": mean_iou(confusion),
+        "loss": total / len(x),
+        "pixel_accuracy": pixel_accuracy(confusion),
+      }
 
     return evaluate
 

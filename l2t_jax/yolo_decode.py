@@ -29,6 +29,7 @@ MAX_DETECTIONS = 100
 class Boxes(NamedTuple):
   """Detections per image, padded: boxes (..., K, 4) as fractions of the image, scores (..., K),
   classes (..., K), valid (..., K)."""
+
   boxes: jax.Array
   scores: jax.Array
   classes: jax.Array
@@ -39,12 +40,21 @@ def proposals(outputs: jax.Array, layout: AnchorLayout) -> Boxes:
   """Every anchor's decoded box, best class and its score, `(B, N, ...)`."""
   boxes = decode_boxes(outputs, layout)
   class_scores = jax.nn.sigmoid(outputs[..., 4:5]) * jax.nn.sigmoid(outputs[..., BOX_OUTPUTS:])
-  return Boxes(boxes, class_scores.max(-1), class_scores.argmax(-1).astype(jnp.int32),
-               jnp.ones(boxes.shape[:-1], bool))
+  return Boxes(
+    boxes,
+    class_scores.max(-1),
+    class_scores.argmax(-1).astype(jnp.int32),
+    jnp.ones(boxes.shape[:-1], bool),
+  )
 
 
-def nms(p: Boxes, iou_threshold: float = NMS_IOU, score_threshold: float = SCORE_THRESHOLD,
-        pre_nms: int = PRE_NMS, max_detections: int = MAX_DETECTIONS) -> Boxes:
+def nms(
+  p: Boxes,
+  iou_threshold: float = NMS_IOU,
+  score_threshold: float = SCORE_THRESHOLD,
+  pre_nms: int = PRE_NMS,
+  max_detections: int = MAX_DETECTIONS,
+) -> Boxes:
   """Greedy per-class non-maximum suppression of one image's proposals `(N, ...)`."""
   k = min(pre_nms, p.scores.shape[0])
   scores, order = jax.lax.top_k(jnp.where(p.valid, p.scores, -1.0), k)
@@ -70,11 +80,20 @@ def nms(p: Boxes, iou_threshold: float = NMS_IOU, score_threshold: float = SCORE
   return Boxes(take(boxes, 0.0), take(scores, 0.0), take(classes, -1), take(keep, False))
 
 
-def make_detector(layout: AnchorLayout, iou_threshold: float = NMS_IOU,
-                  score_threshold: float = SCORE_THRESHOLD, pre_nms: int = PRE_NMS,
-                  max_detections: int = MAX_DETECTIONS):
+def make_detector(
+  layout: AnchorLayout,
+  iou_threshold: float = NMS_IOU,
+  score_threshold: float = SCORE_THRESHOLD,
+  pre_nms: int = PRE_NMS,
+  max_detections: int = MAX_DETECTIONS,
+):
   """A jitted `detect(outputs) -> Boxes`: the detections of a batch of raw outputs
   `(B, N, 5 + C)` laid out as `layout`, shaped `(B, max_detections, ...)`."""
-  per_image = functools.partial(nms, iou_threshold=iou_threshold, score_threshold=score_threshold,
-                                pre_nms=pre_nms, max_detections=max_detections)
+  per_image = functools.partial(
+    nms,
+    iou_threshold=iou_threshold,
+    score_threshold=score_threshold,
+    pre_nms=pre_nms,
+    max_detections=max_detections,
+  )
   return jax.jit(lambda outputs: jax.vmap(per_image)(proposals(outputs, layout)))

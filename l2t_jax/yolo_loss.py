@@ -34,8 +34,7 @@ import jax.numpy as jnp
 import optax
 
 from l2t_jax.item_losses import ItemScorer, binary_items, ce_items
-from l2t_jax.students.yolo import (ANCHORS_PER_SCALE, BOX_OUTPUTS, AnchorLayout,
-                                   normalised_anchors)
+from l2t_jax.students.yolo import ANCHORS_PER_SCALE, BOX_OUTPUTS, AnchorLayout, normalised_anchors
 
 IGNORE_IOU = 0.5  # an unassigned anchor whose prediction overlaps a box more than this is ignored
 BOX_WEIGHT_BASE = 2.0  # the box term's weight is 2 - w h (w, h fractions of the image)
@@ -47,8 +46,11 @@ def pairwise_iou(a: jax.Array, b: jax.Array) -> jax.Array:
   w = jnp.clip(jnp.minimum(a[..., 2], b[..., 2]) - jnp.maximum(a[..., 0], b[..., 0]), 0)
   h = jnp.clip(jnp.minimum(a[..., 3], b[..., 3]) - jnp.maximum(a[..., 1], b[..., 1]), 0)
   inter = w * h
-  union = ((a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
-           + (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1]) - inter)
+  union = (
+    (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
+    + (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
+    - inter
+  )
   return inter / jnp.maximum(union, jnp.finfo(inter.dtype).tiny)
 
 
@@ -83,16 +85,21 @@ def assign(truth: jax.Array, layout: AnchorLayout) -> dict:
   offsets = centre * grid - cell
   log_size = jnp.log(wh / anchors[best])
   return {
-      "responsible": jnp.zeros((n,), bool).at[index].set(True, mode="drop"),
-      "offsets": jnp.zeros((n, 2)).at[index].set(offsets, mode="drop"),
-      "log_size": jnp.zeros((n, 2)).at[index].set(log_size, mode="drop"),
-      "weight": jnp.zeros((n,)).at[index].set(BOX_WEIGHT_BASE - wh[:, 0] * wh[:, 1], mode="drop"),
-      "label": jnp.zeros((n,), jnp.int32).at[index].set(cls.astype(jnp.int32), mode="drop"),
+    "responsible": jnp.zeros((n,), bool).at[index].set(True, mode="drop"),
+    "offsets": jnp.zeros((n, 2)).at[index].set(offsets, mode="drop"),
+    "log_size": jnp.zeros((n, 2)).at[index].set(log_size, mode="drop"),
+    "weight": jnp.zeros((n,)).at[index].set(BOX_WEIGHT_BASE - wh[:, 0] * wh[:, 1], mode="drop"),
+    "label": jnp.zeros((n,), jnp.int32).at[index].set(cls.astype(jnp.int32), mode="drop"),
   }
 
 
-def yolo_loss(outputs: jax.Array, truth: jax.Array, layout: AnchorLayout,
-              score: ItemScorer = ce_items, terms: bool = False):
+def yolo_loss(
+  outputs: jax.Array,
+  truth: jax.Array,
+  layout: AnchorLayout,
+  score: ItemScorer = ce_items,
+  terms: bool = False,
+):
   """The loss of raw outputs `(B, N, 5 + C)` against ground truth `(B, M, 5)`: the mean over
   images of box + objectness + class terms, the binary terms scored by `score` (`ce_items`: the
   standard YOLO-v3 loss). `terms=True` returns the three batch means as a dict instead."""

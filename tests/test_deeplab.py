@@ -19,13 +19,18 @@ IGNORE = 255
 def test_logits_come_at_the_input_resolution_from_stride_8_features():
   student = from_linen(deeplab.DeepLab(num_classes=5, blocks=(1, 1, 1, 1), width=4))
   variables = jax.eval_shape(student.init, jax.random.PRNGKey(0), jnp.zeros((1, 40, 56, 3)))
-  logits, _ = jax.eval_shape(lambda v: student.apply(*v, jnp.zeros((2, 40, 56, 3)), True),
-                             variables)
+  logits, _ = jax.eval_shape(
+    lambda v: student.apply(*v, jnp.zeros((2, 40, 56, 3)), True), variables
+  )
   assert logits.shape == (2, 40, 56, 5)
-  full = jax.eval_shape(deeplab.DeepLab(num_classes=21).init, jax.random.PRNGKey(0),
-                        jnp.zeros((1, 64, 64, 3)))
-  convs = [k for k, _ in jax.tree_util.tree_leaves_with_path(full["params"])
-           if jax.tree_util.keystr(k).endswith("['kernel']")]
+  full = jax.eval_shape(
+    deeplab.DeepLab(num_classes=21).init, jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3))
+  )
+  convs = [
+    k
+    for k, _ in jax.tree_util.tree_leaves_with_path(full["params"])
+    if jax.tree_util.keystr(k).endswith("['kernel']")
+  ]
   # ResNet-18's 17 3x3/7x7 convolutions and 3 projections; ASPP's 5, the mix, the 3x3 and
   # the classifier.
   assert len(convs) == 17 + 3 + 5 + 3
@@ -42,13 +47,16 @@ def random_case(key, shape=(2, 6, 7), classes=4):
 def test_ignored_pixels_add_nothing_and_the_rest_is_per_pixel_cross_entropy():
   logits, labels = random_case(jax.random.PRNGKey(0))
   keep = labels != IGNORE
-  loss, grad = jax.jit(jax.value_and_grad(
-      lambda z: masked_pixel_loss(ce_items, z, labels, IGNORE)))(logits)
+  loss, grad = jax.jit(
+    jax.value_and_grad(lambda z: masked_pixel_loss(ce_items, z, labels, IGNORE))
+  )(logits)
   ce = optax.softmax_cross_entropy_with_integer_labels(logits[keep], labels[keep])
   np.testing.assert_allclose(loss, ce.sum() / labels.size, rtol=1e-5)
   # A mean over images, whatever their ignored pixels: a batch split over devices gives the whole
   # batch's loss and gradient.
-  halves = [masked_pixel_loss(ce_items, logits[i:i + 1], labels[i:i + 1], IGNORE) for i in (0, 1)]
+  halves = [
+    masked_pixel_loss(ce_items, logits[i : i + 1], labels[i : i + 1], IGNORE) for i in (0, 1)
+  ]
   assert int(keep[0].sum()) != int(keep[1].sum())
   np.testing.assert_allclose(loss, np.mean(halves), rtol=1e-5)
   np.testing.assert_array_equal(np.asarray(grad)[~np.asarray(keep)], 0.0)
@@ -63,8 +71,9 @@ def test_the_dln_at_initialisation_is_per_pixel_cross_entropy():
   @jax.jit
   def both(z):
     standard = jax.value_and_grad(lambda v: masked_pixel_loss(ce_items, v, labels, IGNORE))(z)
-    learned = jax.value_and_grad(lambda v: masked_pixel_loss(
-        functools.partial(dln.item_values, phi), v, labels, IGNORE))(z)
+    learned = jax.value_and_grad(
+      lambda v: masked_pixel_loss(functools.partial(dln.item_values, phi), v, labels, IGNORE)
+    )(z)
     return standard, learned
 
   (s, gs), (d, gd) = both(logits)

@@ -16,8 +16,11 @@ def _one_object_scenes(count, kind=None):
   pick = np.nonzero(scenes.classes[:, 0] == kind)[0] if kind is not None else np.arange(count)
   pick = pick[:count]
   assert len(pick) == count
-  return (scenes.images[pick].astype(np.float32), shapes.detection_targets(scenes)[pick],
-          scenes.masks[pick])
+  return (
+    scenes.images[pick].astype(np.float32),
+    shapes.detection_targets(scenes)[pick],
+    scenes.masks[pick],
+  )
 
 
 def test_augmented_boxes_are_the_bounding_boxes_of_the_augmented_masks():

@@ -8,9 +8,16 @@ import numpy as np
 import pytest
 
 from l2t_jax import segmentation_metrics as seg
-from l2t_jax.detection_metrics import (Detections, GroundTruth, average_precision, box_iou,
-                                       interpolated_ap, match_class, mean_average_precision,
-                                       precision_recall)
+from l2t_jax.detection_metrics import (
+  Detections,
+  GroundTruth,
+  average_precision,
+  box_iou,
+  interpolated_ap,
+  match_class,
+  mean_average_precision,
+  precision_recall,
+)
 
 
 def truth(boxes, classes, difficult=None):
@@ -20,16 +27,18 @@ def truth(boxes, classes, difficult=None):
 
 
 def dets(boxes, scores, classes):
-  return Detections(np.asarray(boxes, np.float64).reshape(-1, 4), np.asarray(scores),
-                    np.asarray(classes, int))
+  return Detections(
+    np.asarray(boxes, np.float64).reshape(-1, 4), np.asarray(scores), np.asarray(classes, int)
+  )
 
 
 GT = truth([[0, 0, 10, 10], [20, 20, 30, 30]], [0, 0])
 
 
 def test_iou_of_boxes_by_hand():
-  np.testing.assert_allclose(box_iou([[0, 0, 2, 2]], [[1, 1, 3, 3], [0, 0, 2, 2], [5, 5, 6, 6]]),
-                             [[1 / 7, 1.0, 0.0]])
+  np.testing.assert_allclose(
+    box_iou([[0, 0, 2, 2]], [[1, 1, 3, 3], [0, 0, 2, 2], [5, 5, 6, 6]]), [[1 / 7, 1.0, 0.0]]
+  )
 
 
 def test_ap_by_hand_true_false_true():
@@ -106,14 +115,25 @@ def coco_ap101(detections, truths, classes):
   annotations, results = [], []
   for i, (d, g) in enumerate(zip(detections, truths)):
     for b, c in zip(g.boxes, g.classes):
-      annotations.append({"id": len(annotations) + 1, "image_id": i, "category_id": int(c),
-                          "bbox": xywh(b), "area": xywh(b)[2] * xywh(b)[3], "iscrowd": 0})
+      annotations.append(
+        {
+          "id": len(annotations) + 1,
+          "image_id": i,
+          "category_id": int(c),
+          "bbox": xywh(b),
+          "area": xywh(b)[2] * xywh(b)[3],
+          "iscrowd": 0,
+        }
+      )
     for b, s, c in zip(d.boxes, d.scores, d.classes):
       results.append({"image_id": i, "category_id": int(c), "bbox": xywh(b), "score": float(s)})
   with contextlib.redirect_stdout(io.StringIO()):
     gt = COCO()
-    gt.dataset = {"images": [{"id": i} for i in range(len(truths))], "annotations": annotations,
-                  "categories": [{"id": c} for c in range(classes)]}
+    gt.dataset = {
+      "images": [{"id": i} for i in range(len(truths))],
+      "annotations": annotations,
+      "categories": [{"id": c} for c in range(classes)],
+    }
     gt.createIndex()
     ev = COCOeval(gt, gt.loadRes(results), "bbox")
     ev.params.iouThrs = np.array([0.5])

@@ -28,8 +28,9 @@ def test_boxes_are_the_bounding_boxes_of_the_visible_pixels_and_masks_carry_the_
     assert set(np.unique(inst)) <= set(range(-1, n))
     for i in range(n):
       rows, cols = np.nonzero(inst == i)
-      np.testing.assert_array_equal(boxes[i], [cols.min(), rows.min(), cols.max() + 1,
-                                               rows.max() + 1])
+      np.testing.assert_array_equal(
+        boxes[i], [cols.min(), rows.min(), cols.max() + 1, rows.max() + 1]
+      )
       labels = set(np.unique(mask[inst == i]))
       assert labels <= {classes[i] + 1, shapes.IGNORE_LABEL} and classes[i] + 1 in labels
     np.testing.assert_array_equal(mask[(inst == -1) & (mask != shapes.IGNORE_LABEL)], 0)

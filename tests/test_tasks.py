@@ -21,6 +21,7 @@ SIZE, BATCH = 32, 4
 
 class PixelClassifier(nn.Module):
   """One 3x3 convolution: logits per pixel."""
+
   num_classes: int
 
   @nn.compact
@@ -31,6 +32,7 @@ class PixelClassifier(nn.Module):
 
 class GlobalDetector(nn.Module):
   """Pooled colour statistics to every anchor's `5 + C` outputs through one dense layer."""
+
   anchors: int
   num_classes: int
 
@@ -44,6 +46,7 @@ class GlobalDetector(nn.Module):
 
 def _config(name):
   from configs import shapes_seg, shapes_yolo
+
   config = {"detection": shapes_yolo, "segmentation": shapes_seg}[name].get_config()
   config.data.image_size, config.data.shapes_train_size, config.data.shapes_test_size = SIZE, 24, 4
   config.data.val_size, config.meta.val_batch_size = 8, BATCH  # one shape: one compilation
@@ -57,11 +60,15 @@ def test_l2t_dln_cycles_start_on_the_standard_loss_and_apply_every_update(name):
   config = _config(name)
   ds = load_dataset(config)
   task = make_task(config, ds.num_classes, ds.input_shape)
-  module = (GlobalDetector(int(anchor_layout(SIZE, SIZE).offsets[-1]), ds.num_classes)
-            if name == "detection" else PixelClassifier(ds.num_classes))
+  module = (
+    GlobalDetector(int(anchor_layout(SIZE, SIZE).offsets[-1]), ds.num_classes)
+    if name == "detection"
+    else PixelClassifier(ds.num_classes)
+  )
   student = from_linen(module)
-  method = build_method(config, student, student_optimizer(config.optim, config.train.steps),
-                        ds.num_classes, task=task)
+  method = build_method(
+    config, student, student_optimizer(config.optim, config.train.steps), ds.num_classes, task=task
+  )
   data = {"train_x": ds.train.x, "train_y": ds.train.y, "val_x": ds.val.x, "val_y": ds.val.y}
   state = method.init(jax.random.PRNGKey(0), jnp.asarray(ds.train.x[:1]))
   cycle = jax.jit(method.cycle)
@@ -86,9 +93,12 @@ def test_l2t_dln_cycles_start_on_the_standard_loss_and_apply_every_update(name):
     # The teacher's objective: the task's standard loss on the validation batch, after the
     # segment (here the whole cycle).
     np.testing.assert_allclose(
-        metrics.val_loss, standard_loss(state.student, ds.val.x[val_idx], ds.val.y[val_idx]),
-        rtol=1e-5)
+      metrics.val_loss,
+      standard_loss(state.student, ds.val.x[val_idx], ds.val.y[val_idx]),
+      rtol=1e-5,
+    )
   assert int(state.counters.meta_updates) == 2 and int(state.counters.skipped_meta_updates) == 0
-  moved = jax.tree_util.tree_map(lambda a, b: float(jnp.abs(a - b).max()), state.loss_params,
-                                 first.loss_params)
+  moved = jax.tree_util.tree_map(
+    lambda a, b: float(jnp.abs(a - b).max()), state.loss_params, first.loss_params
+  )
   assert max(jax.tree_util.tree_leaves(moved)) > 0  # the teacher moved the DLN

@@ -17,10 +17,23 @@ from l2t_jax.train import train
 
 EXAMPLES_PER_SPLIT = 3
 SIDE = 32
-TINY = {"data.image_size": SIDE, "data.val_size": 4, "student.base_width": 4, "train.batch_size": 4, "train.eval_batch_size": 8,
-        "meta.val_batch_size": 4, "meta.unroll_steps": 1, "meta.interval": 2, "train.steps": 2,
-        "train.log_every": 2, "train.eval_every": 2, "optim.warmup_steps": 0,
-        "optim.boundaries": (), "checkpoint.every": 0, "parallel.devices": 1}
+TINY = {
+  "data.image_size": SIDE,
+  "data.val_size": 4,
+  "student.base_width": 4,
+  "train.batch_size": 4,
+  "train.eval_batch_size": 8,
+  "meta.val_batch_size": 4,
+  "meta.unroll_steps": 1,
+  "meta.interval": 2,
+  "train.steps": 2,
+  "train.log_every": 2,
+  "train.eval_every": 2,
+  "optim.warmup_steps": 0,
+  "optim.boundaries": (),
+  "checkpoint.every": 0,
+  "parallel.devices": 1,
+}
 
 
 def override(config, overrides):
@@ -42,9 +55,11 @@ def tiny(module, **overrides):
 def _fake_objects(rng, count):
   lo = rng.uniform(0, 0.5, (count, 2))
   hi = lo + rng.uniform(0.1, 0.5, (count, 2))
-  return {"bbox": np.concatenate([lo, hi], -1).astype(np.float32),  # (ymin, xmin, ymax, xmax)
-          "label": rng.integers(0, len(voc.VOC_CLASSES), count),
-          "is_difficult": rng.random(count) < 0.3}
+  return {
+    "bbox": np.concatenate([lo, hi], -1).astype(np.float32),  # (ymin, xmin, ymax, xmax)
+    "label": rng.integers(0, len(voc.VOC_CLASSES), count),
+    "is_difficult": rng.random(count) < 0.3,
+  }
 
 
 def _fake_source(builder, split, **_):
@@ -55,8 +70,12 @@ def _fake_source(builder, split, **_):
   examples = []
   for _ in range(EXAMPLES_PER_SPLIT):
     height, width = rng.integers(20, 60, 2)
-    examples.append({"image": rng.integers(0, 256, (height, width, 3), np.uint8),
-                     "objects": _fake_objects(rng, int(rng.integers(1, 5)))})
+    examples.append(
+      {
+        "image": rng.integers(0, 256, (height, width, 3), np.uint8),
+        "objects": _fake_objects(rng, int(rng.integers(1, 5))),
+      }
+    )
   return examples
 
 
@@ -68,10 +87,17 @@ def mock_voc():
 
 def test_voc_detection_reads_2007_and_2012_trainval_and_2007_test(mock_voc):
   from configs import voc_yolo
+
   ds = load_dataset(validate(tiny(voc_yolo)))
-  train_sources = [_fake_source(_Builder(year), split) for year, split in
-                   (("2007", "train"), ("2007", "validation"), ("2012", "train"),
-                    ("2012", "validation"))]
+  train_sources = [
+    _fake_source(_Builder(year), split)
+    for year, split in (
+      ("2007", "train"),
+      ("2007", "validation"),
+      ("2012", "train"),
+      ("2012", "validation"),
+    )
+  ]
   examples = [e for source in train_sources for e in source]
   assert (len(ds.train), len(ds.val), len(ds.test)) == (len(examples) - 4, 4, EXAMPLES_PER_SPLIT)
   assert ds.input_shape == (SIDE, SIDE, 3) and ds.num_classes == 20
@@ -101,10 +127,11 @@ def write_devkit(root, sizes):
     name = f"2012_{i:06d}"
     ids.append(name)
     Image.fromarray(rng.integers(0, 256, (height, width, 3), np.uint8)).save(
-        os.path.join(base, "JPEGImages", f"{name}.jpg"))
+      os.path.join(base, "JPEGImages", f"{name}.jpg")
+    )
     mask = np.zeros((height, width), np.uint8)
-    mask[height // 4:height // 2, width // 4:width // 2] = 7
-    mask[height // 4:height // 2, width // 4] = voc.IGNORE_LABEL
+    mask[height // 4 : height // 2, width // 4 : width // 2] = 7
+    mask[height // 4 : height // 2, width // 4] = voc.IGNORE_LABEL
     png = Image.new("P", (width, height))  # a palette PNG, as VOC's: the pixel values are indices
     png.putdata(mask.ravel().tolist())
     png.putpalette(list(rng.integers(0, 256, 768)))
@@ -119,6 +146,7 @@ def write_devkit(root, sizes):
 
 def test_voc_segmentation_reads_the_devkit_onto_padded_canvases(tmp_path):
   from configs import voc_seg
+
   sizes = [(20, 24), (48, 40)] + [(24, 28)] * 8  # one image larger than the canvas
   masks, train_ids, test_ids = write_devkit(str(tmp_path), sizes)
   ds = load_dataset(validate(tiny(voc_seg, **{"data.data_dir": str(tmp_path)})))
@@ -134,12 +162,14 @@ def test_voc_segmentation_reads_the_devkit_onto_padded_canvases(tmp_path):
 
 def test_missing_devkit_says_where_it_should_be(tmp_path):
   from configs import voc_seg
+
   with pytest.raises(DataError, match="VOCdevkit/VOC2012"):
     load_dataset(validate(tiny(voc_seg, **{"data.data_dir": str(tmp_path)})))
 
 
 def test_voc_yolo_config_trains_a_few_steps_on_mock_data(mock_voc):
   from configs import voc_yolo
+
   summary = train(tiny(voc_yolo, method="ce"), log=lambda _: None).summary
   assert summary["student_steps"] == TINY["train.steps"] and not summary["diverged"]
   assert 0.0 <= summary["test_accuracy"] <= 1.0 and np.isfinite(summary["test_loss"])

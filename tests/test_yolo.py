@@ -25,7 +25,7 @@ def truth(rows):
   """Ground truth `(M, 5)` from (x0, y0, x1, y1, class) rows, padded to 4 rows."""
   t = np.zeros((4, 5), np.float32)
   t[:, 4] = -1
-  t[:len(rows)] = rows
+  t[: len(rows)] = rows
   return jnp.asarray(t)
 
 
@@ -45,16 +45,22 @@ def test_small_network_outputs_every_anchor_and_darknet53_has_52_convolutions():
   variables = jax.eval_shape(student.init, jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))
   out, _ = jax.eval_shape(lambda v: student.apply(*v, jnp.zeros((2, 32, 32, 3)), True), variables)
   assert out.shape == (2, yolo.anchor_layout(32, 32).offsets[-1], 5 + CLASSES)
-  full = jax.eval_shape(lambda: yolo.Darknet(yolo.DARKNET53_BLOCKS, yolo.DARKNET53_WIDTH,
-                                             nn_norm()).init(jax.random.PRNGKey(0),
-                                                             jnp.zeros((1, 64, 64, 3))))
-  convs = [k for k, _ in jax.tree_util.tree_leaves_with_path(full["params"])
-           if jax.tree_util.keystr(k).endswith("['kernel']")]
+  full = jax.eval_shape(
+    lambda: yolo.Darknet(yolo.DARKNET53_BLOCKS, yolo.DARKNET53_WIDTH, nn_norm()).init(
+      jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3))
+    )
+  )
+  convs = [
+    k
+    for k, _ in jax.tree_util.tree_leaves_with_path(full["params"])
+    if jax.tree_util.keystr(k).endswith("['kernel']")
+  ]
   assert len(convs) == 52  # Darknet-53 is 52 convolutions and the classifier's dense layer
 
 
 def nn_norm():
   from l2t_jax.students.layers import batch_norm
+
   return batch_norm(False, 0.9, 1e-5, None)
 
 
@@ -90,8 +96,9 @@ def random_outputs(key, batch=2):
   return jax.random.normal(key, (batch, int(LAYOUT.offsets[-1]), 5 + CLASSES))
 
 
-GT = jnp.stack([truth([[0.1, 0.2, 0.3, 0.35, 2], [0.4, 0.3, 0.95, 0.9, 0]]),
-                truth([[0.5, 0.5, 0.7, 0.8, 1]])])
+GT = jnp.stack(
+  [truth([[0.1, 0.2, 0.3, 0.35, 2], [0.4, 0.3, 0.95, 0.9, 0]]), truth([[0.5, 0.5, 0.7, 0.8, 1]])]
+)
 
 
 def test_standard_loss_is_the_sum_of_bce_terms_computed_directly():
@@ -107,7 +114,7 @@ def test_standard_loss_is_the_sum_of_bce_terms_computed_directly():
   total = loss(out, GT)
   np.testing.assert_allclose(total, sum(got.values()), rtol=1e-5)
   # A mean over images: a batch split over devices gives the whole batch's loss and gradient.
-  halves = [loss(out[i:i + 1], GT[i:i + 1]) for i in range(2)]
+  halves = [loss(out[i : i + 1], GT[i : i + 1]) for i in range(2)]
   np.testing.assert_allclose(total, np.mean(halves), rtol=1e-5)
   z, y = jnp.array([-3.0, 0.5, 4.0]), jnp.array([1, 0, 1])
   np.testing.assert_allclose(binary_items(ce_items, z, y), bce(z, y), rtol=1e-5)
@@ -126,8 +133,9 @@ def test_anchors_already_overlapping_a_box_are_left_out_of_objectness():
   out2 = out.at[0, other, :2].set(jax.scipy.special.logit(jnp.float32(0.2)))
   out2 = out2.at[0, other, 2:4].set(jnp.log(0.4 / LAYOUT.anchors[other]))
   dropped = loss(out2, gt, terms=True)["objectness"]
-  np.testing.assert_allclose(base - dropped, np.log(2.0),
-                             rtol=1e-5)  # BCE of logit 0 is log 2 whatever the target
+  np.testing.assert_allclose(
+    base - dropped, np.log(2.0), rtol=1e-5
+  )  # BCE of logit 0 is log 2 whatever the target
 
 
 def dln_config(**kw):
@@ -143,8 +151,11 @@ def test_the_dln_at_initialisation_is_the_standard_loss_and_its_gradient():
 
   @jax.jit  # one program for the three (each compilation of the loss takes seconds)
   def three(o, phi):
-    scorers = (ce_items, functools.partial(DLN.item_values, phi),
-               functools.partial(dln_table.table_item_values, dln_table.make_table(DLN, phi, 512)))
+    scorers = (
+      ce_items,
+      functools.partial(DLN.item_values, phi),
+      functools.partial(dln_table.table_item_values, dln_table.make_table(DLN, phi, 512)),
+    )
     return [jax.value_and_grad(lambda z, s=s: yolo_loss(z, GT, LAYOUT, s))(o) for s in scorers]
 
   standard, learned, tabulated = three(out, phi)
@@ -155,22 +166,32 @@ def test_the_dln_at_initialisation_is_the_standard_loss_and_its_gradient():
 
 @pytest.mark.parametrize("kind", ["one_vs_rest", "one_vs_one"])
 def test_dln_parameters_receive_the_gradient_of_the_detection_loss(kind):
-  cfg = dln_config(item_kind=kind, network="free" if kind == "one_vs_one" else "ce_residual",
-                   table_size=0)
+  cfg = dln_config(
+    item_kind=kind, network="free" if kind == "one_vs_one" else "ce_residual", table_size=0
+  )
   dln = dln_lib.make_dln(cfg)
   phi = dln.init(jax.random.PRNGKey(4))
   out = random_outputs(jax.random.PRNGKey(5))
-  g = jax.jit(jax.grad(
-      lambda p: yolo_loss(out, GT, LAYOUT, functools.partial(dln.item_values, p))))(phi)
+  g = jax.jit(
+    jax.grad(lambda p: yolo_loss(out, GT, LAYOUT, functools.partial(dln.item_values, p)))
+  )(phi)
   flat = jax.flatten_util.ravel_pytree(g)[0]
   assert np.isfinite(flat).all() and np.abs(flat).max() > 0
 
 
 def test_nms_keeps_the_best_of_overlapping_boxes_of_a_class_only():
-  boxes = jnp.array([[0.1, 0.1, 0.5, 0.5], [0.12, 0.1, 0.5, 0.52], [0.1, 0.1, 0.5, 0.5],
-                     [0.6, 0.6, 0.9, 0.9], [0.6, 0.6, 0.9, 0.9]])
-  p = Boxes(boxes, jnp.array([0.8, 0.9, 0.7, 0.6, 0.001]), jnp.array([0, 0, 1, 0, 0]),
-            jnp.ones(5, bool))
+  boxes = jnp.array(
+    [
+      [0.1, 0.1, 0.5, 0.5],
+      [0.12, 0.1, 0.5, 0.52],
+      [0.1, 0.1, 0.5, 0.5],
+      [0.6, 0.6, 0.9, 0.9],
+      [0.6, 0.6, 0.9, 0.9],
+    ]
+  )
+  p = Boxes(
+    boxes, jnp.array([0.8, 0.9, 0.7, 0.6, 0.001]), jnp.array([0, 0, 1, 0, 0]), jnp.ones(5, bool)
+  )
   got = jax.jit(functools.partial(nms, max_detections=6))(p)
   assert got.boxes.shape == (6, 4) and got.valid.tolist() == [True] * 3 + [False] * 3
   np.testing.assert_allclose(got.scores[:3], [0.9, 0.7, 0.6])  # 0.8 suppressed, 0.001 too low

@@ -27,6 +27,7 @@ IGNORE_LABEL = 255  # what the mask holds where the output falls outside the inp
 
 class Warp(NamedTuple):
   """One example's transform: the zoom, the shift in output pixels `(t_x, t_y)`, the flip."""
+
   zoom: jax.Array
   shift: jax.Array
   flip: jax.Array
@@ -61,8 +62,9 @@ def warp_image(warp: Warp, image: jax.Array) -> jax.Array:
 def warp_mask(warp: Warp, mask: jax.Array) -> jax.Array:
   """A label mask (H, W), nearest pixel, the ignore label outside."""
   coords = _source_coordinates(warp, *mask.shape)
-  out = jax.scipy.ndimage.map_coordinates(mask.astype(jnp.int32), list(coords), order=0,
-                                          cval=IGNORE_LABEL)
+  out = jax.scipy.ndimage.map_coordinates(
+    mask.astype(jnp.int32), list(coords), order=0, cval=IGNORE_LABEL
+  )
   return out.astype(mask.dtype)
 
 
@@ -94,13 +96,15 @@ def _batch(per_example, keys, images, labels, zoom_range):
   return jax.vmap(one)(keys, images, labels)
 
 
-def detection_batch(keys: jax.Array, images: jax.Array, truth: jax.Array,
-                    zoom_range: tuple[float, float]) -> tuple[jax.Array, jax.Array]:
+def detection_batch(
+  keys: jax.Array, images: jax.Array, truth: jax.Array, zoom_range: tuple[float, float]
+) -> tuple[jax.Array, jax.Array]:
   """Images (B, H, W, C) and their ground truth (B, M, 5 or more), one key per example."""
   return _batch(warp_boxes, keys, images, truth, zoom_range)
 
 
-def segmentation_batch(keys: jax.Array, images: jax.Array, masks: jax.Array,
-                       zoom_range: tuple[float, float]) -> tuple[jax.Array, jax.Array]:
+def segmentation_batch(
+  keys: jax.Array, images: jax.Array, masks: jax.Array, zoom_range: tuple[float, float]
+) -> tuple[jax.Array, jax.Array]:
   """Images (B, H, W, C) and their masks (B, H, W), one key per example."""
   return _batch(lambda warp, mask, *_: warp_mask(warp, mask), keys, images, masks, zoom_range)

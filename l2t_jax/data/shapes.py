@@ -48,8 +48,9 @@ class Scenes(NamedTuple):
   instances: np.ndarray  # (N, H, W) int8: the object index seen at each pixel, -1 background
 
 
-def _shape_mask(kind: int, cy: float, cx: float, r: float, yy: np.ndarray,
-                xx: np.ndarray) -> np.ndarray:
+def _shape_mask(
+  kind: int, cy: float, cx: float, r: float, yy: np.ndarray, xx: np.ndarray
+) -> np.ndarray:
   """The pixels (centres at integer + 0.5) covered by shape `kind` of half-size `r` at (cy, cx)."""
   dy, dx = yy + 0.5 - cy, xx + 0.5 - cx
   name = CLASSES[kind]
@@ -135,23 +136,36 @@ def _scene(rng: np.random.Generator, size: int, max_objects: int, border: int):
 
 
 @functools.lru_cache(maxsize=8)
-def generate(seed: int, count: int, size: int = 64, max_objects: int = 4, border: int = 1,
-             stream: int = TRAIN_STREAM) -> Scenes:
+def generate(
+  seed: int,
+  count: int,
+  size: int = 64,
+  max_objects: int = 4,
+  border: int = 1,
+  stream: int = TRAIN_STREAM,
+) -> Scenes:
   """`count` scenes of `size` x `size` pixels drawn from `(seed, stream)` (each scene from its own
   `[seed, stream, index]` generator, so a longer set starts with the shorter one's scenes)."""
   if size < 16 or max_objects < 1 or border < 0 or count < 1:
-    raise ValueError(f"shapes: size={size} (>= 16), max_objects={max_objects} (>= 1), "
-                     f"border={border} (>= 0) and count={count} (>= 1) out of range")
-  parts = [_scene(np.random.default_rng([seed, stream, i]), size, max_objects, border)
-           for i in range(count)]
+    raise ValueError(
+      f"shapes: size={size} (>= 16), max_objects={max_objects} (>= 1), "
+      f"border={border} (>= 0) and count={count} (>= 1) out of range"
+    )
+  parts = [
+    _scene(np.random.default_rng([seed, stream, i]), size, max_objects, border)
+    for i in range(count)
+  ]
   return Scenes(*(np.stack(a) for a in zip(*parts)))
 
 
-def load(seed: int, train_size: int, test_size: int, size: int = 64, max_objects: int = 4,
-         border: int = 1) -> tuple[Scenes, Scenes]:
+def load(
+  seed: int, train_size: int, test_size: int, size: int = 64, max_objects: int = 4, border: int = 1
+) -> tuple[Scenes, Scenes]:
   """`(train, test)`: two disjoint sets of scenes (different streams of the same seed)."""
-  return (generate(seed, train_size, size, max_objects, border, TRAIN_STREAM),
-          generate(seed, test_size, size, max_objects, border, TEST_STREAM))
+  return (
+    generate(seed, train_size, size, max_objects, border, TRAIN_STREAM),
+    generate(seed, test_size, size, max_objects, border, TEST_STREAM),
+  )
 
 
 def detection_targets(scenes: Scenes) -> np.ndarray:
@@ -166,11 +180,17 @@ def load_task(name: str, data_cfg) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
   """`(x_train, y_train, x_test, y_test, num_classes)` of `shapes_detection` (labels: the packed
   boxes of `detection_targets`, one class per shape) or `shapes_segmentation` (labels: the masks,
   the background a class of its own) under `config.data`'s sizes and seed."""
-  train, test = load(data_cfg.shapes_seed, data_cfg.shapes_train_size, data_cfg.shapes_test_size,
-                     data_cfg.image_size)
+  train, test = load(
+    data_cfg.shapes_seed, data_cfg.shapes_train_size, data_cfg.shapes_test_size, data_cfg.image_size
+  )
   if name == "shapes_detection":
-    return (train.images, detection_targets(train), test.images, detection_targets(test),
-            len(CLASSES))
+    return (
+      train.images,
+      detection_targets(train),
+      test.images,
+      detection_targets(test),
+      len(CLASSES),
+    )
   if name == "shapes_segmentation":
     return train.images, train.masks, test.images, test.masks, len(CLASSES) + 1
   raise ValueError(f"'{name}' is not a shapes task: shapes_detection or shapes_segmentation")

@@ -34,11 +34,34 @@ import numpy as np
 
 from l2t_jax.data.errors import DataError
 
-VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-               "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
-               "train", "tvmonitor")
-DETECTION_TRAIN = (("voc/2007", "train"), ("voc/2007", "validation"), ("voc/2012", "train"),
-                   ("voc/2012", "validation"))
+VOC_CLASSES = (
+  "aeroplane",
+  "bicycle",
+  "bird",
+  "boat",
+  "bottle",
+  "bus",
+  "car",
+  "cat",
+  "chair",
+  "cow",
+  "diningtable",
+  "dog",
+  "horse",
+  "motorbike",
+  "person",
+  "pottedplant",
+  "sheep",
+  "sofa",
+  "train",
+  "tvmonitor",
+)
+DETECTION_TRAIN = (
+  ("voc/2007", "train"),
+  ("voc/2007", "validation"),
+  ("voc/2012", "train"),
+  ("voc/2012", "validation"),
+)
 DETECTION_TEST = (("voc/2007", "test"),)
 SEGMENTATION_TRAIN_LIST, SEGMENTATION_TEST_LIST = "train", "val"
 PAD_RGB = (124, 116, 104)  # the mean colour DeepLab pads images with (ImageNet's, rounded)
@@ -48,6 +71,7 @@ TRUTH_COLUMNS = 6  # x0, y0, x1, y1, class, difficult
 
 def _resize(image: np.ndarray, height: int, width: int, nearest: bool = False) -> np.ndarray:
   from PIL import Image
+
   method = Image.NEAREST if nearest else Image.BILINEAR
   return np.asarray(Image.fromarray(image).resize((width, height), method))
 
@@ -64,6 +88,7 @@ def _detection_rows(objects: dict) -> np.ndarray:
 
 def _read_detection(tfds, parts: Iterable[tuple[str, str]], size: int, data_dir: str):
   from l2t_jax.data.tfds import source
+
   images, truths = [], []
   for name, split in parts:
     examples = source(tfds, name, split, data_dir)
@@ -79,7 +104,7 @@ def pack_truths(truths: list[np.ndarray], rows: int) -> np.ndarray:
   out = np.zeros((len(truths), rows, TRUTH_COLUMNS), np.float32)
   out[:, :, 4] = -1
   for i, t in enumerate(truths):
-    out[i, :len(t)] = t
+    out[i, : len(t)] = t
   return out
 
 
@@ -87,26 +112,30 @@ def load_detection(size: int, data_dir: str = ""):
   """`(x_train, y_train, x_test, y_test, 20)`: VOC 2007+2012 trainval and VOC 2007 test, images
   resized to `size` pixels (uint8), labels packed by `pack_truths`."""
   from l2t_jax.data.tfds import import_tfds
+
   tfds = import_tfds()
   x_train, t_train = _read_detection(tfds, DETECTION_TRAIN, size, data_dir)
   x_test, t_test = _read_detection(tfds, DETECTION_TEST, size, data_dir)
   rows = max(len(t) for t in t_train + t_test)
-  return (x_train, pack_truths(t_train, rows), x_test, pack_truths(t_test, rows),
-          len(VOC_CLASSES))
+  return (x_train, pack_truths(t_train, rows), x_test, pack_truths(t_test, rows), len(VOC_CLASSES))
 
 
 def devkit_root(data_dir: str) -> str:
   """The VOC2012 folder under `data_dir` (which may be it, or hold it, or hold VOCdevkit/)."""
   base = os.path.expanduser(data_dir or ".")
-  for candidate in (os.path.join(base, "VOCdevkit", "VOC2012"), os.path.join(base, "VOC2012"),
-                    base):
+  for candidate in (
+    os.path.join(base, "VOCdevkit", "VOC2012"),
+    os.path.join(base, "VOC2012"),
+    base,
+  ):
     if os.path.isdir(os.path.join(candidate, "ImageSets", "Segmentation")):
       return candidate
   raise DataError(
-      f"no VOC 2012 segmentation data under data.data_dir='{data_dir}': expected "
-      "VOCdevkit/VOC2012/{JPEGImages,SegmentationClass,ImageSets/Segmentation} there. Download "
-      "VOCtrainval_11-May-2012.tar from the PASCAL VOC site, extract it, and pass the folder that "
-      "holds VOCdevkit/ as --config.data.data_dir=DIR")
+    f"no VOC 2012 segmentation data under data.data_dir='{data_dir}': expected "
+    "VOCdevkit/VOC2012/{JPEGImages,SegmentationClass,ImageSets/Segmentation} there. Download "
+    "VOCtrainval_11-May-2012.tar from the PASCAL VOC site, extract it, and pass the folder that "
+    "holds VOCdevkit/ as --config.data.data_dir=DIR"
+  )
 
 
 def fit_to_canvas(image: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -129,6 +158,7 @@ def fit_to_canvas(image: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.nd
 
 def _read_segmentation(root: str, listing: str, size: int):
   from PIL import Image
+
   with open(os.path.join(root, "ImageSets", "Segmentation", f"{listing}.txt")) as f:
     ids = [line.strip() for line in f if line.strip()]
   if not ids:

@@ -31,13 +31,21 @@ STEM_KERNEL = 7
 
 
 def dilated_conv(features: int, kernel: int, strides: int = 1, dilation: int = 1) -> nn.Conv:
-  return nn.Conv(features, (kernel, kernel), strides=(strides, strides), padding="SAME",
-                 kernel_dilation=(dilation, dilation), use_bias=False, kernel_init=he_normal)
+  return nn.Conv(
+    features,
+    (kernel, kernel),
+    strides=(strides, strides),
+    padding="SAME",
+    kernel_dilation=(dilation, dilation),
+    use_bias=False,
+    kernel_init=he_normal,
+  )
 
 
 class DilatedBlock(nn.Module):
   """A basic residual block (two 3x3 convolutions), strided or dilated; a 1x1 projection on the
   shortcut where the shape changes (ResNet's option B)."""
+
   features: int
   strides: int
   dilation: int
@@ -63,17 +71,20 @@ class DeepLab(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False):
     if x.ndim != 4:
-      raise ValueError(f"DeepLab expects images shaped (batch, height, width, channels), got "
-                       f"{x.shape}")
+      raise ValueError(
+        f"DeepLab expects images shaped (batch, height, width, channels), got {x.shape}"
+      )
     if len(self.blocks) != len(STAGE_WIDTHS):
-      raise ValueError(f"the DeepLab ResNet has {len(STAGE_WIDTHS)} stages, got "
-                       f"blocks={tuple(self.blocks)}")
+      raise ValueError(
+        f"the DeepLab ResNet has {len(STAGE_WIDTHS)} stages, got blocks={tuple(self.blocks)}"
+      )
     batch, height, width, _ = x.shape
     norm = batch_norm(train, self.bn_momentum, self.bn_epsilon, self.axis_name)
     h = nn.relu(norm()(dilated_conv(self.width, STEM_KERNEL, strides=2)(x)))
     h = nn.max_pool(h, (3, 3), strides=(2, 2), padding="SAME")
-    for count, scale, stride, dilation in zip(self.blocks, STAGE_WIDTHS, STAGE_STRIDES,
-                                              STAGE_DILATIONS):
+    for count, scale, stride, dilation in zip(
+      self.blocks, STAGE_WIDTHS, STAGE_STRIDES, STAGE_DILATIONS
+    ):
       for i in range(count):
         h = DilatedBlock(self.width * scale, stride if i == 0 else 1, dilation, norm)(h)
     maps = ASPP_WIDTH * self.width

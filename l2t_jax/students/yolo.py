@@ -33,8 +33,17 @@ STRIDES = (8, 16, 32)  # of the three heads, smallest first
 ANCHORS_PER_SCALE = 3
 # YOLO-v3's anchors (width, height) in pixels of a 416-pixel image, three per scale, for the
 # strides 8, 16 and 32 in turn.
-ANCHORS_416 = ((10, 13), (16, 30), (33, 23), (30, 61), (62, 45), (59, 119), (116, 90),
-               (156, 198), (373, 326))
+ANCHORS_416 = (
+  (10, 13),
+  (16, 30),
+  (33, 23),
+  (30, 61),
+  (62, 45),
+  (59, 119),
+  (116, 90),
+  (156, 198),
+  (373, 326),
+)
 ANCHOR_REFERENCE_SIZE = 416
 BOX_OUTPUTS = 5  # t_x, t_y, t_w, t_h, objectness
 LEAKY_SLOPE = 0.1  # Darknet's leaky ReLU
@@ -48,6 +57,7 @@ OBJECTNESS_PRIOR = 0.01
 class AnchorLayout(NamedTuple):
   """Per flattened anchor: its cell `(x, y)`, the grid size `(columns, rows)` of its scale, its
   anchor `(w, h)` as fractions of the image, and the index of its scale and of its anchor (0..8)."""
+
   cells: np.ndarray  # (N, 2) float32
   grid: np.ndarray  # (N, 2) float32
   anchors: np.ndarray  # (N, 2) float32
@@ -68,30 +78,48 @@ def normalised_anchors() -> np.ndarray:
 def anchor_layout(height: int, width: int) -> AnchorLayout:
   """The layout of the flattened output for images of `height` x `width` (multiples of 32)."""
   if height % STRIDES[-1] or width % STRIDES[-1]:
-    raise ValueError(f"YOLO-v3 needs image sides that are multiples of {STRIDES[-1]}, got "
-                     f"{height}x{width}")
+    raise ValueError(
+      f"YOLO-v3 needs image sides that are multiples of {STRIDES[-1]}, got {height}x{width}"
+    )
   anchors = normalised_anchors()
   parts = []
   for s, stride in enumerate(STRIDES):
     rows, cols = height // stride, width // stride
-    y, x, a = np.meshgrid(np.arange(rows), np.arange(cols), np.arange(ANCHORS_PER_SCALE),
-                          indexing="ij")
+    y, x, a = np.meshgrid(
+      np.arange(rows), np.arange(cols), np.arange(ANCHORS_PER_SCALE), indexing="ij"
+    )
     ids = s * ANCHORS_PER_SCALE + a.reshape(-1)
-    parts.append((np.stack([x.reshape(-1), y.reshape(-1)], -1),
-                  np.broadcast_to([cols, rows], (ids.size, 2)), anchors[ids],
-                  np.full(ids.size, s), ids))
+    parts.append(
+      (
+        np.stack([x.reshape(-1), y.reshape(-1)], -1),
+        np.broadcast_to([cols, rows], (ids.size, 2)),
+        anchors[ids],
+        np.full(ids.size, s),
+        ids,
+      )
+    )
   cells, grid, anc, scale, ids = (np.concatenate(p) for p in zip(*parts))
-  return AnchorLayout(cells.astype(np.float32), grid.astype(np.float32), anc.astype(np.float32),
-                      scale.astype(np.int32), ids.astype(np.int32))
+  return AnchorLayout(
+    cells.astype(np.float32),
+    grid.astype(np.float32),
+    anc.astype(np.float32),
+    scale.astype(np.int32),
+    ids.astype(np.int32),
+  )
 
 
 def output_bias(num_classes: int):
   """The heads' output bias: zero, but objectness at the logit of OBJECTNESS_PRIOR."""
+
   def init(key, shape, dtype=jnp.float32):
     del key
-    per_anchor = jnp.zeros((BOX_OUTPUTS + num_classes,), dtype).at[4].set(
-        np.log(OBJECTNESS_PRIOR / (1 - OBJECTNESS_PRIOR)))
+    per_anchor = (
+      jnp.zeros((BOX_OUTPUTS + num_classes,), dtype)
+      .at[4]
+      .set(np.log(OBJECTNESS_PRIOR / (1 - OBJECTNESS_PRIOR)))
+    )
     return jnp.tile(per_anchor, shape[0] // per_anchor.size)
+
   return init
 
 
@@ -109,6 +137,7 @@ class ConvBN(nn.Module):
 
 class Darknet(nn.Module):
   """Darknet-53 (defaults) or a smaller one; returns the stride 8, 16 and 32 features."""
+
   blocks: Sequence[int]
   width: int
   norm: nn.Module
@@ -124,7 +153,7 @@ class Darknet(nn.Module):
         y = ConvBN(maps // 2, 1, self.norm)(x)
         x = x + ConvBN(maps, 3, self.norm)(y)
       features.append(x)
-    return features[-len(STRIDES):]
+    return features[-len(STRIDES) :]
 
 
 class YOLOv3(nn.Module):
@@ -138,11 +167,13 @@ class YOLOv3(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False):
     if x.ndim != 4:
-      raise ValueError(f"YOLOv3 expects images shaped (batch, height, width, channels), got "
-                       f"{x.shape}")
+      raise ValueError(
+        f"YOLOv3 expects images shaped (batch, height, width, channels), got {x.shape}"
+      )
     if len(self.blocks) < len(STRIDES):
-      raise ValueError(f"a YOLO-v3 backbone needs at least {len(STRIDES)} stages, got "
-                       f"blocks={tuple(self.blocks)}")
+      raise ValueError(
+        f"a YOLO-v3 backbone needs at least {len(STRIDES)} stages, got blocks={tuple(self.blocks)}"
+      )
     norm = batch_norm(train, self.bn_momentum, self.bn_epsilon, self.axis_name)
     feats = Darknet(self.blocks, self.width, norm)(x)
     outputs, route = [], None
@@ -158,7 +189,10 @@ class YOLOv3(nn.Module):
         f = ConvBN(maps if i % 2 == 0 else 2 * maps, 1 if i % 2 == 0 else 3, norm)(f)
       route = f
       y = ConvBN(2 * maps, 3, norm)(f)
-      y = nn.Conv(ANCHORS_PER_SCALE * (BOX_OUTPUTS + self.num_classes), (1, 1),
-                  bias_init=output_bias(self.num_classes))(y)
+      y = nn.Conv(
+        ANCHORS_PER_SCALE * (BOX_OUTPUTS + self.num_classes),
+        (1, 1),
+        bias_init=output_bias(self.num_classes),
+      )(y)
       outputs.append(y.reshape(y.shape[0], -1, BOX_OUTPUTS + self.num_classes))
     return jnp.concatenate(outputs[::-1], axis=1)  # stride 8 first
