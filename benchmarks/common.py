@@ -22,8 +22,11 @@ PAPER_CONFIGS = ("mnist_mlp", "mnist_lenet", *cifar.SETTINGS)
 
 # The smallest member of each family, which compiles in seconds on a CPU: ResNet-8 for the CIFAR
 # ResNets, WRN-10-2 for WRN-28-10, DenseNet-BC-10 (one layer per block) for DenseNet-BC-100.
-SMOKE_ARCHITECTURE = {"resnet": dict(depth=8), "wrn": dict(depth=10, widen_factor=2),
-                      "densenet": dict(depth=10)}
+SMOKE_ARCHITECTURE = {
+  "resnet": dict(depth=8),
+  "wrn": dict(depth=10, widen_factor=2),
+  "densenet": dict(depth=10),
+}
 
 
 def config_argument(name: str) -> str | None:
@@ -59,8 +62,9 @@ def config_from_file(argument: str) -> ml_collections.ConfigDict:
   return module.get_config(*arg)
 
 
-def smoke_config(config: ml_collections.ConfigDict, small_architecture: bool = True,
-                 batch_size: int = 8) -> ml_collections.ConfigDict:
+def smoke_config(
+  config: ml_collections.ConfigDict, small_architecture: bool = True, batch_size: int = 8
+) -> ml_collections.ConfigDict:
   """The same experiment in two cycles of two steps on a few examples (`tfds.testing.mock_data`
   size): the first cycle updates the DLN, the second also the teacher; the learning rate drops
   once; `small_architecture` swaps deep students for the smallest of their family."""
@@ -83,20 +87,24 @@ def smoke_config(config: ml_collections.ConfigDict, small_architecture: bool = T
   return c
 
 
-def synthetic_dataset(input_shape: tuple[int, ...], num_classes: int, train: int, val: int,
-                      seed: int = 0) -> Dataset:
+def synthetic_dataset(
+  input_shape: tuple[int, ...], num_classes: int, train: int, val: int, seed: int = 0
+) -> Dataset:
   """Random inputs and labels of a dataset's shapes: enough to time training, nothing to learn."""
   rng = np.random.default_rng(seed)
 
   def split(n):
-    return Split(rng.normal(size=(n, *input_shape)).astype(np.float32),
-                 rng.integers(0, num_classes, n).astype(np.int32))
+    return Split(
+      rng.normal(size=(n, *input_shape)).astype(np.float32),
+      rng.integers(0, num_classes, n).astype(np.int32),
+    )
 
   return Dataset("synthetic", split(train), split(val), split(val), num_classes)
 
 
-def finished_summary(workdir: str, config: ml_collections.ConfigDict,
-                     needed: tuple[str, ...] = ()) -> dict | None:
+def finished_summary(
+  workdir: str, config: ml_collections.ConfigDict, needed: tuple[str, ...] = ()
+) -> dict | None:
   """The summary of the run in `workdir` when it finished with exactly `config` (and holds the
   files `needed`), so that a benchmark can reuse it; None otherwise."""
   files = ("summary.json", "config.json") + needed

@@ -44,8 +44,16 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.common import finished_summary, load_config  # noqa: E402
 
 STUDENT_CONFIGS = {"mlp": "mnist1d_mlp", "cnn": "mnist1d_cnn"}
-METHODS = ("ce", "label_smoothing", "l2t_dlf", "l2t_dln", "l2t_dln_scale_free", "ce_trainval",
-           "ce_cosine", "l2t_dln_teacher_init")
+METHODS = (
+  "ce",
+  "label_smoothing",
+  "l2t_dlf",
+  "l2t_dln",
+  "l2t_dln_scale_free",
+  "ce_trainval",
+  "ce_cosine",
+  "l2t_dln_teacher_init",
+)
 # Variants worth keeping: a method run with a few keys changed.
 VARIANTS = {"l2t_dln_scale_free": ("l2t_dln", {"meta.val_objective": "scale_free_ce"})}
 TEACHER_SEED = 1000  # the student the pre-trained teacher learns on: not an evaluated seed
@@ -85,9 +93,11 @@ def seed_statistics(test: list[float], ce_test: list[float] | None) -> dict:
   """A method's test accuracies over seeds: their mean, sample standard deviation (0 for one
   seed) and, against CE's of the same seeds, the number of seeds it beats CE strictly (None
   without CE)."""
-  return {"mean": float(np.mean(test)),
-          "std": float(np.std(test, ddof=1)) if len(test) > 1 else 0.0,
-          "wins_vs_ce": None if ce_test is None else int(sum(a > b for a, b in zip(test, ce_test)))}
+  return {
+    "mean": float(np.mean(test)),
+    "std": float(np.std(test, ddof=1)) if len(test) > 1 else 0.0,
+    "wins_vs_ce": None if ce_test is None else int(sum(a > b for a, b in zip(test, ce_test))),
+  }
 
 
 def run_one(config, workdir: str, label: str, rerun: bool, snapshot: bool = False) -> dict:
@@ -97,6 +107,7 @@ def run_one(config, workdir: str, label: str, rerun: bool, snapshot: bool = Fals
   import jax
   from l2t_jax.train import Diverged, train
   from l2t_jax.metrics import write_bytes_atomic
+
   needed = ("metrics.jsonl",) + ((SNAPSHOTS,) if snapshot else ())
   needed += ("teacher.msgpack",) if config.method == "l2t_dln" else ()
   summary = None if rerun else finished_summary(workdir, config, needed)
@@ -109,20 +120,29 @@ def run_one(config, workdir: str, label: str, rerun: bool, snapshot: bool = Fals
     snapshots[str(step)] = jax.device_get(state.loss_params)
 
   try:  # not reusable (or --rerun): whatever run the workdir holds is replaced
-    summary = train(config, workdir=workdir, log=lambda _: None,
-                    on_eval=on_eval if snapshot else None, overwrite=True).summary
+    summary = train(
+      config,
+      workdir=workdir,
+      log=lambda _: None,
+      on_eval=on_eval if snapshot else None,
+      overwrite=True,
+    ).summary
   except Diverged as e:  # a setting that diverges counts as it ended (its summary says so)
     summary = e.summary
   if snapshot:
-    write_bytes_atomic(os.path.join(workdir, SNAPSHOTS),
-                       flax.serialization.msgpack_serialize(snapshots))
-  print(f"{label:<34} test acc {summary['test_accuracy']:.4f}  ({summary['wall_seconds']:.1f} s)",
-        flush=True)
+    write_bytes_atomic(
+      os.path.join(workdir, SNAPSHOTS), flax.serialization.msgpack_serialize(snapshots)
+    )
+  print(
+    f"{label:<34} test acc {summary['test_accuracy']:.4f}  ({summary['wall_seconds']:.1f} s)",
+    flush=True,
+  )
   return summary
 
 
 def load_snapshots(workdir: str) -> dict[int, object]:
   import flax.serialization
+
   with open(os.path.join(workdir, SNAPSHOTS), "rb") as f:
     saved = flax.serialization.msgpack_restore(f.read())
   return {int(step): phi for step, phi in saved.items()}
@@ -131,24 +151,32 @@ def load_snapshots(workdir: str) -> dict[int, object]:
 def eval_curves(workdirs: list[str]) -> dict[str, np.ndarray]:
   """Steps and (seeds, evals) arrays of validation and test accuracy from the runs' metrics."""
   from l2t_jax.metrics import read_metrics
+
   runs = [[r for r in read_metrics(w) if r["kind"] == "eval"] for w in workdirs]
   steps = [r["step"] for r in runs[0]]
-  return {"steps": np.array(steps),
-          "val": np.array([[r["val_accuracy"] for r in evals] for evals in runs], float),
-          "test": np.array([[r["test_accuracy"] for r in evals] for evals in runs], float)}
+  return {
+    "steps": np.array(steps),
+    "val": np.array([[r["val_accuracy"] for r in evals] for evals in runs], float),
+    "test": np.array([[r["test_accuracy"] for r in evals] for evals in runs], float),
+  }
 
 
 def plot_curves(curves: dict[str, dict], path: str, title: str) -> None:
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+
   fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharex=True)
-  for ax, key, name in ((axes[0], "val", "validation accuracy"), (axes[1], "test", "test accuracy")):
+  for ax, key, name in (
+    (axes[0], "val", "validation accuracy"),
+    (axes[1], "test", "test accuracy"),
+  ):
     for method, c in curves.items():
       values = c[key]
       if np.all(np.isnan(values)):
         continue  # ce_trainval has no validation split
-      line, = ax.plot(c["steps"], values.mean(0), label=method)
+      (line,) = ax.plot(c["steps"], values.mean(0), label=method)
       ax.fill_between(c["steps"], values.min(0), values.max(0), color=line.get_color(), alpha=0.2)
     ax.set_xlabel("student steps")
     ax.set_ylabel(name)
@@ -172,10 +200,12 @@ def plot_learned_loss(dln_cfg, snapshots: dict[int, object], path: str, title: s
   import jax
   import jax.numpy as jnp
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   from l2t_jax import dln_table
   from l2t_jax.dln import make_dln
+
   dln = make_dln(dln_cfg)
 
   def item_loss_fn(phi):
@@ -220,39 +250,67 @@ def plot_learned_loss(dln_cfg, snapshots: dict[int, object], path: str, title: s
 
 
 def format_table(methods: dict[str, dict]) -> str:
-  head = ("| method | test accuracy (%) mean ± std | per seed (%) | val accuracy (%) | lr | "
-          "wins vs CE |")
+  head = (
+    "| method | test accuracy (%) mean ± std | per seed (%) | val accuracy (%) | lr | wins vs CE |"
+  )
   lines = [head, "|---|---|---|---|---|---|"]
   for name, m in methods.items():
     vals = [v for v in m["val_accuracy"] if v is not None]
     val = f"{100 * np.mean(vals):.2f}" if vals else "n/a"
     wins = "-" if m["wins_vs_ce"] is None else f"{m['wins_vs_ce']}/{len(m['test_accuracy'])}"
     seeds = ", ".join(f"{100 * a:.2f}" for a in m["test_accuracy"])
-    lines.append(f"| {name} | {100 * m['mean']:.2f} ± {100 * m['std']:.2f} | {seeds} | {val} | "
-                 f"{m['learning_rate']:g} | {wins} |")
+    lines.append(
+      f"| {name} | {100 * m['mean']:.2f} ± {100 * m['std']:.2f} | {seeds} | {val} | "
+      f"{m['learning_rate']:g} | {wins} |"
+    )
   return "\n".join(lines)
 
 
 def main(argv=None) -> dict:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--student", choices=sorted(STUDENT_CONFIGS), default="mlp",
-                      help="mlp: configs/mnist1d_mlp.py; cnn: configs/mnist1d_cnn.py")
+  parser.add_argument(
+    "--student",
+    choices=sorted(STUDENT_CONFIGS),
+    default="mlp",
+    help="mlp: configs/mnist1d_mlp.py; cnn: configs/mnist1d_cnn.py",
+  )
   parser.add_argument("--seeds", type=int, default=5, help="evaluated seeds are 0..N-1")
   parser.add_argument("--out", required=True)
-  parser.add_argument("--label_noise", type=float, default=0.0,
-                      help="data.label_noise (symmetric noise on the training split)")
-  parser.add_argument("--steps", type=int, default=None, help="student steps (default: the config's)")
-  parser.add_argument("--ce_lrs", default="0.03,0.05,0.1,0.15,0.2",
-                      help="learning rates of the CE sweep, comma-separated")
+  parser.add_argument(
+    "--label_noise",
+    type=float,
+    default=0.0,
+    help="data.label_noise (symmetric noise on the training split)",
+  )
+  parser.add_argument(
+    "--steps", type=int, default=None, help="student steps (default: the config's)"
+  )
+  parser.add_argument(
+    "--ce_lrs",
+    default="0.03,0.05,0.1,0.15,0.2",
+    help="learning rates of the CE sweep, comma-separated",
+  )
   parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, of {METHODS}")
-  parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                      help="config override applied to every method, e.g. meta.teacher_every=2 "
-                           "(repeatable; the value is read as a Python literal)")
-  parser.add_argument("--rerun", action="store_true",
-                      help="train every run anew, even where its directory holds it finished")
+  parser.add_argument(
+    "--set",
+    action="append",
+    default=[],
+    metavar="KEY=VALUE",
+    help="config override applied to every method, e.g. meta.teacher_every=2 "
+    "(repeatable; the value is read as a Python literal)",
+  )
+  parser.add_argument(
+    "--rerun",
+    action="store_true",
+    help="train every run anew, even where its directory holds it finished",
+  )
   args = parser.parse_args(argv)
-  command = shlex.join([sys.argv[0] if argv is None else "benchmarks/compare_losses.py",
-                        *(sys.argv[1:] if argv is None else argv)])
+  command = shlex.join(
+    [
+      sys.argv[0] if argv is None else "benchmarks/compare_losses.py",
+      *(sys.argv[1:] if argv is None else argv),
+    ]
+  )
 
   methods = args.methods.split(",")
   unknown = [m for m in methods if m not in METHODS]
@@ -274,8 +332,11 @@ def main(argv=None) -> dict:
   out = args.out
   runs_dir = os.path.join(out, f"runs{suffix}")
   os.makedirs(out, exist_ok=True)
-  print(f"compare_losses: {args.student} student, {base.train.steps} steps, seeds {seeds}, label "
-        f"noise {args.label_noise:g}, methods {methods}", flush=True)
+  print(
+    f"compare_losses: {args.student} student, {base.train.steps} steps, seeds {seeds}, label "
+    f"noise {args.label_noise:g}, methods {methods}",
+    flush=True,
+  )
 
   def config_for(method: str, seed: int, **changes):
     c = copy.deepcopy(base)
@@ -288,12 +349,18 @@ def main(argv=None) -> dict:
     rows = []
     for seed in seeds:
       workdir = os.path.join(runs_dir, name, f"seed{seed}")
-      summary = run_one(config_for(method, seed, **changes), workdir, f"{name} seed {seed}",
-                        args.rerun, snapshot=snapshot_seed0 and seed == 0)
+      summary = run_one(
+        config_for(method, seed, **changes),
+        workdir,
+        f"{name} seed {seed}",
+        args.rerun,
+        snapshot=snapshot_seed0 and seed == 0,
+      )
       rows.append({"summary": summary, "workdir": workdir})
     return rows
 
   from l2t_jax.config import ConfigError, default_config, validate
+
   try:  # every method's config, checked before the first run starts
     for method in ("ce", "label_smoothing", "l2t_dlf", "l2t_dln"):
       validate(config_for(method, 0))
@@ -311,8 +378,9 @@ def main(argv=None) -> dict:
     for lr in ce_lrs:
       by_lr[lr] = run_seeds(f"{prefix}_lr{lr:g}", "ce", **{"optim.learning_rate": lr, **changes})
       table[f"{lr:g}"] = {
-          "val_accuracy": float(np.mean([r["summary"]["val_accuracy"] for r in by_lr[lr]])),
-          "test_accuracy": float(np.mean([r["summary"]["test_accuracy"] for r in by_lr[lr]]))}
+        "val_accuracy": float(np.mean([r["summary"]["val_accuracy"] for r in by_lr[lr]])),
+        "test_accuracy": float(np.mean([r["summary"]["test_accuracy"] for r in by_lr[lr]])),
+      }
     best = max(ce_lrs, key=lambda lr: table[f"{lr:g}"]["val_accuracy"])
     return by_lr[best], best
 
@@ -339,15 +407,21 @@ def main(argv=None) -> dict:
       results[method] = run_seeds(method, parent, **changes)
       rates[method] = base.optim.learning_rate
     elif method == "ce_trainval":
-      results[method] = run_seeds(method, "ce", **{"optim.learning_rate": best_lr,
-                                                   "data.use_val_for_training": True})
+      results[method] = run_seeds(
+        method, "ce", **{"optim.learning_rate": best_lr, "data.use_val_for_training": True}
+      )
       rates[method] = best_lr
     elif method == "l2t_dln_teacher_init":
       teacher_dir = os.path.join(out, f"teacher_run{suffix}")
-      run_one(config_for("l2t_dln", TEACHER_SEED), teacher_dir,
-              f"teacher run (l2t_dln seed {TEACHER_SEED})", args.rerun)
-      results[method] = run_seeds(method, "l2t_dln",
-                                  teacher_init=os.path.join(teacher_dir, "teacher.msgpack"))
+      run_one(
+        config_for("l2t_dln", TEACHER_SEED),
+        teacher_dir,
+        f"teacher run (l2t_dln seed {TEACHER_SEED})",
+        args.rerun,
+      )
+      results[method] = run_seeds(
+        method, "l2t_dln", teacher_init=os.path.join(teacher_dir, "teacher.msgpack")
+      )
       rates[method] = base.optim.learning_rate
 
   order = [m for m in METHODS if m in results]
@@ -355,21 +429,35 @@ def main(argv=None) -> dict:
   table_rows = {}
   for method in order:
     test = [r["summary"]["test_accuracy"] for r in results[method]]
-    val = [None if method == "ce_trainval" else _finite_or_none(r["summary"]["val_accuracy"])
-           for r in results[method]]
-    table_rows[method] = {"test_accuracy": test, "val_accuracy": val,
-                          **seed_statistics(test, ce_test), "learning_rate": rates[method]}
+    val = [
+      None if method == "ce_trainval" else _finite_or_none(r["summary"]["val_accuracy"])
+      for r in results[method]
+    ]
+    table_rows[method] = {
+      "test_accuracy": test,
+      "val_accuracy": val,
+      **seed_statistics(test, ce_test),
+      "learning_rate": rates[method],
+    }
 
-  report = {"student": args.student, "label_noise": args.label_noise,
-            "steps": base.train.steps, "seeds": seeds, "methods": table_rows,
-            "ce_lr_sweep": sweeps.get("ce", {}), "ce_cosine_lr_sweep": sweeps.get("ce_cosine", {}),
-            "command": command}
+  report = {
+    "student": args.student,
+    "label_noise": args.label_noise,
+    "steps": base.train.steps,
+    "seeds": seeds,
+    "methods": table_rows,
+    "ce_lr_sweep": sweeps.get("ce", {}),
+    "ce_cosine_lr_sweep": sweeps.get("ce_cosine", {}),
+    "command": command,
+  }
   from l2t_jax.metrics import write_json_atomic
+
   results_path = os.path.join(out, f"results{suffix}.json")
   write_json_atomic(results_path, report)
 
-  title = (f"MNIST-1D, {args.student} student, {base.train.steps} steps, {len(seeds)} seed(s)"
-           + (f", label noise {args.label_noise:g}" if args.label_noise > 0 else ""))
+  title = f"MNIST-1D, {args.student} student, {base.train.steps} steps, {len(seeds)} seed(s)" + (
+    f", label noise {args.label_noise:g}" if args.label_noise > 0 else ""
+  )
   curves = {m: eval_curves([r["workdir"] for r in results[m]]) for m in order}
   if "ce_trainval" in curves:  # it trains on the validation split: its accuracy there means nothing
     curves["ce_trainval"]["val"][:] = np.nan
@@ -377,17 +465,27 @@ def main(argv=None) -> dict:
   written = [results_path, os.path.join(out, f"curves{suffix}.png")]
   if "l2t_dln" in results and 0 in seeds:
     path = os.path.join(out, f"learned_loss{suffix}.png")
-    plot_learned_loss(base.dln, load_snapshots(results["l2t_dln"][0]["workdir"]), path,
-                      f"The DLN of the l2t_dln run of seed 0 ({title})")
+    plot_learned_loss(
+      base.dln,
+      load_snapshots(results["l2t_dln"][0]["workdir"]),
+      path,
+      f"The DLN of the l2t_dln run of seed 0 ({title})",
+    )
     written.append(path)
 
   text = [f"## {title}", ""]
   for name, sweep in sweeps.items():
-    text += [f"{name} learning-rate sweep (mean over seeds; chosen by validation accuracy: "
-             f"{rates[name]:g}):", "", "| lr | val accuracy (%) | test accuracy (%) |",
-             "|---|---|---|"]
-    text += [f"| {lr} | {100 * s['val_accuracy']:.2f} | {100 * s['test_accuracy']:.2f} |"
-             for lr, s in sweep.items()]
+    text += [
+      f"{name} learning-rate sweep (mean over seeds; chosen by validation accuracy: "
+      f"{rates[name]:g}):",
+      "",
+      "| lr | val accuracy (%) | test accuracy (%) |",
+      "|---|---|---|",
+    ]
+    text += [
+      f"| {lr} | {100 * s['val_accuracy']:.2f} | {100 * s['test_accuracy']:.2f} |"
+      for lr, s in sweep.items()
+    ]
     text.append("")
   text.append(format_table(table_rows))
   table = "\n".join(text) + "\n"

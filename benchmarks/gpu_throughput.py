@@ -41,8 +41,9 @@ def measure(config, dataset, cycles: int, repeats: int) -> dict:
   run = build_run(config, dataset)
   dp, interval = run.parallel, config.meta.interval
   indices = list(cycle_indices(run, 0, 1 + repeats * cycles))
-  state = dp.replicate(run.method.init(jax.random.PRNGKey(config.seed),
-                                       jnp.asarray(dataset.train.x[:1])))
+  state = dp.replicate(
+    run.method.init(jax.random.PRNGKey(config.seed), jnp.asarray(dataset.train.x[:1]))
+  )
   data = dp.replicate(data_arrays(dataset))
   cycle = dp.compile_cycle(run.method.cycle)
   t0 = time.perf_counter()
@@ -58,22 +59,31 @@ def measure(config, dataset, cycles: int, repeats: int) -> dict:
     step_seconds.append((time.perf_counter() - t0) / (cycles * interval))
   step = statistics.median(step_seconds)
   finite = bool(np.isfinite(np.asarray(dp.local(metrics).train_loss)))
-  return {"compile_seconds": compile_seconds, "step_ms": 1e3 * step,
-          "step_ms_min": 1e3 * min(step_seconds), "step_ms_max": 1e3 * max(step_seconds),
-          "images_per_second": config.train.batch_size / step, "finite_loss": finite,
-          "devices": dp.size}
+  return {
+    "compile_seconds": compile_seconds,
+    "step_ms": 1e3 * step,
+    "step_ms_min": 1e3 * min(step_seconds),
+    "step_ms_max": 1e3 * max(step_seconds),
+    "images_per_second": config.train.batch_size / step,
+    "finite_loss": finite,
+    "devices": dp.size,
+  }
 
 
 def format_table(report: dict) -> str:
-  lines = [f"Training throughput on {report['device']} x{report['devices']} "
-           f"(jax {report['jax']}, batch {report['batch_size']}, synthetic CIFAR-shaped data)",
-           f"{'method':<9} {'student':<10} {'compile s':>9} {'ms/step':>9} {'images/s':>10}"]
+  lines = [
+    f"Training throughput on {report['device']} x{report['devices']} "
+    f"(jax {report['jax']}, batch {report['batch_size']}, synthetic CIFAR-shaped data)",
+    f"{'method':<9} {'student':<10} {'compile s':>9} {'ms/step':>9} {'images/s':>10}",
+  ]
   for r in report["results"]:
     if "skipped" in r:
       lines.append(f"{r['method']:<9} {'ResNet-' + str(r['depth']):<10} skipped: {r['skipped']}")
       continue
-    lines.append(f"{r['method']:<9} {'ResNet-' + str(r['depth']):<10} {r['compile_seconds']:>9.1f} "
-                 f"{r['step_ms']:>9.2f} {r['images_per_second']:>10.0f}")
+    lines.append(
+      f"{r['method']:<9} {'ResNet-' + str(r['depth']):<10} {r['compile_seconds']:>9.1f} "
+      f"{r['step_ms']:>9.2f} {r['images_per_second']:>10.0f}"
+    )
   return "\n".join(lines)
 
 
@@ -85,11 +95,18 @@ def main(argv=None) -> dict:
   parser.add_argument("--cycles", type=int, default=10, help="cycles (of 10 steps) per repeat")
   parser.add_argument("--repeats", type=int, default=5)
   parser.add_argument("--train_examples", type=int, default=10_000)
-  parser.add_argument("--budget_seconds", type=float, default=360.0,
-                      help="skip measurements that would start after this much time")
+  parser.add_argument(
+    "--budget_seconds",
+    type=float,
+    default=360.0,
+    help="skip measurements that would start after this much time",
+  )
   parser.add_argument("--out", default="gpu_throughput.json")
-  parser.add_argument("--smoke", action="store_true",
-                      help="CPU check of the script: ResNet-8, batch 8, 2 repeats of 1 cycle")
+  parser.add_argument(
+    "--smoke",
+    action="store_true",
+    help="CPU check of the script: ResNet-8, batch 8, 2 repeats of 1 cycle",
+  )
   args = parser.parse_args(argv)
   if args.smoke:
     args.depths, args.batch_size, args.cycles, args.repeats = "8", 8, 1, 2
@@ -97,10 +114,16 @@ def main(argv=None) -> dict:
 
   t_start = time.perf_counter()
   device = jax.devices()[0]
-  report = {"device": getattr(device, "device_kind", device.platform),
-            "devices": jax.local_device_count(),
-            "jax": jax.__version__, "batch_size": args.batch_size, "smoke": args.smoke,
-            "repeats": args.repeats, "cycles_per_repeat": args.cycles, "results": []}
+  report = {
+    "device": getattr(device, "device_kind", device.platform),
+    "devices": jax.local_device_count(),
+    "jax": jax.__version__,
+    "batch_size": args.batch_size,
+    "smoke": args.smoke,
+    "repeats": args.repeats,
+    "cycles_per_repeat": args.cycles,
+    "results": [],
+  }
   for method in args.methods.split(","):
     for depth in (int(d) for d in args.depths.split(",")):
       config = load_config(f"cifar10_resnet{depth}")
@@ -111,8 +134,13 @@ def main(argv=None) -> dict:
       config.checkpoint.every = 0
       val = config.meta.val_batch_size
       dataset = synthetic_dataset(IMAGE_SHAPE, NUM_CLASSES, args.train_examples, val)
-      entry = {"method": method, "depth": depth, "unroll_steps": config.meta.unroll_steps,
-               "interval": config.meta.interval, "val_batch_size": val}
+      entry = {
+        "method": method,
+        "depth": depth,
+        "unroll_steps": config.meta.unroll_steps,
+        "interval": config.meta.interval,
+        "val_batch_size": val,
+      }
       elapsed = time.perf_counter() - t_start
       if elapsed > args.budget_seconds:
         entry["skipped"] = f"time budget spent ({elapsed:.0f} s > {args.budget_seconds:.0f} s)"

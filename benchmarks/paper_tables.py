@@ -30,14 +30,23 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.common import (PAPER_CONFIGS, config_argument, finished_summary,  # noqa: E402
-                               load_config, smoke_config)
+from benchmarks.common import (
+  PAPER_CONFIGS,
+  config_argument,
+  finished_summary,  # noqa: E402
+  load_config,
+  smoke_config,
+)
 
 REFERENCE = "l2t_dln_reference"  # L2T-DLN under the authors' protocol: reference_NAME
 METHODS = ("ce", "l2t_dlf", "l2t_dln", REFERENCE)
 DEFAULT_METHODS = ("ce", "l2t_dlf", "l2t_dln")
-METHOD_NAMES = {"ce": "Cross entropy", "l2t_dlf": "L2T-DLF", "l2t_dln": "L2T-DLN",
-                REFERENCE: "L2T-DLN, authors' protocol"}
+METHOD_NAMES = {
+  "ce": "Cross entropy",
+  "l2t_dlf": "L2T-DLF",
+  "l2t_dln": "L2T-DLN",
+  REFERENCE: "L2T-DLN, authors' protocol",
+}
 DATASET_NAMES = {"mnist": "MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
 SMOKE_CONFIGS = ("mnist_lenet", "cifar10_resnet8")
 SMOKE_EXAMPLES = 40  # per split of the mock datasets: 24 train + 16 validation, 40 test
@@ -45,9 +54,13 @@ SMOKE_EXAMPLES = 40  # per split of the mock datasets: 24 train + 16 validation,
 
 def student_label(config) -> str:
   s = config.student
-  return {"mlp": "MLP", "lenet5": "LeNet", "resnet": f"ResNet-{s.depth}",
-          "wrn": f"WRN-{s.depth}-{s.widen_factor}", "densenet": f"DenseNet-BC-{s.depth}"}.get(
-              s.name, s.name)
+  return {
+    "mlp": "MLP",
+    "lenet5": "LeNet",
+    "resnet": f"ResNet-{s.depth}",
+    "wrn": f"WRN-{s.depth}-{s.widen_factor}",
+    "densenet": f"DenseNet-BC-{s.depth}",
+  }.get(s.name, s.name)
 
 
 def _cell(errors: list[float]) -> str:
@@ -75,11 +88,15 @@ def format_tables(tabs: dict[str, dict]) -> str:
   lines = []
   for dataset, t in tabs.items():
     columns = t["columns"]
-    cells = {m: [_cell(t["rows"].get(m, {}).get(c, [])) for c in columns] for m in METHODS
-             if m in t["rows"]}
+    cells = {
+      m: [_cell(t["rows"].get(m, {}).get(c, [])) for c in columns]
+      for m in METHODS
+      if m in t["rows"]
+    }
     width = max([len(c) for c in columns] + [len(x) for row in cells.values() for x in row] + [6])
     head = f"{'Test error (%) on ' + DATASET_NAMES.get(dataset, dataset):<28}" + "".join(
-        f" | {c:>{width}}" for c in columns)
+      f" | {c:>{width}}" for c in columns
+    )
     lines += [head, "-" * len(head)]
     for m, row in cells.items():
       lines.append(f"{METHOD_NAMES[m]:<28}" + "".join(f" | {x:>{width}}" for x in row))
@@ -102,33 +119,51 @@ def method_config(name: str, method: str):
 def run_one(config, workdir: str, log) -> dict:
   """The summary of one run, reusing it when `workdir` already holds it for this config."""
   from l2t_jax.train import train
+
   summary = finished_summary(workdir, config)
   return summary if summary is not None else train(config, workdir=workdir, log=log).summary
 
 
 def main(argv=None) -> dict:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--configs", default=None,
-                      help=f"comma-separated setting names (default: all of {PAPER_CONFIGS}; "
-                           f"with --smoke: {SMOKE_CONFIGS})")
-  parser.add_argument("--methods", default=None,
-                      help=f"comma-separated, of {METHODS} (default: {DEFAULT_METHODS}; with "
-                           "--smoke all of them)")
-  parser.add_argument("--reference", action="store_true",
-                      help=f"add the row {REFERENCE}: the authors' protocol for each setting")
+  parser.add_argument(
+    "--configs",
+    default=None,
+    help=f"comma-separated setting names (default: all of {PAPER_CONFIGS}; "
+    f"with --smoke: {SMOKE_CONFIGS})",
+  )
+  parser.add_argument(
+    "--methods",
+    default=None,
+    help=f"comma-separated, of {METHODS} (default: {DEFAULT_METHODS}; with --smoke all of them)",
+  )
+  parser.add_argument(
+    "--reference",
+    action="store_true",
+    help=f"add the row {REFERENCE}: the authors' protocol for each setting",
+  )
   parser.add_argument("--seeds", default="0")
   parser.add_argument("--data_dir", default="", help="TFDS data directory (default: TFDS's own)")
   parser.add_argument("--workdir", default="runs/paper_tables")
-  parser.add_argument("--out", default=None, help="JSON output (default: WORKDIR/paper_tables.json)")
-  parser.add_argument("--smoke", action="store_true",
-                      help="tfds.testing.mock_data, two cycles of two steps, small architectures")
+  parser.add_argument(
+    "--out", default=None, help="JSON output (default: WORKDIR/paper_tables.json)"
+  )
+  parser.add_argument(
+    "--smoke",
+    action="store_true",
+    help="tfds.testing.mock_data, two cycles of two steps, small architectures",
+  )
   parser.add_argument("--quiet", action="store_true", help="no per-run progress lines")
   args = parser.parse_args(argv)
 
-  names = args.configs.split(",") if args.configs else list(SMOKE_CONFIGS if args.smoke
-                                                            else PAPER_CONFIGS)
-  methods = args.methods.split(",") if args.methods else list(METHODS if args.smoke
-                                                              else DEFAULT_METHODS)
+  names = (
+    args.configs.split(",")
+    if args.configs
+    else list(SMOKE_CONFIGS if args.smoke else PAPER_CONFIGS)
+  )
+  methods = (
+    args.methods.split(",") if args.methods else list(METHODS if args.smoke else DEFAULT_METHODS)
+  )
   if args.reference and REFERENCE not in methods:
     methods.append(REFERENCE)
   unknown = [m for m in methods if m not in METHODS]
@@ -140,6 +175,7 @@ def main(argv=None) -> dict:
   mock = contextlib.nullcontext()
   if args.smoke:
     import tensorflow_datasets as tfds
+
     mock = tfds.testing.mock_data(num_examples=SMOKE_EXAMPLES)
   results = []
   with mock:
@@ -157,10 +193,17 @@ def main(argv=None) -> dict:
           workdir = os.path.join(args.workdir, name, method, f"seed{seed}")
           print(f"== {name} / {method} / seed {seed} -> {workdir}", flush=True)
           summary = run_one(config, workdir, log)
-          results.append({"config": name, "dataset": config.data.name,
-                          "student": student_label(base), "method": method, "seed": seed,
-                          "test_error": 100.0 * (1.0 - summary["test_accuracy"]),
-                          "summary": summary})
+          results.append(
+            {
+              "config": name,
+              "dataset": config.data.name,
+              "student": student_label(base),
+              "method": method,
+              "seed": seed,
+              "test_error": 100.0 * (1.0 - summary["test_accuracy"]),
+              "summary": summary,
+            }
+          )
   tabs = tables(results)
   text = format_tables(tabs)
   print(("SMOKE RUN on mock data (numbers mean nothing)\n" if args.smoke else "") + text)
@@ -168,6 +211,7 @@ def main(argv=None) -> dict:
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
   report = {"smoke": args.smoke, "tables": tabs, "runs": results}
   from l2t_jax.metrics import json_dumps
+
   with open(out, "w") as f:
     f.write(json_dumps(report, indent=2))  # strict JSON: a missing number is null, never NaN
   print(f"wrote {out}")

@@ -42,8 +42,12 @@ from l2t_jax.data import Dataset, load_dataset  # noqa: E402
 from l2t_jax.train import build_run, cycle_indices, data_arrays, device_data  # noqa: E402
 
 # Students measured, with the experiment config each is measured in.
-CONFIGS = {"mlp": "mnist1d_mlp", "cnn1d": "mnist1d_cnn", "resnet8": "cifar10_resnet8",
-           "resnet32": "cifar10_resnet32"}
+CONFIGS = {
+  "mlp": "mnist1d_mlp",
+  "cnn1d": "mnist1d_cnn",
+  "resnet8": "cifar10_resnet8",
+  "resnet32": "cifar10_resnet32",
+}
 SYNTHETIC = {"resnet8": ((32, 32, 3), 10), "resnet32": ((32, 32, 3), 10)}  # no download needed
 REFERENCE_CONFIG = "reference_mnist1d_mlp"  # the authors' protocol on the MLP student
 PEER_MODES = ("func", "higher")  # benchmarks/peer_torch.py
@@ -72,8 +76,11 @@ class Subject:
     self.val_idx = [v for _, v in indices]
     self.state = self.run.method.init(jax.random.PRNGKey(0), jnp.asarray(ds.train.x[:1]))
     t0 = time.perf_counter()
-    self.cycle = self.run.parallel.compile_cycle(self.run.method.cycle).lower(
-        self.state, self.data, self.train_idx[0], self.val_idx[0]).compile()
+    self.cycle = (
+      self.run.parallel.compile_cycle(self.run.method.cycle)
+      .lower(self.state, self.data, self.train_idx[0], self.val_idx[0])
+      .compile()
+    )
     self.compile_seconds = time.perf_counter() - t0
     self.memory = memory_bytes(self.cycle)
 
@@ -91,10 +98,14 @@ def memory_bytes(compiled) -> dict:
   m = compiled.memory_analysis()
   if m is None:
     return {}
-  peak = (m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
-          - m.alias_size_in_bytes)
-  return {"peak_bytes": int(peak), "temp_bytes": int(m.temp_size_in_bytes),
-          "argument_bytes": int(m.argument_size_in_bytes)}
+  peak = (
+    m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes
+  )
+  return {
+    "peak_bytes": int(peak),
+    "temp_bytes": int(m.temp_size_in_bytes),
+    "argument_bytes": int(m.argument_size_in_bytes),
+  }
 
 
 def variants(base, intervals=()):
@@ -102,10 +113,12 @@ def variants(base, intervals=()):
   meta-segment with the cheapest possible learned loss (floor), and L2T-DLN with K differentiated
   steps in every cycle of each of `intervals` steps (the asynchronous schedule)."""
   out = {}
-  rows = [("ce", "ce", base.meta.interval),
-          ("default", "l2t_dln", base.meta.interval),
-          ("meta_segment", "l2t_dln", base.meta.unroll_steps),
-          ("meta_segment_floor", "l2t_dln", base.meta.unroll_steps)]
+  rows = [
+    ("ce", "ce", base.meta.interval),
+    ("default", "l2t_dln", base.meta.interval),
+    ("meta_segment", "l2t_dln", base.meta.unroll_steps),
+    ("meta_segment_floor", "l2t_dln", base.meta.unroll_steps),
+  ]
   rows += [(f"interval_{n}", "l2t_dln", n) for n in intervals]
   for name, method, interval in rows:
     c = base.copy_and_resolve_references()
@@ -121,8 +134,9 @@ def floor_method(run):
   config = run.config
   segments = build.make_segments(config, run.student, run.optimizer, run.dataset.num_classes)
   weighted_ce = FunctionLoss(
-      lambda rng: {"weight": jnp.ones(())},
-      lambda lp, logits, labels: lp["weight"] * losses.cross_entropy(logits, labels))
+    lambda rng: {"weight": jnp.ones(())},
+    lambda lp, logits, labels: lp["weight"] * losses.cross_entropy(logits, labels),
+  )
   return dln_method(segments, weighted_ce, build.make_teaching(config))
 
 
@@ -141,24 +155,44 @@ def peer_subjects(subjects: dict, dataset: Dataset, log) -> dict:
     return {}
   out = {}
   for ours, mode, key in [("ce", "ce", "peer_ce")] + [
-      (o, m, f"peer_{k}_{m}") for o, k in (("meta_segment", "meta"), ("reference_meta", "reference"))
-      for m in PEER_MODES if o in subjects]:
+    (o, m, f"peer_{k}_{m}")
+    for o, k in (("meta_segment", "meta"), ("reference_meta", "reference"))
+    for m in PEER_MODES
+    if o in subjects
+  ]:
     if mode == "higher" and peer_torch.unavailable("higher"):
       log(f"  no {key}: {peer_torch.unavailable('higher')}")
       continue
     subject = subjects[ours]
     setting = peer_torch.Setting.from_config(
-        subject.run.config, int(np.prod(dataset.train.x.shape[1:])), dataset.num_classes,
-        subject.run.val_batch_size)
+      subject.run.config,
+      int(np.prod(dataset.train.x.shape[1:])),
+      dataset.num_classes,
+      subject.run.val_batch_size,
+    )
     data = data_arrays(dataset, subject.run.config.data.split)
-    out[key] = peer_torch.Peer(setting, mode, data, [np.asarray(t) for t in subject.train_idx],
-                               [np.asarray(v) for v in subject.val_idx])
+    out[key] = peer_torch.Peer(
+      setting,
+      mode,
+      data,
+      [np.asarray(t) for t in subject.train_idx],
+      [np.asarray(v) for v in subject.val_idx],
+    )
   return out
 
 
-def measure_student(name: str, dataset: Dataset | None, repeats: int, steps_per_repeat: int,
-                    ks: list[int], policies: list[str], log, intervals=(),
-                    peers: bool = False, reference: bool = True) -> dict:
+def measure_student(
+  name: str,
+  dataset: Dataset | None,
+  repeats: int,
+  steps_per_repeat: int,
+  ks: list[int],
+  policies: list[str],
+  log,
+  intervals=(),
+  peers: bool = False,
+  reference: bool = True,
+) -> dict:
   """Times of every variant of `name`, interleaved; with `peers` (the MLP) also the PyTorch
   peers and, with `reference`, the reference protocol's meta-iteration (ours and the peers')."""
   base = student_config(name)
@@ -168,15 +202,19 @@ def measure_student(name: str, dataset: Dataset | None, repeats: int, steps_per_
   subjects = {}
   for key, config in variants(base, intervals).items():
     cycles = cycles_for(config, steps_per_repeat, repeats)
-    subjects[key] = Subject(config, dataset, cycles,
-                            floor_method if key == "meta_segment_floor" else None)
+    subjects[key] = Subject(
+      config, dataset, cycles, floor_method if key == "meta_segment_floor" else None
+    )
     log(f"  [{name}] {key}: compiled in {subjects[key].compile_seconds:.2f} s")
   if peers and reference:
     config = load_config(REFERENCE_CONFIG)
     config.checkpoint.every = 0
-    subjects["reference_meta"] = Subject(config, dataset,
-                                         cycles_for(config, steps_per_repeat, repeats))
-    log(f"  [{name}] reference_meta: compiled in {subjects['reference_meta'].compile_seconds:.2f} s")
+    subjects["reference_meta"] = Subject(
+      config, dataset, cycles_for(config, steps_per_repeat, repeats)
+    )
+    log(
+      f"  [{name}] reference_meta: compiled in {subjects['reference_meta'].compile_seconds:.2f} s"
+    )
   if peers:
     subjects.update(peer_subjects(subjects, dataset, log))
   times = {key: [] for key in subjects}
@@ -187,18 +225,21 @@ def measure_student(name: str, dataset: Dataset | None, repeats: int, steps_per_
       times[key].append(s.time_per_step())
   median = {key: statistics.median(v) for key, v in times.items()}
   result = {
-      "batch_size": base.train.batch_size, "unroll_steps": base.meta.unroll_steps,
-      "interval": base.meta.interval, "teacher_every": base.meta.teacher_every,
-      "us_per_step": {k: v * 1e6 for k, v in median.items()},
-      "us_per_step_all": {k: [x * 1e6 for x in v] for k, v in times.items()},
-      "ratio_meta_segment_vs_ce": median["meta_segment"] / median["ce"],
-      "ratio_default_vs_ce": median["default"] / median["ce"],
-      "ratio_meta_segment_floor_vs_ce": median["meta_segment_floor"] / median["ce"],
-      "ratio_meta_vs_floor": median["meta_segment"] / median["meta_segment_floor"],
-      "ratio_interval_vs_ce": {n: median[f"interval_{n}"] / median["ce"] for n in intervals},
-      "compile_seconds": {k: s.compile_seconds for k, s in subjects.items()
-                          if not k.startswith("peer_")},
-      "memory_bytes": {k: s.memory for k, s in subjects.items() if not k.startswith("peer_")},
+    "batch_size": base.train.batch_size,
+    "unroll_steps": base.meta.unroll_steps,
+    "interval": base.meta.interval,
+    "teacher_every": base.meta.teacher_every,
+    "us_per_step": {k: v * 1e6 for k, v in median.items()},
+    "us_per_step_all": {k: [x * 1e6 for x in v] for k, v in times.items()},
+    "ratio_meta_segment_vs_ce": median["meta_segment"] / median["ce"],
+    "ratio_default_vs_ce": median["default"] / median["ce"],
+    "ratio_meta_segment_floor_vs_ce": median["meta_segment_floor"] / median["ce"],
+    "ratio_meta_vs_floor": median["meta_segment"] / median["meta_segment_floor"],
+    "ratio_interval_vs_ce": {n: median[f"interval_{n}"] / median["ce"] for n in intervals},
+    "compile_seconds": {
+      k: s.compile_seconds for k, s in subjects.items() if not k.startswith("peer_")
+    },
+    "memory_bytes": {k: s.memory for k, s in subjects.items() if not k.startswith("peer_")},
   }
   if peers:
     result["peer"] = peer_ratios(median)
@@ -214,11 +255,22 @@ def measure_student(name: str, dataset: Dataset | None, repeats: int, steps_per_
       idx = jnp.zeros((k, config.train.batch_size), jnp.int32)
       vidx = jnp.zeros((run.val_batch_size,), jnp.int32)
       t0 = time.perf_counter()
-      compiled = run.parallel.compile_cycle(run.method.cycle).lower(
-          state, device_data(dataset), idx, vidx).compile()
-      rows.append({"K": k, "remat": policy, **memory_bytes(compiled),
-                   "compile_seconds": time.perf_counter() - t0})
-      log(f"  [{name}] memory K={k} remat={policy}: {rows[-1].get('peak_bytes', 0) / 2**20:.1f} MiB")
+      compiled = (
+        run.parallel.compile_cycle(run.method.cycle)
+        .lower(state, device_data(dataset), idx, vidx)
+        .compile()
+      )
+      rows.append(
+        {
+          "K": k,
+          "remat": policy,
+          **memory_bytes(compiled),
+          "compile_seconds": time.perf_counter() - t0,
+        }
+      )
+      log(
+        f"  [{name}] memory K={k} remat={policy}: {rows[-1].get('peak_bytes', 0) / 2**20:.1f} MiB"
+      )
   result["memory_vs_K"] = rows
   for policy in policies:
     by_k = {r["K"]: r.get("peak_bytes") for r in rows if r["remat"] == policy}
@@ -230,9 +282,11 @@ def measure_student(name: str, dataset: Dataset | None, repeats: int, steps_per_
 def peer_ratios(median: dict) -> dict:
   """The peer's times over ours (above 1: ours is faster), each peer and the fastest of them."""
   out = {"versions": peer_torch.versions(), "reason": peer_torch.unavailable()}
-  pairs = {"ce": ("ce", ["peer_ce"]),
-           "meta": ("meta_segment", [f"peer_meta_{m}" for m in PEER_MODES]),
-           "reference": ("reference_meta", [f"peer_reference_{m}" for m in PEER_MODES])}
+  pairs = {
+    "ce": ("ce", ["peer_ce"]),
+    "meta": ("meta_segment", [f"peer_meta_{m}" for m in PEER_MODES]),
+    "reference": ("reference_meta", [f"peer_reference_{m}" for m in PEER_MODES]),
+  }
   for name, (ours, theirs) in pairs.items():
     found = {k: median[k] / median[ours] for k in theirs if k in median}
     out[f"ratio_peer_{name}_vs_ours"] = min(found.values()) if found else None
@@ -243,47 +297,62 @@ def peer_ratios(median: dict) -> dict:
 def headline(r: dict) -> str:
   """The quick mode's lines: our meta-segment against its floor and CE, and the peer's."""
   u = r["us_per_step"]
-  lines = [f"meta-segment / floor (ours, {r['unroll_steps']} steps of batch {r['batch_size']}): "
-           f"{r['ratio_meta_vs_floor']:.2f}  ({u['meta_segment']:.0f} / "
-           f"{u['meta_segment_floor']:.0f} µs per student step)",
-           f"meta-segment / CE (ours): {r['ratio_meta_segment_vs_ce']:.2f}"]
+  lines = [
+    f"meta-segment / floor (ours, {r['unroll_steps']} steps of batch {r['batch_size']}): "
+    f"{r['ratio_meta_vs_floor']:.2f}  ({u['meta_segment']:.0f} / "
+    f"{u['meta_segment_floor']:.0f} µs per student step)",
+    f"meta-segment / CE (ours): {r['ratio_meta_segment_vs_ce']:.2f}",
+  ]
   if "reference_meta" in u:
-    lines.append(f"reference meta-iteration (two unrolls) / CE (ours): "
-                 f"{u['reference_meta'] / u['ce']:.2f}  ({u['reference_meta']:.0f} µs per step)")
+    lines.append(
+      f"reference meta-iteration (two unrolls) / CE (ours): "
+      f"{u['reference_meta'] / u['ce']:.2f}  ({u['reference_meta']:.0f} µs per step)"
+    )
   peer = r.get("peer")
   if peer and peer["reason"] is None:
     for name in ("ce", "meta", "reference"):
       if peer[f"ratio_peer_{name}_vs_ours"] is None:
         continue
       each = ", ".join(f"{k}: {v:.1f}x" for k, v in peer[f"ratio_peer_{name}_vs_ours_each"].items())
-      lines.append(f"PyTorch peer / ours, {name}: {peer[f'ratio_peer_{name}_vs_ours']:.1f}x "
-                   f"(fastest peer; {each})")
+      lines.append(
+        f"PyTorch peer / ours, {name}: {peer[f'ratio_peer_{name}_vs_ours']:.1f}x "
+        f"(fastest peer; {each})"
+      )
   elif peer:
     lines.append(f"no PyTorch peer: {peer['reason']}")
   return "\n".join(lines)
 
 
 def table(results: dict) -> str:
-  lines = ["| student | K / interval | CE µs/step | L2T-DLN default µs/step | meta-segment µs/step "
-           "| floor µs/step | default / CE | meta-segment / CE | floor / CE | compile (default) s |"
-           + "".join(f" interval {n} / CE |" for n in _intervals(results)),
-           "|---|---|---|---|---|---|---|---|---|---|" + "---|" * len(_intervals(results))]
+  lines = [
+    "| student | K / interval | CE µs/step | L2T-DLN default µs/step | meta-segment µs/step "
+    "| floor µs/step | default / CE | meta-segment / CE | floor / CE | compile (default) s |"
+    + "".join(f" interval {n} / CE |" for n in _intervals(results)),
+    "|---|---|---|---|---|---|---|---|---|---|" + "---|" * len(_intervals(results)),
+  ]
   for name, r in results.items():
     u = r["us_per_step"]
-    lines.append(f"| {name} | {r['unroll_steps']} / {r['interval']} | {u['ce']:.0f} | "
-                 f"{u['default']:.0f} | {u['meta_segment']:.0f} | {u['meta_segment_floor']:.0f} | "
-                 f"{r['ratio_default_vs_ce']:.2f} | {r['ratio_meta_segment_vs_ce']:.2f} | "
-                 f"{r['ratio_meta_segment_floor_vs_ce']:.2f} | "
-                 f"{r['compile_seconds']['default']:.1f} |"
-                 + "".join(f" {r['ratio_interval_vs_ce'][n]:.2f} |" for n in _intervals(results)))
-  lines += ["", "| student | K | " + " | ".join(
-      f"peak MiB ({p})" for p in _policies(results)) + " |",
-            "|---|---|" + "---|" * len(_policies(results))]
+    lines.append(
+      f"| {name} | {r['unroll_steps']} / {r['interval']} | {u['ce']:.0f} | "
+      f"{u['default']:.0f} | {u['meta_segment']:.0f} | {u['meta_segment_floor']:.0f} | "
+      f"{r['ratio_default_vs_ce']:.2f} | {r['ratio_meta_segment_vs_ce']:.2f} | "
+      f"{r['ratio_meta_segment_floor_vs_ce']:.2f} | "
+      f"{r['compile_seconds']['default']:.1f} |"
+      + "".join(f" {r['ratio_interval_vs_ce'][n]:.2f} |" for n in _intervals(results))
+    )
+  lines += [
+    "",
+    "| student | K | " + " | ".join(f"peak MiB ({p})" for p in _policies(results)) + " |",
+    "|---|---|" + "---|" * len(_policies(results)),
+  ]
   for name, r in results.items():
     for k in sorted({row["K"] for row in r["memory_vs_K"]}):
-      cells = [f"{row['peak_bytes'] / 2**20:.2f}" if "peak_bytes" in row else "n/a"
-               for p in _policies(results) for row in r["memory_vs_K"]
-               if row["K"] == k and row["remat"] == p]
+      cells = [
+        f"{row['peak_bytes'] / 2**20:.2f}" if "peak_bytes" in row else "n/a"
+        for p in _policies(results)
+        for row in r["memory_vs_K"]
+        if row["K"] == k and row["remat"] == p
+      ]
       lines.append(f"| {name} | {k} | " + " | ".join(cells) + " |")
   return "\n".join(lines)
 
@@ -299,14 +368,20 @@ def _policies(results):
 
 def plot(results: dict, path: str) -> None:
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+
   fig, axes = plt.subplots(1, 2, figsize=(11, 4))
   names = list(results)
   keys = ["ce", "default", "meta_segment", "meta_segment_floor"]
   for i, key in enumerate(keys):
-    axes[0].bar(np.arange(len(names)) + (i - 1.5) * 0.2,
-                [results[n]["us_per_step"][key] for n in names], 0.2, label=key)
+    axes[0].bar(
+      np.arange(len(names)) + (i - 1.5) * 0.2,
+      [results[n]["us_per_step"][key] for n in names],
+      0.2,
+      label=key,
+    )
   axes[0].set_xticks(range(len(names)), names)
   axes[0].set_ylabel("µs per student step")
   axes[0].legend()
@@ -314,8 +389,12 @@ def plot(results: dict, path: str) -> None:
   for n in names:
     for p in _policies(results):
       rows = [r for r in results[n]["memory_vs_K"] if r["remat"] == p and "peak_bytes" in r]
-      axes[1].plot([r["K"] for r in rows], [r["peak_bytes"] / 2**20 for r in rows], marker="o",
-                   label=f"{n}, remat={p}")
+      axes[1].plot(
+        [r["K"] for r in rows],
+        [r["peak_bytes"] / 2**20 for r in rows],
+        marker="o",
+        label=f"{n}, remat={p}",
+      )
   axes[1].set_xscale("log")
   axes[1].set_xlabel("K (differentiated student steps)")
   axes[1].set_ylabel("peak memory of the cycle (MiB)")
@@ -328,38 +407,64 @@ def plot(results: dict, path: str) -> None:
 def main(argv=None) -> dict:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--out", required=True)
-  parser.add_argument("--quick", action="store_true",
-                      help="the headline ratios only: the MLP student, no memory table nor "
-                           "asynchronous schedules, fewer and shorter repeats (defaults below)")
-  parser.add_argument("--students", default=None,
-                      help="comma-separated; default: mlp,cnn1d (and resnet8 when a GPU is present)")
+  parser.add_argument(
+    "--quick",
+    action="store_true",
+    help="the headline ratios only: the MLP student, no memory table nor "
+    "asynchronous schedules, fewer and shorter repeats (defaults below)",
+  )
+  parser.add_argument(
+    "--students",
+    default=None,
+    help="comma-separated; default: mlp,cnn1d (and resnet8 when a GPU is present)",
+  )
   parser.add_argument("--repeats", type=int, default=None, help="default 7 (quick: 5)")
-  parser.add_argument("--steps_per_repeat", type=int, default=None,
-                      help="default 1000 (quick: 150)")
+  parser.add_argument(
+    "--steps_per_repeat", type=int, default=None, help="default 1000 (quick: 150)"
+  )
   parser.add_argument("--ks", default=None, help="default 10,50,200 (quick: none)")
   parser.add_argument("--remat", default="none,sqrt", help="comma-separated remat policies")
-  parser.add_argument("--intervals", default=None,
-                      help="also time L2T-DLN with K differentiated steps per cycle of this many "
-                           "steps (comma-separated; empty: none); default 100,500 (quick: none)")
-  parser.add_argument("--no_reference", action="store_true",
-                      help="leave out the authors' protocol's meta-iteration (its compile is the "
-                           "longest of the run)")
-  parser.add_argument("--peer_threads", type=int, default=1,
-                      help="torch's intra-op threads for the PyTorch peer (0: torch's default)")
+  parser.add_argument(
+    "--intervals",
+    default=None,
+    help="also time L2T-DLN with K differentiated steps per cycle of this many "
+    "steps (comma-separated; empty: none); default 100,500 (quick: none)",
+  )
+  parser.add_argument(
+    "--no_reference",
+    action="store_true",
+    help="leave out the authors' protocol's meta-iteration (its compile is the longest of the run)",
+  )
+  parser.add_argument(
+    "--peer_threads",
+    type=int,
+    default=1,
+    help="torch's intra-op threads for the PyTorch peer (0: torch's default)",
+  )
   args = parser.parse_args(argv)
   quick = args.quick
-  pick = lambda value, full, short: short if quick and value is None else (  # noqa: E731
-      full if value is None else value)
+  pick = lambda value, full, short: (
+    short
+    if quick and value is None
+    # noqa: E731
+    else (full if value is None else value)
+  )
   repeats = pick(args.repeats, 7, 5)
   steps_per_repeat = pick(args.steps_per_repeat, 1000, 150)
   ks = [int(k) for k in pick(args.ks, "10,50,200", "").split(",") if k]
   intervals = [int(n) for n in pick(args.intervals, "100,500", "").split(",") if n]
   if args.peer_threads and not peer_torch.unavailable():
     import torch
+
     torch.set_num_threads(args.peer_threads)
   gpu = jax.devices()[0].platform == "gpu"
-  students = (args.students.split(",") if args.students
-              else ["mlp"] if quick else ["mlp", "cnn1d"] + (["resnet8"] if gpu else []))
+  students = (
+    args.students.split(",")
+    if args.students
+    else ["mlp"]
+    if quick
+    else ["mlp", "cnn1d"] + (["resnet8"] if gpu else [])
+  )
   os.makedirs(args.out, exist_ok=True)
   log = lambda m: print(m, flush=True)
   log(f"device: {jax.devices()[0].device_kind} ({jax.devices()[0].platform})")
@@ -368,24 +473,35 @@ def main(argv=None) -> dict:
     dataset = None
     if name in SYNTHETIC:
       dataset = synthetic_dataset(*SYNTHETIC[name], train=10_000, val=1000)
-    results[name] = measure_student(name, dataset, repeats, steps_per_repeat, ks,
-                                    args.remat.split(","), log, intervals, peers=name == "mlp",
-                                    reference=not args.no_reference)
+    results[name] = measure_student(
+      name,
+      dataset,
+      repeats,
+      steps_per_repeat,
+      ks,
+      args.remat.split(","),
+      log,
+      intervals,
+      peers=name == "mlp",
+      reference=not args.no_reference,
+    )
   primary = results[students[0]]
   peer = results["mlp"].get("peer", {}) if "mlp" in results else {}
   out = {
-      "device": jax.devices()[0].device_kind, "platform": jax.devices()[0].platform,
-      "primary_student": students[0], "quick": quick,
-      "ratio_meta_segment_vs_ce": primary["ratio_meta_segment_vs_ce"],
-      "ratio_default_vs_ce": primary["ratio_default_vs_ce"],
-      "ratio_meta_vs_floor": results["mlp"]["ratio_meta_vs_floor"] if "mlp" in results else None,
-      "ratio_peer_meta_vs_ours": peer.get("ratio_peer_meta_vs_ours"),
-      "ratio_peer_ce_vs_ours": peer.get("ratio_peer_ce_vs_ours"),
-      "ratio_peer_reference_vs_ours": peer.get("ratio_peer_reference_vs_ours"),
-      "peer_threads": args.peer_threads,
-      "ratio_interval_vs_ce": primary["ratio_interval_vs_ce"],
-      "compile_seconds": primary["compile_seconds"]["default"],
-      "students": results,
+    "device": jax.devices()[0].device_kind,
+    "platform": jax.devices()[0].platform,
+    "primary_student": students[0],
+    "quick": quick,
+    "ratio_meta_segment_vs_ce": primary["ratio_meta_segment_vs_ce"],
+    "ratio_default_vs_ce": primary["ratio_default_vs_ce"],
+    "ratio_meta_vs_floor": results["mlp"]["ratio_meta_vs_floor"] if "mlp" in results else None,
+    "ratio_peer_meta_vs_ours": peer.get("ratio_peer_meta_vs_ours"),
+    "ratio_peer_ce_vs_ours": peer.get("ratio_peer_ce_vs_ours"),
+    "ratio_peer_reference_vs_ours": peer.get("ratio_peer_reference_vs_ours"),
+    "peer_threads": args.peer_threads,
+    "ratio_interval_vs_ce": primary["ratio_interval_vs_ce"],
+    "compile_seconds": primary["compile_seconds"]["default"],
+    "students": results,
   }
   with open(os.path.join(args.out, "speed.json"), "w") as f:
     json.dump(out, f, indent=2)

@@ -82,8 +82,13 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.common import CONFIG_DIR, config_from_file, smoke_config  # noqa: E402
-from benchmarks.compare_losses import (apply_override, load_snapshots, parse_override,  # noqa: E402
-                                       plot_learned_loss, run_one)
+from benchmarks.compare_losses import (
+  apply_override,
+  load_snapshots,
+  parse_override,  # noqa: E402
+  plot_learned_loss,
+  run_one,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,17 +101,22 @@ class Task:
 
 
 TASKS = {
-    "mnist1d": Task({}, 5, "MNIST-1D, MLP"),
-    "mnist1d_gen0": Task({"data.mnist1d_seed": 0}, 3, "MNIST-1D generated with seed 0, MLP"),
-    "mnist1d_gen1": Task({"data.mnist1d_seed": 1}, 3, "MNIST-1D generated with seed 1, MLP"),
-    "mnist1d_1k": Task({"data.train_size": 1000}, 3, "MNIST-1D, 1000 training examples, MLP"),
-    "mnist1d_noise40": Task({"data.label_noise": 0.4}, 3, "MNIST-1D, 40 % label noise, MLP"),
-    # The CNN's steps cost 30 times the MLP's: its sweep covers the two rates that CE's sweep on it
-    # has ever picked between (0.05 and 0.1; benchmarks/results/compare_mnist1d_cnn), and the
-    # reference rows and the meta-learned baselines are left to a machine with more than 2 cores.
-    "mnist1d_cnn": Task({"student.name": "cnn1d"}, 3, "MNIST-1D, 1-D CNN", (0.05, 0.1),
-                        ("ce_cosine", "l2t_dlf", "l2t_dln_reference")),
-    "digits": Task({"data.name": "digits", "data.val_size": 300}, 3, "sklearn digits (8x8), MLP"),
+  "mnist1d": Task({}, 5, "MNIST-1D, MLP"),
+  "mnist1d_gen0": Task({"data.mnist1d_seed": 0}, 3, "MNIST-1D generated with seed 0, MLP"),
+  "mnist1d_gen1": Task({"data.mnist1d_seed": 1}, 3, "MNIST-1D generated with seed 1, MLP"),
+  "mnist1d_1k": Task({"data.train_size": 1000}, 3, "MNIST-1D, 1000 training examples, MLP"),
+  "mnist1d_noise40": Task({"data.label_noise": 0.4}, 3, "MNIST-1D, 40 % label noise, MLP"),
+  # The CNN's steps cost 30 times the MLP's: its sweep covers the two rates that CE's sweep on it
+  # has ever picked between (0.05 and 0.1; benchmarks/results/compare_mnist1d_cnn), and the
+  # reference rows and the meta-learned baselines are left to a machine with more than 2 cores.
+  "mnist1d_cnn": Task(
+    {"student.name": "cnn1d"},
+    3,
+    "MNIST-1D, 1-D CNN",
+    (0.05, 0.1),
+    ("ce_cosine", "l2t_dlf", "l2t_dln_reference"),
+  ),
+  "digits": Task({"data.name": "digits", "data.val_size": 300}, 3, "sklearn digits (8x8), MLP"),
 }
 METHODS = ("ce", "ce_cosine", "label_smoothing", "l2t_dlf", "l2t_dln", "l2t_dln_reference")
 SWEPT = {"ce": {}, "ce_cosine": {"optim.schedule": "cosine"}}  # method: changes beside the rate
@@ -148,7 +158,7 @@ def parse_seeds(text: str | None, tasks: list[str], smoke: bool) -> dict[str, li
       raise ValueError(f"--seeds {item}: unknown task '{task}'; known: {', '.join(TASKS)}")
     if not n.isdigit() or int(n) < 1:
       raise ValueError(f"--seeds {item}: expected a positive number of seeds")
-    for t in ([task] if task else tasks):
+    for t in [task] if task else tasks:
       if t in counts:
         counts[t] = int(n)
   return {t: list(range(n)) for t, n in counts.items()}
@@ -171,12 +181,22 @@ def suite_steps(bases: dict, steps: int | None, smoke: bool) -> int:
   return steps or bases["baseline"].train.steps
 
 
-def method_config(method: str, task: str, seed: int, rate: float | None, *, bases: dict,
-                  overrides: list[tuple[str, object]], steps: int, smoke: bool):
+def method_config(
+  method: str,
+  task: str,
+  seed: int,
+  rate: float | None,
+  *,
+  bases: dict,
+  overrides: list[tuple[str, object]],
+  steps: int,
+  smoke: bool,
+):
   """One run's config: the method's config file (`bases[method]`, else `bases["baseline"]`), the
   task's overrides, l2t_dln's `overrides` (--set), the smoke shrink, the suite's `steps`, then
   what makes the method itself: its name, `rate`, schedule and validation batch."""
   from l2t_jax.config import default_config
+
   c = copy.deepcopy(bases.get(method, bases["baseline"]))
   for key, value in TASKS[task].overrides.items():
     apply_override(c, key, value)
@@ -216,9 +236,11 @@ def use_compilation_cache(path: str) -> None:
   seed of a task and method after the first loads them instead of compiling, which on a CPU is
   most of an MLP run's time."""
   import jax
+
   if not path or jax.config.jax_compilation_cache_dir:
     return
   from jax.experimental.compilation_cache import compilation_cache
+
   compilation_cache.reset_cache()  # (re)read the settings below at the next compilation
   jax.config.update("jax_compilation_cache_dir", path)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
@@ -229,8 +251,9 @@ def _init_worker(cache: str) -> None:
   use_compilation_cache(cache)
 
 
-def run_all(specs: list[RunSpec], on_finish, total: int, jobs: int, rerun: bool,
-            cache: str = "") -> None:
+def run_all(
+  specs: list[RunSpec], on_finish, total: int, jobs: int, rerun: bool, cache: str = ""
+) -> None:
   """Trains `specs` (`jobs` at a time) and the runs that `on_finish(spec, summary)` returns as
   each finishes (first in line); prints a progress line per run. `cache`: the directory of the
   persistent compilation cache ("" for none)."""
@@ -256,6 +279,7 @@ def run_all(specs: list[RunSpec], on_finish, total: int, jobs: int, rerun: bool,
         raise failed(spec, e) from e
       finish(spec, *result)
     return
+
   def program(spec: RunSpec) -> tuple[str, str]:  # the runs that differ in their seed alone
     return spec.task, spec.name
 
@@ -265,19 +289,27 @@ def run_all(specs: list[RunSpec], on_finish, total: int, jobs: int, rerun: bool,
     return program(spec) in done_programs
 
   context = multiprocessing.get_context("spawn")  # fresh interpreters: XLA_FLAGS read at start
-  pool = concurrent.futures.ProcessPoolExecutor(jobs, context, initializer=_init_worker,
-                                                initargs=(cache,))
+  pool = concurrent.futures.ProcessPoolExecutor(
+    jobs, context, initializer=_init_worker, initargs=(cache,)
+  )
   running: dict[concurrent.futures.Future, RunSpec] = {}
   try:
     while pending or running:
       while len(running) < jobs:
-        spec = next((r for r in pending if compiled(r) or program(r) not in
-                     {program(q) for q in running.values()}), None)
+        spec = next(
+          (
+            r
+            for r in pending
+            if compiled(r) or program(r) not in {program(q) for q in running.values()}
+          ),
+          None,
+        )
         if spec is None:  # what is left waits for a program that a running seed compiles
           break
         pending.remove(spec)
-        running[pool.submit(_run_in_worker, spec.config, spec.workdir, spec.label, rerun,
-                            spec.snapshot)] = spec
+        running[
+          pool.submit(_run_in_worker, spec.config, spec.workdir, spec.label, rerun, spec.snapshot)
+        ] = spec
       finished, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
       for future in finished:
         spec = running.pop(future)
@@ -293,16 +325,22 @@ def _points(x: float) -> float:
   return 100.0 * x
 
 
-def method_row(test: list[float], val: list[float], seeds: list[int], rate: float,
-               ce_test: list[float]) -> dict:
+def method_row(
+  test: list[float], val: list[float], seeds: list[int], rate: float, ce_test: list[float]
+) -> dict:
   """One method on one task: accuracies per seed and how they compare with CE's (points)."""
   ce_mean = float(np.mean(ce_test))
-  return {"test_accuracy": test, "val_accuracy": val, "seeds": seeds, "learning_rate": rate,
-          "mean": float(np.mean(test)),
-          "std": float(np.std(test, ddof=1)) if len(test) > 1 else 0.0,
-          "gain_vs_ce": _points(float(np.mean(test)) - ce_mean),
-          "wins_vs_ce": int(sum(a > b for a, b in zip(test, ce_test))),
-          "worst_seed_gap": _points(min(test) - ce_mean)}
+  return {
+    "test_accuracy": test,
+    "val_accuracy": val,
+    "seeds": seeds,
+    "learning_rate": rate,
+    "mean": float(np.mean(test)),
+    "std": float(np.std(test, ddof=1)) if len(test) > 1 else 0.0,
+    "gain_vs_ce": _points(float(np.mean(test)) - ce_mean),
+    "wins_vs_ce": int(sum(a > b for a, b in zip(test, ce_test))),
+    "worst_seed_gap": _points(min(test) - ce_mean),
+  }
 
 
 def summarise(tasks: dict[str, dict], method: str) -> dict:
@@ -310,20 +348,28 @@ def summarise(tasks: dict[str, dict], method: str) -> dict:
   rows = {t: r["methods"][method] for t, r in tasks.items() if method in r["methods"]}
   worst_task = min(rows, key=lambda t: rows[t]["gain_vs_ce"])
   worst_seed = min(rows, key=lambda t: rows[t]["worst_seed_gap"])
-  out = {"mean_gain": float(np.mean([r["gain_vs_ce"] for r in rows.values()])),
-         "worst_task_gain": rows[worst_task]["gain_vs_ce"], "worst_task": worst_task,
-         "worst_seed_gap": rows[worst_seed]["worst_seed_gap"], "worst_seed_task": worst_seed,
-         "worst_seed": rows[worst_seed]["seeds"][int(np.argmin(rows[worst_seed]["test_accuracy"]))],
-         "tasks": len(rows)}
+  out = {
+    "mean_gain": float(np.mean([r["gain_vs_ce"] for r in rows.values()])),
+    "worst_task_gain": rows[worst_task]["gain_vs_ce"],
+    "worst_task": worst_task,
+    "worst_seed_gap": rows[worst_seed]["worst_seed_gap"],
+    "worst_seed_task": worst_seed,
+    "worst_seed": rows[worst_seed]["seeds"][int(np.argmin(rows[worst_seed]["test_accuracy"]))],
+    "tasks": len(rows),
+  }
   out["meets_bar"] = all(out[k] >= bar for k, bar in BAR.items())
   return out
 
 
 def format_table(report: dict, methods: list[str]) -> str:
   tasks = report["tasks"]
-  lines = ["Mean test accuracy (%) over seeds; beside it the gain over CE's mean (points) and the "
-           "seeds won against CE's seed.", "",
-           "| task | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
+  lines = [
+    "Mean test accuracy (%) over seeds; beside it the gain over CE's mean (points) and the "
+    "seeds won against CE's seed.",
+    "",
+    "| task | " + " | ".join(methods) + " |",
+    "|---" * (len(methods) + 1) + "|",
+  ]
   for name, task in tasks.items():
     cells = []
     for method in methods:
@@ -333,38 +379,61 @@ def format_table(report: dict, methods: list[str]) -> str:
       elif method == "ce":
         cells.append(f"{_points(m['mean']):.2f} (lr {m['learning_rate']:g})")
       else:
-        cells.append(f"{_points(m['mean']):.2f} ({m['gain_vs_ce']:+.2f}, "
-                     f"{m['wins_vs_ce']}/{len(m['seeds'])})")
+        cells.append(
+          f"{_points(m['mean']):.2f} ({m['gain_vs_ce']:+.2f}, {m['wins_vs_ce']}/{len(m['seeds'])})"
+        )
     n = len(task["seeds"])
     lines.append(f"| {name} ({n} seed{'s' if n > 1 else ''}) | " + " | ".join(cells) + " |")
   summary = report["summary"]
-  lines.append("| mean gain over the tasks it ran on | " + " | ".join(
+  lines.append(
+    "| mean gain over the tasks it ran on | "
+    + " | ".join(
       "-" if m == "ce" else f"{summary[m]['mean_gain']:+.2f} ({summary[m]['tasks']})"
-      for m in methods) + " |")
+      for m in methods
+    )
+    + " |"
+  )
   bar = ", ".join(f"{k.replace('_', ' ')} >= {v:+.1f}" for k, v in BAR.items())
-  lines += ["", f"Issue 11's numbers (points against the task's CE mean; the bar: {bar}):", "",
-            "| method | mean gain | worst task's gain | worst seed's gap | meets the bar |",
-            "|---|---|---|---|---|"]
+  lines += [
+    "",
+    f"Issue 11's numbers (points against the task's CE mean; the bar: {bar}):",
+    "",
+    "| method | mean gain | worst task's gain | worst seed's gap | meets the bar |",
+    "|---|---|---|---|---|",
+  ]
   for method in methods:
     if method == "ce":
       continue
     s = summary[method]
-    lines.append(f"| {method} | {s['mean_gain']:+.2f} | {s['worst_task_gain']:+.2f} "
-                 f"({s['worst_task']}) | {s['worst_seed_gap']:+.2f} ({s['worst_seed_task']} seed "
-                 f"{s['worst_seed']}) | {'yes' if s['meets_bar'] else 'no'} |")
+    lines.append(
+      f"| {method} | {s['mean_gain']:+.2f} | {s['worst_task_gain']:+.2f} "
+      f"({s['worst_task']}) | {s['worst_seed_gap']:+.2f} ({s['worst_seed_task']} seed "
+      f"{s['worst_seed']}) | {'yes' if s['meets_bar'] else 'no'} |"
+    )
   for sweep in ("ce_sweep", "ce_cosine_sweep"):
     rates = sorted({lr for t in tasks.values() for lr in t.get(sweep, {})}, key=float)
     if not rates:
       continue
-    lines += ["", f"{sweep.replace('_', ' ')}: mean final validation accuracy (%) per rate "
-                  "(chosen in bold):", "", "| task | " + " | ".join(rates) + " |",
-              "|---" * (len(rates) + 1) + "|"]
+    lines += [
+      "",
+      f"{sweep.replace('_', ' ')}: mean final validation accuracy (%) per rate (chosen in bold):",
+      "",
+      "| task | " + " | ".join(rates) + " |",
+      "|---" * (len(rates) + 1) + "|",
+    ]
     for name, task in tasks.items():
       table = task.get(sweep, {})
       chosen = best_rate(table) if table else None
-      cells = ["" if lr not in table else
-               (f"**{_points(table[lr]['val_accuracy']):.2f}**" if float(lr) == chosen
-                else f"{_points(table[lr]['val_accuracy']):.2f}") for lr in rates]
+      cells = [
+        ""
+        if lr not in table
+        else (
+          f"**{_points(table[lr]['val_accuracy']):.2f}**"
+          if float(lr) == chosen
+          else f"{_points(table[lr]['val_accuracy']):.2f}"
+        )
+        for lr in rates
+      ]
       lines.append(f"| {name} | " + " | ".join(cells) + " |")
   return "\n".join(lines)
 
@@ -372,8 +441,10 @@ def format_table(report: dict, methods: list[str]) -> str:
 def plot_gains(report: dict, methods: list[str], path: str, title: str) -> None:
   """Per task, each method's seeds as dots and its mean as a bar, in points over CE's mean."""
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+
   tasks = list(report["tasks"])
   fig, ax = plt.subplots(figsize=(max(8.0, 1.6 * len(tasks)) + 2.5, 5))
   width = 0.8 / len(methods)
@@ -387,13 +458,25 @@ def plot_gains(report: dict, methods: list[str], path: str, title: str) -> None:
       ce_mean = t["methods"]["ce"]["mean"]
       x = i - 0.4 + (j + 0.5) * width
       gains = [_points(a - ce_mean) for a in m["test_accuracy"]]
-      ax.scatter(np.full(len(gains), x), gains, s=14, color=colour, alpha=0.7,
-                 label=method if task == next(k for k in tasks if method in
-                                              report["tasks"][k]["methods"]) else None)
+      ax.scatter(
+        np.full(len(gains), x),
+        gains,
+        s=14,
+        color=colour,
+        alpha=0.7,
+        label=method
+        if task == next(k for k in tasks if method in report["tasks"][k]["methods"])
+        else None,
+      )
       ax.hlines(m["gain_vs_ce"], x - width / 2, x + width / 2, color=colour, lw=2.5)
   ax.axhline(0.0, color="k", lw=0.8)
-  ax.axhline(BAR["worst_seed_gap"], color="k", lw=0.8, ls=":",
-             label=f"issue 11: no seed below ({BAR['worst_seed_gap']:+g})")
+  ax.axhline(
+    BAR["worst_seed_gap"],
+    color="k",
+    lw=0.8,
+    ls=":",
+    label=f"issue 11: no seed below ({BAR['worst_seed_gap']:+g})",
+  )
   ax.set_xticks(range(len(tasks)), tasks, rotation=20)
   ax.set_ylabel("test accuracy - CE's mean (points)")
   ax.set_title(title)
@@ -408,31 +491,59 @@ def main(argv=None) -> dict:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--out", required=True)
   parser.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated, of {list(TASKS)}")
-  parser.add_argument("--methods", default=",".join(METHODS),
-                      help=f"comma-separated, of {METHODS}; ce is always run")
-  parser.add_argument("--seeds", default=None,
-                      help="N (seeds 0..N-1 on every task) and/or TASK=N, comma-separated")
-  parser.add_argument("--steps", type=int, default=None,
-                      help="student steps of every run (default: configs/mnist1d_ce.py's)")
-  parser.add_argument("--ce_lrs", default=None,
-                      help="rates of the CE and CE-cosine sweeps (default 0.03,0.05,0.1,0.15,0.2)")
+  parser.add_argument(
+    "--methods", default=",".join(METHODS), help=f"comma-separated, of {METHODS}; ce is always run"
+  )
+  parser.add_argument(
+    "--seeds", default=None, help="N (seeds 0..N-1 on every task) and/or TASK=N, comma-separated"
+  )
+  parser.add_argument(
+    "--steps",
+    type=int,
+    default=None,
+    help="student steps of every run (default: configs/mnist1d_ce.py's)",
+  )
+  parser.add_argument(
+    "--ce_lrs",
+    default=None,
+    help="rates of the CE and CE-cosine sweeps (default 0.03,0.05,0.1,0.15,0.2)",
+  )
   parser.add_argument("--dln_config", default=DLN_CONFIG, help="l2t_dln's config file")
-  parser.add_argument("--reference_config", default=REFERENCE_CONFIG,
-                      help="l2t_dln_reference's config file")
-  parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                      help="override of l2t_dln's config (repeatable; a Python literal)")
-  parser.add_argument("--tag", default="",
-                      help="l2t_dln's runs in OUT/runs/<task>/l2t_dln_TAG, outputs with suffix _TAG")
+  parser.add_argument(
+    "--reference_config", default=REFERENCE_CONFIG, help="l2t_dln_reference's config file"
+  )
+  parser.add_argument(
+    "--set",
+    action="append",
+    default=[],
+    metavar="KEY=VALUE",
+    help="override of l2t_dln's config (repeatable; a Python literal)",
+  )
+  parser.add_argument(
+    "--tag",
+    default="",
+    help="l2t_dln's runs in OUT/runs/<task>/l2t_dln_TAG, outputs with suffix _TAG",
+  )
   parser.add_argument("--jobs", type=int, default=1, help="runs trained at a time (processes)")
-  parser.add_argument("--compilation_cache", default=None,
-                      help="persistent XLA compilation cache shared by the runs (default "
-                           "OUT/xla_cache; 'none' to compile every run anew)")
+  parser.add_argument(
+    "--compilation_cache",
+    default=None,
+    help="persistent XLA compilation cache shared by the runs (default "
+    "OUT/xla_cache; 'none' to compile every run anew)",
+  )
   parser.add_argument("--rerun", action="store_true", help="train every run anew")
-  parser.add_argument("--smoke", action="store_true",
-                      help="every run in four steps on a few examples, one seed, two rates")
+  parser.add_argument(
+    "--smoke",
+    action="store_true",
+    help="every run in four steps on a few examples, one seed, two rates",
+  )
   args = parser.parse_args(argv)
-  command = shlex.join([sys.argv[0] if argv is None else "benchmarks/suite.py",
-                        *(sys.argv[1:] if argv is None else argv)])
+  command = shlex.join(
+    [
+      sys.argv[0] if argv is None else "benchmarks/suite.py",
+      *(sys.argv[1:] if argv is None else argv),
+    ]
+  )
 
   tasks = [t for t in args.tasks.split(",") if t]
   methods = [m for m in args.methods.split(",") if m]
@@ -443,10 +554,11 @@ def main(argv=None) -> dict:
   methods = [m for m in METHODS if m in methods or m == "ce"]
   if args.jobs < 1:
     parser.error("--jobs must be >= 1")
-  ce_lrs = [float(x) for x in (args.ce_lrs or (
-      SMOKE_CE_LRS if args.smoke else "0.03,0.05,0.1,0.15,0.2")).split(",")]
-  lrs = {t: list(TASKS[t].ce_lrs) if TASKS[t].ce_lrs and not args.smoke else ce_lrs
-         for t in tasks}
+  ce_lrs = [
+    float(x)
+    for x in (args.ce_lrs or (SMOKE_CE_LRS if args.smoke else "0.03,0.05,0.1,0.15,0.2")).split(",")
+  ]
+  lrs = {t: list(TASKS[t].ce_lrs) if TASKS[t].ce_lrs and not args.smoke else ce_lrs for t in tasks}
   on_task = {t: [m for m in methods if args.smoke or m not in TASKS[t].skip] for t in tasks}
   try:
     seeds = parse_seeds(args.seeds, tasks, args.smoke)
@@ -454,21 +566,26 @@ def main(argv=None) -> dict:
   except ValueError as e:
     parser.error(str(e))
   if "l2t_dln_reference" in methods and not os.path.exists(args.reference_config):
-    parser.error(f"l2t_dln_reference: its config {args.reference_config} does not exist (the "
-                 "authors' protocol as a config of the library); leave the method out with "
-                 "--methods or name the file with --reference_config")
-  bases = load_bases(args.dln_config,
-                     args.reference_config if "l2t_dln_reference" in methods else None)
+    parser.error(
+      f"l2t_dln_reference: its config {args.reference_config} does not exist (the "
+      "authors' protocol as a config of the library); leave the method out with "
+      "--methods or name the file with --reference_config"
+    )
+  bases = load_bases(
+    args.dln_config, args.reference_config if "l2t_dln_reference" in methods else None
+  )
   steps = suite_steps(bases, args.steps, args.smoke)
 
   if bases["l2t_dln"].method != "l2t_dln":
-    parser.error(f"--dln_config {args.dln_config}: method='{bases['l2t_dln'].method}', expected "
-                 "'l2t_dln'")
+    parser.error(
+      f"--dln_config {args.dln_config}: method='{bases['l2t_dln'].method}', expected 'l2t_dln'"
+    )
   from l2t_jax.config import ConfigError, validate
 
   def config_for(method: str, task: str, seed: int, rate: float | None = None):
-    return method_config(method, task, seed, rate, bases=bases, overrides=overrides, steps=steps,
-                         smoke=args.smoke)
+    return method_config(
+      method, task, seed, rate, bases=bases, overrides=overrides, steps=steps, smoke=args.smoke
+    )
 
   try:  # every config, checked before the first run starts
     for task in tasks:
@@ -484,9 +601,15 @@ def main(argv=None) -> dict:
 
   def spec(task: str, method: str, seed: int, rate: float | None = None) -> RunSpec:
     name = f"{method}_lr{rate:g}" if method in SWEPT else dirname.get(method, method)
-    return RunSpec(task, name, method, seed, config_for(method, task, seed, rate),
-                   os.path.join(out, "runs", task, name, f"seed{seed}"),
-                   snapshot=method == "l2t_dln" and seed == 0)
+    return RunSpec(
+      task,
+      name,
+      method,
+      seed,
+      config_for(method, task, seed, rate),
+      os.path.join(out, "runs", task, name, f"seed{seed}"),
+      snapshot=method == "l2t_dln" and seed == 0,
+    )
 
   def seed_major(specs: list[RunSpec]) -> list[RunSpec]:
     """Every program's first seed before any second one: the later seeds then load the programs
@@ -496,48 +619,68 @@ def main(argv=None) -> dict:
   first = []  # task by task, the CE sweep first: the other baselines wait for its rate
   for task in tasks:
     runs = [spec(task, "ce", s, lr) for lr in lrs[task] for s in seeds[task]]
-    runs += [spec(task, m, s) for m in ("l2t_dln", "l2t_dln_reference") if m in on_task[task]
-             for s in seeds[task]]
+    runs += [
+      spec(task, m, s)
+      for m in ("l2t_dln", "l2t_dln_reference")
+      if m in on_task[task]
+      for s in seeds[task]
+    ]
     if "ce_cosine" in on_task[task]:
       runs += [spec(task, "ce_cosine", s, lr) for lr in lrs[task] for s in seeds[task]]
     first += seed_major(runs)
   later = [m for m in AT_CE_RATE if m in methods]
-  total = len(first) + sum(len([m for m in later if m in on_task[t]]) * len(seeds[t])
-                           for t in tasks)
+  total = len(first) + sum(
+    len([m for m in later if m in on_task[t]]) * len(seeds[t]) for t in tasks
+  )
 
   done: dict[tuple, dict] = {}
   rates: dict[tuple[str, str], float] = {}
 
   def sweep_table(task: str, method: str) -> dict[str, dict]:
-    return {f"{lr:g}": {key: float(np.mean([done[(task, f"{method}_lr{lr:g}", s)][key]
-                                            for s in seeds[task]]))
-                        for key in ("val_accuracy", "test_accuracy")} for lr in lrs[task]}
+    return {
+      f"{lr:g}": {
+        key: float(np.mean([done[(task, f"{method}_lr{lr:g}", s)][key] for s in seeds[task]]))
+        for key in ("val_accuracy", "test_accuracy")
+      }
+      for lr in lrs[task]
+    }
 
   def on_finish(finished: RunSpec, summary: dict) -> list[RunSpec]:
     """Records the run; once a task's sweep is complete, picks its rate and (CE) returns the
     runs that train at it."""
     done[(finished.task, finished.name, finished.seed)] = summary
     task = finished.task
-    if finished.method not in SWEPT or any((task, f"{finished.method}_lr{lr:g}", s) not in done
-                                           for lr in lrs[task] for s in seeds[task]):
+    if finished.method not in SWEPT or any(
+      (task, f"{finished.method}_lr{lr:g}", s) not in done for lr in lrs[task] for s in seeds[task]
+    ):
       return []
     table = sweep_table(task, finished.method)
     rates[(task, finished.method)] = best_rate(table)
     if finished.method != "ce":
       return []
-    return seed_major([spec(task, m, s, rates[(task, "ce")]) for m in later if m in on_task[task]
-                       for s in seeds[task]])
+    return seed_major(
+      [
+        spec(task, m, s, rates[(task, "ce")])
+        for m in later
+        if m in on_task[task]
+        for s in seeds[task]
+      ]
+    )
 
-  print(f"suite: tasks {tasks}, methods {methods}, {steps} steps, seeds "
-        f"{ {t: len(s) for t, s in seeds.items()} }, CE rates {lrs}, {total} runs, "
-        f"{args.jobs} at a time" + (" (smoke)" if args.smoke else ""), flush=True)
+  print(
+    f"suite: tasks {tasks}, methods {methods}, {steps} steps, seeds "
+    f"{ {t: len(s) for t, s in seeds.items()} }, CE rates {lrs}, {total} runs, "
+    f"{args.jobs} at a time" + (" (smoke)" if args.smoke else ""),
+    flush=True,
+  )
   cache = args.compilation_cache or os.path.join(out, "xla_cache")
   run_all(first, on_finish, total, args.jobs, args.rerun, "" if cache == "none" else cache)
 
   report_tasks = {}
   for task in tasks:
-    ce_test = [done[(task, f"ce_lr{rates[(task, 'ce')]:g}", s)]["test_accuracy"]
-               for s in seeds[task]]
+    ce_test = [
+      done[(task, f"ce_lr{rates[(task, 'ce')]:g}", s)]["test_accuracy"] for s in seeds[task]
+    ]
     rows, sweeps = {}, {}
     for method in on_task[task]:
       if method in SWEPT:
@@ -548,48 +691,84 @@ def main(argv=None) -> dict:
         name = dirname.get(method, method)
         rate = spec(task, method, 0, rates[(task, "ce")]).config.optim.learning_rate
       summaries = [done[(task, name, s)] for s in seeds[task]]
-      rows[method] = method_row([r["test_accuracy"] for r in summaries],
-                                [r["val_accuracy"] for r in summaries], seeds[task], rate, ce_test)
+      rows[method] = method_row(
+        [r["test_accuracy"] for r in summaries],
+        [r["val_accuracy"] for r in summaries],
+        seeds[task],
+        rate,
+        ce_test,
+      )
       rows[method]["runs"] = os.path.join("runs", task, name)
-    report_tasks[task] = {"title": TASKS[task].title, "overrides": TASKS[task].overrides,
-                          "seeds": seeds[task], "methods": rows, **sweeps,
-                          "not_run": [m for m in methods if m not in on_task[task]]}
+    report_tasks[task] = {
+      "title": TASKS[task].title,
+      "overrides": TASKS[task].overrides,
+      "seeds": seeds[task],
+      "methods": rows,
+      **sweeps,
+      "not_run": [m for m in methods if m not in on_task[task]],
+    }
   report = {
-      "tasks": report_tasks,
-      "summary": {m: summarise(report_tasks, m) for m in methods if m != "ce"},
-      "config": {"steps": steps, "ce_lrs": lrs, "methods": methods, "tasks": tasks,
-                 "baseline_config": os.path.relpath(BASELINE_CONFIG),
-                 "dln_config": args.dln_config, "set": args.set, "tag": args.tag,
-                 "reference_config": args.reference_config if "l2t_dln_reference" in methods
-                 else None, "smoke": args.smoke, "command": command}}
+    "tasks": report_tasks,
+    "summary": {m: summarise(report_tasks, m) for m in methods if m != "ce"},
+    "config": {
+      "steps": steps,
+      "ce_lrs": lrs,
+      "methods": methods,
+      "tasks": tasks,
+      "baseline_config": os.path.relpath(BASELINE_CONFIG),
+      "dln_config": args.dln_config,
+      "set": args.set,
+      "tag": args.tag,
+      "reference_config": args.reference_config if "l2t_dln_reference" in methods else None,
+      "smoke": args.smoke,
+      "command": command,
+    },
+  }
 
   from l2t_jax.metrics import write_json_atomic
-  written = [os.path.join(out, f"results{suffix}.json"), os.path.join(out, f"table{suffix}.md"),
-             os.path.join(out, f"gain{suffix}.png")]
+
+  written = [
+    os.path.join(out, f"results{suffix}.json"),
+    os.path.join(out, f"table{suffix}.md"),
+    os.path.join(out, f"gain{suffix}.png"),
+  ]
   write_json_atomic(written[0], report)
-  table = (f"## Task suite: {steps} student steps per run" + (" (smoke)" if args.smoke else "")
-           + f"\n\n{format_table(report, methods)}\n\n`{command}`\n")
+  table = (
+    f"## Task suite: {steps} student steps per run"
+    + (" (smoke)" if args.smoke else "")
+    + f"\n\n{format_table(report, methods)}\n\n`{command}`\n"
+  )
   with open(written[1], "w") as f:
     f.write(table)
-  plot_gains(report, methods, written[2], f"Gain over tuned cross-entropy per task ({steps} steps"
-             + (f", l2t_dln: {args.tag})" if args.tag else ")"))
+  plot_gains(
+    report,
+    methods,
+    written[2],
+    f"Gain over tuned cross-entropy per task ({steps} steps"
+    + (f", l2t_dln: {args.tag})" if args.tag else ")"),
+  )
   if "l2t_dln" in methods:
     for task in tasks:
       if 0 not in seeds[task]:
         continue
       path = os.path.join(out, f"learned_loss_{task}{suffix}.png")
-      plot_learned_loss(config_for("l2t_dln", task, 0).dln,
-                        load_snapshots(os.path.join(out, "runs", task, dirname["l2t_dln"], "seed0")),
-                        path, f"The DLN of the l2t_dln run of seed 0 ({TASKS[task].title})")
+      plot_learned_loss(
+        config_for("l2t_dln", task, 0).dln,
+        load_snapshots(os.path.join(out, "runs", task, dirname["l2t_dln"], "seed0")),
+        path,
+        f"The DLN of the l2t_dln run of seed 0 ({TASKS[task].title})",
+      )
       written.append(path)
   print("\n" + table)
   if "l2t_dln" in report["summary"]:
     s = report["summary"]["l2t_dln"]
-    print(f"l2t_dln: mean gain over tasks {s['mean_gain']:+.2f} points (bar {BAR['mean_gain']:+.1f}),"
-          f" worst task {s['worst_task']} {s['worst_task_gain']:+.2f} (bar "
-          f"{BAR['worst_task_gain']:+.1f}), worst seed {s['worst_seed_task']} seed "
-          f"{s['worst_seed']} {s['worst_seed_gap']:+.2f} (bar {BAR['worst_seed_gap']:+.1f}): "
-          + ("meets the bar" if s["meets_bar"] else "does not meet the bar"))
+    print(
+      f"l2t_dln: mean gain over tasks {s['mean_gain']:+.2f} points (bar {BAR['mean_gain']:+.1f}),"
+      f" worst task {s['worst_task']} {s['worst_task_gain']:+.2f} (bar "
+      f"{BAR['worst_task_gain']:+.1f}), worst seed {s['worst_seed_task']} seed "
+      f"{s['worst_seed']} {s['worst_seed_gap']:+.2f} (bar {BAR['worst_seed_gap']:+.1f}): "
+      + ("meets the bar" if s["meets_bar"] else "does not meet the bar")
+    )
   print("wrote " + ", ".join(written))
   return report
 

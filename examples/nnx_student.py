@@ -37,14 +37,21 @@ def main(steps: int = 2000, seed: int = 0) -> dict:
   optimizer = optax.sgd(0.1, momentum=0.9)
   config = l2t.default_config()  # the library's DLN and teacher, as a config would build them
   config.dln.slope_bound, config.dln.learn_scale = 1.0, True
-  s, phi, taught = teach(student, optimizer, l2t.make_student_loss(config.dln),
-                         l2t.make_teaching(config), losses.calibrated_ce,
-                         jax.random.PRNGKey(seed), sample_x, segments, steps)
+  s, phi, taught = teach(
+    student,
+    optimizer,
+    l2t.make_student_loss(config.dln),
+    l2t.make_teaching(config),
+    losses.calibrated_ce,
+    jax.random.PRNGKey(seed),
+    sample_x,
+    segments,
+    steps,
+  )
   logits, _ = student.apply(s.params, s.model_state, x_test, False)
   test_accuracy = float(losses.accuracy(logits, y_test))
   print(f"test accuracy {test_accuracy:.4f}")
-  return {"test_accuracy": test_accuracy, "loss_params": phi, "teaching": taught,
-          "student": s}
+  return {"test_accuracy": test_accuracy, "loss_params": phi, "teaching": taught, "student": s}
 
 
 if __name__ == "__main__":

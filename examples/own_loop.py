@@ -33,9 +33,17 @@ class Net(nn.Module):
     return nn.Dense(10)(nn.relu(nn.Dense(100)(x)))
 
 
-def teach(student: l2t.Student, optimizer: optax.GradientTransformation, loss: l2t.StudentLoss,
-          teaching: l2t.Teaching, val_fn: Callable, rng: jax.Array, sample_x: jax.Array,
-          segments: Iterable[tuple[Any, dict]], total_steps: int) -> tuple:
+def teach(
+  student: l2t.Student,
+  optimizer: optax.GradientTransformation,
+  loss: l2t.StudentLoss,
+  teaching: l2t.Teaching,
+  val_fn: Callable,
+  rng: jax.Array,
+  sample_x: jax.Array,
+  segments: Iterable[tuple[Any, dict]],
+  total_steps: int,
+) -> tuple:
   """Trains `student` on `loss`, taught by `teaching`, over `segments`: pairs of K training
   batches (arrays with a leading K axis) and a validation batch. Returns the student's state, the
   DLN parameters and the teaching state. `rng` also keys the student's Dropout, if it has any."""
@@ -46,24 +54,37 @@ def teach(student: l2t.Student, optimizer: optax.GradientTransformation, loss: l
 
   @jax.jit
   def segment(s, phi, taught, batches, val_batch, progress, key):
-    hg = l2t.hypergradient(student, optimizer, loss.loss, val_fn, phi, s, batches, val_batch,
-                           prepare=loss.tabulate, rng=key)
+    hg = l2t.hypergradient(
+      student,
+      optimizer,
+      loss.loss,
+      val_fn,
+      phi,
+      s,
+      batches,
+      val_batch,
+      prepare=loss.tabulate,
+      rng=key,
+    )
     phi, taught, _ = teaching.update(hg.grads, taught, phi, l2t.student_features(progress, hg))
     return hg.student, phi, taught, hg.val
 
   step = 0
   for batches, val_batch in segments:
     step += jax.tree_util.tree_leaves(batches)[0].shape[0]
-    s, phi, taught, val = segment(s, phi, taught, batches, val_batch, step / total_steps,
-                                  jax.random.fold_in(rng, step))
+    s, phi, taught, val = segment(
+      s, phi, taught, batches, val_batch, step / total_steps, jax.random.fold_in(rng, step)
+    )
     if step % 500 == 0:
-      print(f"step {step:5d}  validation loss {float(val.loss):.4f}  accuracy "
-            f"{float(val.accuracy):.4f}")
+      print(
+        f"step {step:5d}  validation loss {float(val.loss):.4f}  accuracy {float(val.accuracy):.4f}"
+      )
   return s, phi, taught
 
 
-def mnist1d_segments(seed: int, steps: int, unroll_steps: int, batch_size: int,
-                     val_batch_size: int):
+def mnist1d_segments(
+  seed: int, steps: int, unroll_steps: int, batch_size: int, val_batch_size: int
+):
   """MNIST-1D's training split less its last 500 examples, in segments of `unroll_steps` random
   batches, each with a random half of those 500 as its validation batch; and the test split."""
   x, y, x_test, y_test, _ = mnist1d.load()
@@ -84,15 +105,33 @@ def main(steps: int = 2000, seed: int = 0) -> dict:
   sample_x, segments, (x_test, y_test) = mnist1d_segments(seed, steps, unroll_steps, 128, 250)
   student = l2t.from_linen(Net())
   optimizer = optax.sgd(0.1, momentum=0.9)
-  dln = l2t.DLN(ItemNetwork(features=("log_p", "y", "y_log_p", "log_1mp"), hidden=(16, 16),
-                            skip_init=1.0, log_clip=20.0, learn_scale=True))
+  dln = l2t.DLN(
+    ItemNetwork(
+      features=("log_p", "y", "y_log_p", "log_1mp"),
+      hidden=(16, 16),
+      skip_init=1.0,
+      log_clip=20.0,
+      learn_scale=True,
+    )
+  )
   loss = l2t.StudentLoss(dln, table_size=512, slope_bound=1.0)
-  teacher = l2t.LSTMTeacher(hidden=20, layers=2, output_scale=1e-2, preprocess_p=10.0,
-                            num_features=4)
-  teaching = l2t.Teaching(teacher, optax.chain(optax.clip_by_global_norm(1.0), optax.adam(3e-3)),
-                          teacher_every=5)
-  s, phi, taught = teach(student, optimizer, loss, teaching, losses.calibrated_ce,
-                         jax.random.PRNGKey(seed), sample_x, segments, steps)
+  teacher = l2t.LSTMTeacher(
+    hidden=20, layers=2, output_scale=1e-2, preprocess_p=10.0, num_features=4
+  )
+  teaching = l2t.Teaching(
+    teacher, optax.chain(optax.clip_by_global_norm(1.0), optax.adam(3e-3)), teacher_every=5
+  )
+  s, phi, taught = teach(
+    student,
+    optimizer,
+    loss,
+    teaching,
+    losses.calibrated_ce,
+    jax.random.PRNGKey(seed),
+    sample_x,
+    segments,
+    steps,
+  )
   logits, _ = student.apply(s.params, s.model_state, x_test, False)
   test_accuracy = float(losses.accuracy(logits, y_test))
   print(f"test accuracy {test_accuracy:.4f}")

@@ -32,8 +32,7 @@ import ml_collections
 import numpy as np
 
 from l2t_jax.metrics import json_safe
-from l2t_jax.workdir import (CHECKPOINT_DIR, DAMAGED_DIR, OVERWRITE_HINT, WorkdirError,
-                             config_diffs)
+from l2t_jax.workdir import CHECKPOINT_DIR, DAMAGED_DIR, OVERWRITE_HINT, WorkdirError, config_diffs
 
 
 def _leaf_name(i: int) -> str:
@@ -65,6 +64,7 @@ _OS_ERRORS_AS_TEXT = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS)
 def sync_hosts(name: str) -> None:
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils
+
     multihost_utils.sync_global_devices(name)
 
 
@@ -74,11 +74,13 @@ class Checkpointer:
 
   def __init__(self, workdir: str, cfg: ml_collections.ConfigDict):
     import orbax.checkpoint as ocp
+
     self._ocp = ocp
     self.workdir = workdir
     self.directory = os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR))
     self._manager = ocp.CheckpointManager(
-        self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=cfg.keep, create=True))
+      self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=cfg.keep, create=True)
+    )
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
@@ -89,13 +91,23 @@ class Checkpointer:
     leaves = [np.asarray(x) for x in jax.tree_util.tree_leaves(jax.device_get(state))]
     empty = [i for i, x in enumerate(leaves) if x.size == 0]
     arrays = {_leaf_name(i): x for i, x in enumerate(leaves) if x.size}
-    meta = json_safe({**meta, "step": step, "num_leaves": len(leaves), "empty_leaves": empty,
-                      "array_sha256": {k: _array_digest(x) for k, x in arrays.items()}})
+    meta = json_safe(
+      {
+        **meta,
+        "step": step,
+        "num_leaves": len(leaves),
+        "empty_leaves": empty,
+        "array_sha256": {k: _array_digest(x) for k, x in arrays.items()},
+      }
+    )
     meta["meta_sha256"] = _meta_digest(meta)
     ocp = self._ocp
     with self._os_errors():
-      self._manager.save(step, args=ocp.args.Composite(
-          state=ocp.args.StandardSave(arrays), meta=ocp.args.JsonSave(meta)), force=True)
+      self._manager.save(
+        step,
+        args=ocp.args.Composite(state=ocp.args.StandardSave(arrays), meta=ocp.args.JsonSave(meta)),
+        force=True,
+      )
 
   @contextlib.contextmanager
   def _os_errors(self) -> Iterator[None]:
@@ -121,22 +133,26 @@ class Checkpointer:
     diffs = config_diffs(meta["config"], config)
     if diffs:
       raise WorkdirError(
-          f"{self.workdir} holds checkpoints of a run with another config ({'; '.join(diffs)}); "
-          f"resume it with its own config, start this one in a new --workdir, or {OVERWRITE_HINT}")
+        f"{self.workdir} holds checkpoints of a run with another config ({'; '.join(diffs)}); "
+        f"resume it with its own config, start this one in a new --workdir, or {OVERWRITE_HINT}"
+      )
     return meta
 
   def _restore_state(self, step: int, meta: dict, template: Any) -> Any:
     ocp = self._ocp
     try:
-      arrays = self._manager.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore())).state
+      arrays = self._manager.restore(
+        step, args=ocp.args.Composite(state=ocp.args.StandardRestore())
+      ).state
     except Exception as e:  # noqa: BLE001
       raise DamagedCheckpoint.unreadable(e) from e
     like, treedef = jax.tree_util.tree_flatten(template)
     if meta["num_leaves"] != len(like):
-      raise WorkdirError(f"the checkpoint at step {step} in {self.directory} holds "
-                         f"{meta['num_leaves']} arrays but this config's state has {len(like)}: "
-                         f"it is another kind of run; use a new --workdir, or {OVERWRITE_HINT}")
+      raise WorkdirError(
+        f"the checkpoint at step {step} in {self.directory} holds "
+        f"{meta['num_leaves']} arrays but this config's state has {len(like)}: "
+        f"it is another kind of run; use a new --workdir, or {OVERWRITE_HINT}"
+      )
     leaves = []
     for i, t in enumerate(like):
       if i in meta["empty_leaves"]:
@@ -146,14 +162,17 @@ class Checkpointer:
       if _array_digest(x) != meta["array_sha256"].get(_leaf_name(i)):
         raise DamagedCheckpoint(f"array {i} does not match its checksum")
       if x.shape != np.shape(t) or x.dtype != t.dtype:
-        raise WorkdirError(f"the checkpoint at step {step} in {self.directory} does not fit this "
-                           f"config's state (array {i}: {x.shape} {x.dtype}, expected "
-                           f"{np.shape(t)} {t.dtype}); use a new --workdir, or {OVERWRITE_HINT}")
+        raise WorkdirError(
+          f"the checkpoint at step {step} in {self.directory} does not fit this "
+          f"config's state (array {i}: {x.shape} {x.dtype}, expected "
+          f"{np.shape(t)} {t.dtype}); use a new --workdir, or {OVERWRITE_HINT}"
+        )
       leaves.append(x)
     return jax.tree_util.tree_unflatten(treedef, leaves)
 
-  def restore(self, template: Any, config: dict,
-              log: Callable[[str], Any] = print) -> tuple[Any, dict]:
+  def restore(
+    self, template: Any, config: dict, log: Callable[[str], Any] = print
+  ) -> tuple[Any, dict]:
     """The latest intact checkpoint, as a pytree shaped like `template` (numpy leaves), and its
     meta. Refuses (WorkdirError) a checkpoint of another `config` (a JSON dict). A damaged one is
     reported in one `log` line, moved to `WORKDIR/damaged_checkpoints`, and the previous one is
@@ -169,11 +188,14 @@ class Checkpointer:
       self._set_aside(damaged, step, log)
       return state, meta
     reasons = "; ".join(f"step {s}: {why}" for s, why in damaged) or "none is complete"
-    raise WorkdirError(f"no intact checkpoint in {self.directory} ({reasons}); {OVERWRITE_HINT} "
-                       "and start the run again")
+    raise WorkdirError(
+      f"no intact checkpoint in {self.directory} ({reasons}); {OVERWRITE_HINT} "
+      "and start the run again"
+    )
 
-  def _set_aside(self, damaged: list[tuple[int, str]], restored: int,
-                 log: Callable[[str], Any]) -> None:
+  def _set_aside(
+    self, damaged: list[tuple[int, str]], restored: int, log: Callable[[str], Any]
+  ) -> None:
     """Moves damaged checkpoints out of the rotation; one line each."""
     if not damaged:
       return
@@ -185,8 +207,10 @@ class Checkpointer:
         if os.path.exists(dest):
           shutil.rmtree(dest)
         os.replace(os.path.join(self.directory, str(step)), dest)
-      log(f"warning: the checkpoint at step {step} is damaged ({why}); moved to {dest}, "
-          f"resuming from the one at step {restored}")
+      log(
+        f"warning: the checkpoint at step {step} is damaged ({why}); moved to {dest}, "
+        f"resuming from the one at step {restored}"
+      )
     sync_hosts("l2t_jax: damaged checkpoints set aside")
     self._manager.reload()
 

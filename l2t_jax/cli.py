@@ -30,17 +30,28 @@ EXAMPLE_CONFIG = "configs/mnist1d_mlp.py"
 CONFIG_FILE_ERROR = "Error whilst parsing config file"
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, f"Path to an experiment config file, e.g. {EXAMPLE_CONFIG}; its keys can "
-    "be overridden as --config.key=value.", lock_config=True)
+  "config",
+  None,
+  f"Path to an experiment config file, e.g. {EXAMPLE_CONFIG}; its keys can "
+  "be overridden as --config.key=value.",
+  lock_config=True,
+)
 _WORKDIR = flags.DEFINE_string(
-    "workdir", None, "Directory for metrics.jsonl, config.json, summary.json and, with "
-    "--config.checkpoint.every=N, checkpoints (created; a run with checkpoints there resumes). "
-    "It belongs to one run: locked while the run writes; one holding another run is refused.")
+  "workdir",
+  None,
+  "Directory for metrics.jsonl, config.json, summary.json and, with "
+  "--config.checkpoint.every=N, checkpoints (created; a run with checkpoints there resumes). "
+  "It belongs to one run: locked while the run writes; one holding another run is refused.",
+)
 _OVERWRITE = flags.DEFINE_bool(
-    "overwrite", False, "Delete the run that --workdir holds (its metrics, summary, teacher and "
-    "checkpoints) and start this one, instead of refusing to.")
+  "overwrite",
+  False,
+  "Delete the run that --workdir holds (its metrics, summary, teacher and "
+  "checkpoints) and start this one, instead of refusing to.",
+)
 _DEBUG = flags.DEFINE_bool(
-    "debug", False, "On an error, print the Python traceback before the one-line message.")
+  "debug", False, "On an error, print the Python traceback before the one-line message."
+)
 
 
 def _fail(message: str, code: int = USAGE_ERROR, debug: bool = False):
@@ -94,16 +105,21 @@ def describe_os_error(e: OSError) -> str:
 
 def _main(argv):
   if len(argv) > 1:
-    _fail(f"unexpected arguments {argv[1:]}; the options are --config, --config.KEY=VALUE, "
-          "--workdir, --overwrite and --debug")
+    _fail(
+      f"unexpected arguments {argv[1:]}; the options are --config, --config.KEY=VALUE, "
+      "--workdir, --overwrite and --debug"
+    )
   if flags.FLAGS["config"].value is None:
     _fail(f"--config is required, e.g. --config={EXAMPLE_CONFIG}")
   import ml_collections
+
   if not isinstance(_CONFIG.value, ml_collections.ConfigDict):
     path = config_flags.get_config_filename(flags.FLAGS["config"])
-    _fail(f"{path} gave no config (get_config() returned {type(_CONFIG.value).__name__}, or the "
-          "file could not be read); get_config() must return an ml_collections.ConfigDict, e.g. "
-          "l2t_jax.config.default_config() with changes")
+    _fail(
+      f"{path} gave no config (get_config() returned {type(_CONFIG.value).__name__}, or the "
+      "file could not be read); get_config() must return an ml_collections.ConfigDict, e.g. "
+      "l2t_jax.config.default_config() with changes"
+    )
   if not _DEBUG.value:
     logging.set_verbosity(logging.WARNING)  # keep JAX's backend probing out of the progress lines
     # orbax logs each failure of its writer threads with a traceback; the error line says it once
@@ -111,6 +127,7 @@ def _main(argv):
     sys.stderr = _QuietForeignThreads(sys.stderr)
   from l2t_jax.data import DataError
   from l2t_jax.train import Diverged, Interrupted, train
+
   try:
     train(_CONFIG.value, workdir=_WORKDIR.value, overwrite=_OVERWRITE.value)
   except Interrupted as e:
@@ -142,12 +159,16 @@ def _check_argv(argv: list[str]) -> None:
   at, path = _config_path(argv)
   early = [a for a in argv[1:at] if a.startswith("--config.")]
   if early:
-    _fail(f"{early[0].split('=')[0]} overrides a key of the config file, but "
-          f"{'--config comes after it' if path else 'there is no --config'}: pass "
-          f"--config={path or EXAMPLE_CONFIG} first")
+    _fail(
+      f"{early[0].split('=')[0]} overrides a key of the config file, but "
+      f"{'--config comes after it' if path else 'there is no --config'}: pass "
+      f"--config={path or EXAMPLE_CONFIG} first"
+    )
   if path is not None and not os.path.isfile(path.split(":", 1)[0]):
-    _fail(f"config file '{path.split(':', 1)[0]}' not found (--config={path}); pass an existing "
-          f"file, e.g. --config={EXAMPLE_CONFIG}")
+    _fail(
+      f"config file '{path.split(':', 1)[0]}' not found (--config={path}); pass an existing "
+      f"file, e.g. --config={EXAMPLE_CONFIG}"
+    )
 
 
 def _parse_flags(argv):
@@ -165,14 +186,19 @@ def _parse_flags(argv):
     text = str(e.args[0] if e.args else e)
     if "get_config" in text:
       _, path = _config_path(argv)
-      _fail(f"{path} has no get_config() function; a config file defines get_config() returning "
-            f"an ml_collections.ConfigDict (see {EXAMPLE_CONFIG})", debug="--debug" in argv)
+      _fail(
+        f"{path} has no get_config() function; a config file defines get_config() returning "
+        f"an ml_collections.ConfigDict (see {EXAMPLE_CONFIG})",
+        debug="--debug" in argv,
+      )
     key = re.search(r"(\w+)", text)
     hint = re.search(r'Did you mean "(\w+)"', text)
-    _fail(f"unknown config key '{key.group(1) if key else text}' in an override"
-          + (f" (did you mean '{hint.group(1)}'?)" if hint else "")
-          + ". Every key must exist in the config file (see l2t_jax.config.default_config()).",
-          debug="--debug" in argv)
+    _fail(
+      f"unknown config key '{key.group(1) if key else text}' in an override"
+      + (f" (did you mean '{hint.group(1)}'?)" if hint else "")
+      + ". Every key must exist in the config file (see l2t_jax.config.default_config()).",
+      debug="--debug" in argv,
+    )
 
 
 def main():

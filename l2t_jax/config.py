@@ -24,10 +24,22 @@ META_METHODS = ("l2t_dlf", "l2t_dln")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "piecewise")
 DATA_SPLITS = ("fixed", "redrawn_half")  # see data/sampler.py; redrawn_half is the authors'
-DATASETS = ("mnist1d", "digits", "mnist", "cifar10", "cifar100")
+DETECTION_DATASETS = ("shapes_detection", "voc_detection")  # boxes: the yolo student (tasks.py)
+SEGMENTATION_DATASETS = ("shapes_segmentation", "voc_segmentation")  # masks: the deeplab student
+DATASETS = (
+  "mnist1d",
+  "digits",
+  "mnist",
+  "cifar10",
+  "cifar100",
+  *DETECTION_DATASETS,
+  *SEGMENTATION_DATASETS,
+)
+DENSE_STUDENTS = {"yolo": DETECTION_DATASETS, "deeplab": SEGMENTATION_DATASETS}
+DENSE_METHODS = ("ce", "l2t_dln")  # the methods a detection or segmentation student has
 IMAGE_DATASETS = ("mnist", "cifar10", "cifar100")
 IMAGE_STUDENTS = ("lenet5", "resnet", "wrn", "densenet")
-STUDENTS = ("mlp", "cnn1d", *IMAGE_STUDENTS)
+STUDENTS = ("mlp", "cnn1d", *IMAGE_STUDENTS, *DENSE_STUDENTS)
 MAX_STEPS = 2**31 - 1  # the student step counts in int32 on the device
 
 
@@ -45,7 +57,8 @@ def default_config() -> ml_collections.ConfigDict:
 
   c.data = ml_collections.ConfigDict()
   c.data.name = "mnist1d"
-  c.data.data_dir = ""  # TFDS datasets only; empty means the TFDS default.
+  c.data.data_dir = ""  # TFDS datasets (empty: the TFDS default); voc_segmentation: the folder
+  # holding VOCdevkit/
   c.data.split = "fixed"  # fixed: validation is the last val_size training examples; redrawn_half:
   # the training split halved at random into train / validation, re-drawn every epoch (the
   # authors'; val_size unused; methods without a validation split train on all of it)
@@ -55,8 +68,16 @@ def default_config() -> ml_collections.ConfigDict:
   # canonical dataset); another seed generates other examples of the same problem
   c.data.label_noise = 0.0  # symmetric noise on the training split only
   c.data.use_val_for_training = False  # CE on train+val; needs a method without a validation split
-  c.data.augment = False  # images: pad, random crop and horizontal flip, on the device
+  c.data.augment = False  # images: pad, random crop and horizontal flip, on the device;
+  # detection and segmentation: random zoom (zoom_range), shift and flip of images, boxes, masks
   c.data.crop_padding = 4  # pixels of zero padding before the random crop
+  c.data.image_size = 64  # shapes_*: the side of the generated scenes; voc_detection: images are
+  # resized to it; voc_segmentation: the square canvas images are placed on (a multiple of 32)
+  c.data.zoom_range = (0.5, 2.0)  # detection, segmentation with augment: the random zoom's bounds
+  c.data.shapes_seed = 0  # shapes_*: the seed the scenes are generated from (not the run's seed,
+  # so that runs with different seeds see the same scenes)
+  c.data.shapes_train_size = 2000  # shapes_*: generated training scenes (validation carved off)
+  c.data.shapes_test_size = 500  # shapes_*: generated test scenes
 
   c.student = ml_collections.ConfigDict()
   c.student.name = "mlp"
@@ -69,6 +90,10 @@ def default_config() -> ml_collections.ConfigDict:
   c.student.growth_rate = 12  # densenet
   c.student.bn_momentum = 0.9  # weight of the old running average in BatchNorm's update
   c.student.bn_epsilon = 1e-5
+  c.student.stage_blocks = ()  # yolo, deeplab: residual blocks per backbone stage; empty: the
+  # standard backbone (yolo: Darknet-53, (1, 2, 8, 8, 4); deeplab: ResNet-18, (2, 2, 2, 2))
+  c.student.base_width = 0  # yolo, deeplab: maps of the backbone's first stage; 0: the standard
+  # (Darknet-53: 32; ResNet-18: 64)
 
   c.optim = ml_collections.ConfigDict()
   c.optim.name = "sgd"
@@ -119,7 +144,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.dln.hidden = (16, 16)
   c.dln.activation = "tanh"  # of the hidden layers: tanh or leaky_relu (slope 0.01)
   c.dln.skip_init = 1.0  # ce_residual: weight of the cross-entropy skip path at init
-  c.dln.slope_bound = 0.0  # >0 (table only): item slopes within [0, this x binary CE's], see dln_table
+  c.dln.slope_bound = (
+    0.0  # >0 (table only): item slopes within [0, this x binary CE's], see dln_table
+  )
   c.dln.slope_floor = 0.0  # with slope_bound: every item keeps at least this x binary CE's slope
   c.dln.learn_scale = False  # a learned log-scale of the whole loss (starts at 0: scale 1)
   c.dln.log_clip = 20.0  # log-probabilities fed to the MLP are clipped at -log_clip
@@ -183,8 +210,9 @@ def _refuse_unknown(cfg: ml_collections.ConfigDict, schema: ml_collections.Confi
     problems.append(f"unknown config key '{key}'{fix}")
   if problems:
     raise ConfigError(
-        "; ".join(problems)
-        + ". Every key must exist in l2t_jax.config.default_config(); remove or rename it.")
+      "; ".join(problems)
+      + ". Every key must exist in l2t_jax.config.default_config(); remove or rename it."
+    )
 
 
 def _check(problems: list[str], ok: bool, message: str) -> None:
@@ -215,31 +243,60 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   d = cfg.data
   _check(p, d.name in DATASETS, f"data.name='{d.name}' is not one of {DATASETS}")
   _check(p, d.val_size >= 0, f"data.val_size={d.val_size} must be >= 0")
-  _check(p, isinstance(d.train_size, int) and d.train_size >= 0,
-         f"data.train_size={d.train_size} must be an int >= 0 (0: every training example)")
-  _check(p, isinstance(d.mnist1d_seed, int) and 0 <= d.mnist1d_seed < 2 ** 32,
-         f"data.mnist1d_seed={d.mnist1d_seed} must be an int in [0, 2**32) (numpy's seed range)")
-  _check(p, d.name == "mnist1d" or d.mnist1d_seed == default_config().data.mnist1d_seed,
-         f"data.mnist1d_seed={d.mnist1d_seed} generates MNIST-1D, not data.name='{d.name}': "
-         "leave it at its default or set data.name='mnist1d'")
-  _check(p, not d.augment or d.name in IMAGE_DATASETS,
-         f"data.augment=True needs images: data.name one of {IMAGE_DATASETS}, not '{d.name}'")
-  _check(p, isinstance(d.crop_padding, int) and d.crop_padding >= 0,
-         f"data.crop_padding={d.crop_padding} must be an int >= 0")
+  _check(
+    p,
+    isinstance(d.train_size, int) and d.train_size >= 0,
+    f"data.train_size={d.train_size} must be an int >= 0 (0: every training example)",
+  )
+  _check(
+    p,
+    isinstance(d.mnist1d_seed, int) and 0 <= d.mnist1d_seed < 2**32,
+    f"data.mnist1d_seed={d.mnist1d_seed} must be an int in [0, 2**32) (numpy's seed range)",
+  )
+  _check(
+    p,
+    d.name == "mnist1d" or d.mnist1d_seed == default_config().data.mnist1d_seed,
+    f"data.mnist1d_seed={d.mnist1d_seed} generates MNIST-1D, not data.name='{d.name}': "
+    "leave it at its default or set data.name='mnist1d'",
+  )
+  augmentable = IMAGE_DATASETS + DETECTION_DATASETS + SEGMENTATION_DATASETS
+  _check(
+    p,
+    not d.augment or d.name in augmentable,
+    f"data.augment=True needs images: data.name one of {augmentable}, not '{d.name}'",
+  )
+  _check(
+    p,
+    isinstance(d.crop_padding, int) and d.crop_padding >= 0,
+    f"data.crop_padding={d.crop_padding} must be an int >= 0",
+  )
   _check(p, 0.0 <= d.label_noise < 1.0, f"data.label_noise={d.label_noise} must lie in [0, 1)")
+  _check_dense(p, cfg)
   _check(p, d.split in DATA_SPLITS, f"data.split='{d.split}' is not one of {DATA_SPLITS}")
-  _check(p, d.split != "redrawn_half" or not d.use_val_for_training,
-         "data.split='redrawn_half' already trains methods without a validation split on the whole "
-         "training split: set data.use_val_for_training=False")
+  _check(
+    p,
+    d.split != "redrawn_half" or not d.use_val_for_training,
+    "data.split='redrawn_half' already trains methods without a validation split on the whole "
+    "training split: set data.use_val_for_training=False",
+  )
   if cfg.method in META_METHODS:
-    _check(p, d.val_size > 0 or d.split == "redrawn_half",
-           f"method='{cfg.method}' learns from a validation split: set data.val_size > 0")
-    _check(p, not d.use_val_for_training,
-           "data.use_val_for_training=True leaves no validation data for "
-           f"method='{cfg.method}': use it with ce, label_smoothing or focal")
-  _check(p, not cfg.teacher_init or cfg.method == "l2t_dln",
-         f"teacher_init='{cfg.teacher_init}' starts an LSTM teacher, which only method='l2t_dln' "
-         f"has, not method='{cfg.method}': set teacher_init='' or method='l2t_dln'")
+    _check(
+      p,
+      d.val_size > 0 or d.split == "redrawn_half",
+      f"method='{cfg.method}' learns from a validation split: set data.val_size > 0",
+    )
+    _check(
+      p,
+      not d.use_val_for_training,
+      "data.use_val_for_training=True leaves no validation data for "
+      f"method='{cfg.method}': use it with ce, label_smoothing or focal",
+    )
+  _check(
+    p,
+    not cfg.teacher_init or cfg.method == "l2t_dln",
+    f"teacher_init='{cfg.teacher_init}' starts an LSTM teacher, which only method='l2t_dln' "
+    f"has, not method='{cfg.method}': set teacher_init='' or method='l2t_dln'",
+  )
   _check_student(p, cfg)
   o = cfg.optim
   _check(p, o.name in OPTIMIZERS, f"optim.name='{o.name}' is not one of {OPTIMIZERS}")
@@ -247,76 +304,148 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _check(p, 0 <= o.momentum < 1, f"optim.momentum={o.momentum} must lie in [0, 1)")
   _check(p, o.weight_decay >= 0, f"optim.weight_decay={o.weight_decay} must be >= 0")
   _check(p, o.schedule in SCHEDULES, f"optim.schedule='{o.schedule}' is not one of {SCHEDULES}")
-  _check(p, list(o.boundaries) == sorted(o.boundaries) and _positive_ints(o.boundaries),
-         f"optim.boundaries={tuple(o.boundaries)} must be increasing positive step counts")
+  _check(
+    p,
+    list(o.boundaries) == sorted(o.boundaries) and _positive_ints(o.boundaries),
+    f"optim.boundaries={tuple(o.boundaries)} must be increasing positive step counts",
+  )
   _check(p, 0 <= o.warmup_steps, f"optim.warmup_steps={o.warmup_steps} must be >= 0")
-  _check(p, o.decay_factor > 0, f"optim.decay_factor={o.decay_factor} must be > 0 (the factor "
-         "the rate is multiplied by at each of optim.boundaries)")
+  _check(
+    p,
+    o.decay_factor > 0,
+    f"optim.decay_factor={o.decay_factor} must be > 0 (the factor "
+    "the rate is multiplied by at each of optim.boundaries)",
+  )
   t = cfg.train
-  _check(p, _positive_ints([t.steps, t.batch_size, t.eval_every, t.log_every, t.eval_batch_size]),
-         "train.steps, train.batch_size, train.eval_every, train.log_every and "
-         "train.eval_batch_size must be positive ints")
-  _check(p, not isinstance(t.steps, int) or t.steps <= MAX_STEPS,
-         f"train.steps={t.steps} must be at most {MAX_STEPS} (the step counter is an int32)")
-  _check(p, isinstance(t.tensorboard, bool),
-         f"train.tensorboard={t.tensorboard!r} must be True or False")
+  _check(
+    p,
+    _positive_ints([t.steps, t.batch_size, t.eval_every, t.log_every, t.eval_batch_size]),
+    "train.steps, train.batch_size, train.eval_every, train.log_every and "
+    "train.eval_batch_size must be positive ints",
+  )
+  _check(
+    p,
+    not isinstance(t.steps, int) or t.steps <= MAX_STEPS,
+    f"train.steps={t.steps} must be at most {MAX_STEPS} (the step counter is an int32)",
+  )
+  _check(
+    p, isinstance(t.tensorboard, bool), f"train.tensorboard={t.tensorboard!r} must be True or False"
+  )
   m = cfg.meta
-  _check(p, _positive_ints([m.unroll_steps, m.interval, m.teacher_every]),
-         "meta.unroll_steps, meta.interval and meta.teacher_every must be positive ints")
-  _check(p, m.unroll_steps <= m.interval,
-         f"meta.unroll_steps={m.unroll_steps} must be <= meta.interval={m.interval}")
-  _check(p, t.steps % m.interval == 0,
-         f"train.steps={t.steps} must be a multiple of meta.interval={m.interval} "
-         "(every method runs in cycles of meta.interval student steps)")
+  _check(
+    p,
+    _positive_ints([m.unroll_steps, m.interval, m.teacher_every]),
+    "meta.unroll_steps, meta.interval and meta.teacher_every must be positive ints",
+  )
+  _check(
+    p,
+    m.unroll_steps <= m.interval,
+    f"meta.unroll_steps={m.unroll_steps} must be <= meta.interval={m.interval}",
+  )
+  _check(
+    p,
+    t.steps % m.interval == 0,
+    f"train.steps={t.steps} must be a multiple of meta.interval={m.interval} "
+    "(every method runs in cycles of meta.interval student steps)",
+  )
   _check(p, m.val_batch_size >= 0, f"meta.val_batch_size={m.val_batch_size} must be >= 0")
-  _check(p, m.remat in REMAT_POLICIES,
-         f"meta.remat='{m.remat}' is not one of {REMAT_POLICIES}")
-  _check(p, cfg.teacher.gradient in TEACHER_GRADIENTS,
-         f"teacher.gradient='{cfg.teacher.gradient}' is not one of {TEACHER_GRADIENTS}")
-  _check(p, m.continue_from in CONTINUATIONS,
-         f"meta.continue_from='{m.continue_from}' is not one of {CONTINUATIONS}")
-  _check(p, m.continue_from != "reunroll" or cfg.teacher.gradient == "reunroll",
-         "meta.continue_from='reunroll' continues from the second unroll, which only "
-         "teacher.gradient='reunroll' runs: set teacher.gradient='reunroll' or "
-         "meta.continue_from='unroll'")
-  _check(p, m.val_objective in VAL_OBJECTIVES,
-         f"meta.val_objective='{m.val_objective}' is not one of {VAL_OBJECTIVES}")
-  _check(p, m.scale_free_temperature > 0,
-         f"meta.scale_free_temperature={m.scale_free_temperature} must be > 0")
+  _check(p, m.remat in REMAT_POLICIES, f"meta.remat='{m.remat}' is not one of {REMAT_POLICIES}")
+  _check(
+    p,
+    cfg.teacher.gradient in TEACHER_GRADIENTS,
+    f"teacher.gradient='{cfg.teacher.gradient}' is not one of {TEACHER_GRADIENTS}",
+  )
+  _check(
+    p,
+    m.continue_from in CONTINUATIONS,
+    f"meta.continue_from='{m.continue_from}' is not one of {CONTINUATIONS}",
+  )
+  _check(
+    p,
+    m.continue_from != "reunroll" or cfg.teacher.gradient == "reunroll",
+    "meta.continue_from='reunroll' continues from the second unroll, which only "
+    "teacher.gradient='reunroll' runs: set teacher.gradient='reunroll' or "
+    "meta.continue_from='unroll'",
+  )
+  _check(
+    p,
+    m.val_objective in VAL_OBJECTIVES,
+    f"meta.val_objective='{m.val_objective}' is not one of {VAL_OBJECTIVES}",
+  )
+  _check(
+    p,
+    m.scale_free_temperature > 0,
+    f"meta.scale_free_temperature={m.scale_free_temperature} must be > 0",
+  )
   _check_dln(p, cfg.dln)
-  _check(p, set(cfg.dln.features) <= set(DLN_FEATURES) and len(cfg.dln.features) > 0,
-         f"dln.features={tuple(cfg.dln.features)} must be a non-empty subset of {DLN_FEATURES}")
-  _check(p, _positive_ints(cfg.dln.hidden), f"dln.hidden={tuple(cfg.dln.hidden)} must be positive ints")
-  _check(p, cfg.dln.table_size == 0 or cfg.dln.table_size >= 16,
-         f"dln.table_size={cfg.dln.table_size} must be 0 (exact DLN) or at least 16 knots")
+  _check(
+    p,
+    set(cfg.dln.features) <= set(DLN_FEATURES) and len(cfg.dln.features) > 0,
+    f"dln.features={tuple(cfg.dln.features)} must be a non-empty subset of {DLN_FEATURES}",
+  )
+  _check(
+    p, _positive_ints(cfg.dln.hidden), f"dln.hidden={tuple(cfg.dln.hidden)} must be positive ints"
+  )
+  _check(
+    p,
+    cfg.dln.table_size == 0 or cfg.dln.table_size >= 16,
+    f"dln.table_size={cfg.dln.table_size} must be 0 (exact DLN) or at least 16 knots",
+  )
   _check(p, cfg.dln.log_clip > 0, f"dln.log_clip={cfg.dln.log_clip} must be > 0")
-  _check(p, cfg.dln.slope_bound == 0 or cfg.dln.slope_bound >= 1,
-         f"dln.slope_bound={cfg.dln.slope_bound} must be 0 (unbounded) or >= 1 (a bound below 1 "
-         "would clip cross-entropy itself, where the DLN starts)")
-  _check(p, not cfg.dln.slope_bound or cfg.dln.table_size,
-         f"dln.slope_bound={cfg.dln.slope_bound} bounds the tabulated DLN: set dln.table_size > 0 "
-         "(e.g. 512) or dln.slope_bound=0")
-  _check(p, 0 <= cfg.dln.slope_floor <= 1 and (not cfg.dln.slope_floor or cfg.dln.slope_bound),
-         f"dln.slope_floor={cfg.dln.slope_floor} must lie in [0, 1] (cross-entropy itself, where "
-         "the DLN starts, keeps slope 1) and needs dln.slope_bound >= 1")
+  _check(
+    p,
+    cfg.dln.slope_bound == 0 or cfg.dln.slope_bound >= 1,
+    f"dln.slope_bound={cfg.dln.slope_bound} must be 0 (unbounded) or >= 1 (a bound below 1 "
+    "would clip cross-entropy itself, where the DLN starts)",
+  )
+  _check(
+    p,
+    not cfg.dln.slope_bound or cfg.dln.table_size,
+    f"dln.slope_bound={cfg.dln.slope_bound} bounds the tabulated DLN: set dln.table_size > 0 "
+    "(e.g. 512) or dln.slope_bound=0",
+  )
+  _check(
+    p,
+    0 <= cfg.dln.slope_floor <= 1 and (not cfg.dln.slope_floor or cfg.dln.slope_bound),
+    f"dln.slope_floor={cfg.dln.slope_floor} must lie in [0, 1] (cross-entropy itself, where "
+    "the DLN starts, keeps slope 1) and needs dln.slope_bound >= 1",
+  )
   tc = cfg.teacher
-  _check(p, tc.network in TEACHER_NETWORKS,
-         f"teacher.network='{tc.network}' is not one of {TEACHER_NETWORKS}")
-  _check(p, _positive_ints([tc.hidden, tc.layers]), "teacher.hidden and teacher.layers must be positive ints")
+  _check(
+    p,
+    tc.network in TEACHER_NETWORKS,
+    f"teacher.network='{tc.network}' is not one of {TEACHER_NETWORKS}",
+  )
+  _check(
+    p,
+    _positive_ints([tc.hidden, tc.layers]),
+    "teacher.hidden and teacher.layers must be positive ints",
+  )
   _check(p, tc.output_scale > 0, f"teacher.output_scale={tc.output_scale} must be > 0")
   _check(p, tc.preprocess_p > 0, f"teacher.preprocess_p={tc.preprocess_p} must be > 0")
   _check(p, tc.learning_rate >= 0, f"teacher.learning_rate={tc.learning_rate} must be >= 0")
-  _check(p, _positive_ints(cfg.dlf.hidden), f"dlf.hidden={tuple(cfg.dlf.hidden)} must be positive ints")
-  _check(p, 0 <= cfg.loss.label_smoothing < 1,
-         f"loss.label_smoothing={cfg.loss.label_smoothing} must lie in [0, 1)")
+  _check(
+    p, _positive_ints(cfg.dlf.hidden), f"dlf.hidden={tuple(cfg.dlf.hidden)} must be positive ints"
+  )
+  _check(
+    p,
+    0 <= cfg.loss.label_smoothing < 1,
+    f"loss.label_smoothing={cfg.loss.label_smoothing} must lie in [0, 1)",
+  )
   ck = cfg.checkpoint
-  _check(p, isinstance(ck.every, int) and ck.every >= 0 and ck.every % m.interval == 0,
-         f"checkpoint.every={ck.every} must be 0 (no checkpoints) or a positive multiple of "
-         f"meta.interval={m.interval} (checkpoints are taken between cycles)")
+  _check(
+    p,
+    isinstance(ck.every, int) and ck.every >= 0 and ck.every % m.interval == 0,
+    f"checkpoint.every={ck.every} must be 0 (no checkpoints) or a positive multiple of "
+    f"meta.interval={m.interval} (checkpoints are taken between cycles)",
+  )
   _check(p, _positive_ints([ck.keep]), f"checkpoint.keep={ck.keep} must be a positive int")
   pa = cfg.parallel
-  _check(p, isinstance(pa.devices, int) and pa.devices >= 0,
-         f"parallel.devices={pa.devices} must be an int >= 0 (0: all local devices)")
+  _check(
+    p,
+    isinstance(pa.devices, int) and pa.devices >= 0,
+    f"parallel.devices={pa.devices} must be an int >= 0 (0: all local devices)",
+  )
   if p:
     raise ConfigError("invalid config: " + "; ".join(p))
   return cfg
@@ -324,22 +453,94 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 def _check_dln(p: list[str], dln: ml_collections.ConfigDict) -> None:
   """The DLN's item kind, network and activation, and which of them go together."""
-  _check(p, dln.item_kind in DLN_ITEMS,
-         f"dln.item_kind='{dln.item_kind}' is not one of {DLN_ITEMS}")
-  _check(p, dln.network in DLN_NETWORKS,
-         f"dln.network='{dln.network}' is not one of {DLN_NETWORKS}")
-  _check(p, dln.activation in DLN_ACTIVATIONS,
-         f"dln.activation='{dln.activation}' is not one of {DLN_ACTIVATIONS}")
+  _check(
+    p, dln.item_kind in DLN_ITEMS, f"dln.item_kind='{dln.item_kind}' is not one of {DLN_ITEMS}"
+  )
+  _check(
+    p, dln.network in DLN_NETWORKS, f"dln.network='{dln.network}' is not one of {DLN_NETWORKS}"
+  )
+  _check(
+    p,
+    dln.activation in DLN_ACTIVATIONS,
+    f"dln.activation='{dln.activation}' is not one of {DLN_ACTIVATIONS}",
+  )
   if dln.item_kind != "one_vs_one":
     return
-  _check(p, dln.network == "free",
-         "dln.network='ce_residual' adds a cross-entropy path to one-vs-rest items (p_c, y_c) and "
-         "cannot score dln.item_kind='one_vs_one' pairs: set dln.network='free' or "
-         "dln.item_kind='one_vs_rest'")
-  _check(p, not dln.table_size,
-         f"dln.table_size={dln.table_size}: the table (dln_table.py) holds functions of one "
-         "probability, but a dln.item_kind='one_vs_one' item depends on two (sigmoid(z_y), "
-         "sigmoid(z_c)): set dln.table_size=0 (and dln.slope_bound=0)")
+  _check(
+    p,
+    dln.network == "free",
+    "dln.network='ce_residual' adds a cross-entropy path to one-vs-rest items (p_c, y_c) and "
+    "cannot score dln.item_kind='one_vs_one' pairs: set dln.network='free' or "
+    "dln.item_kind='one_vs_rest'",
+  )
+  _check(
+    p,
+    not dln.table_size,
+    f"dln.table_size={dln.table_size}: the table (dln_table.py) holds functions of one "
+    "probability, but a dln.item_kind='one_vs_one' item depends on two (sigmoid(z_y), "
+    "sigmoid(z_c)): set dln.table_size=0 (and dln.slope_bound=0)",
+  )
+
+
+def _check_dense(p: list[str], cfg: ml_collections.ConfigDict) -> None:
+  """Detection and segmentation datasets: their student, methods and settings."""
+  d, s = cfg.data, cfg.student
+  dense = d.name in DETECTION_DATASETS + SEGMENTATION_DATASETS
+  _check(
+    p,
+    isinstance(d.image_size, int) and d.image_size >= 32 and d.image_size % 32 == 0,
+    f"data.image_size={d.image_size} must be a multiple of 32 (YOLO-v3's coarsest stride)",
+  )
+  _check(
+    p,
+    isinstance(d.shapes_seed, int) and d.shapes_seed >= 0,
+    f"data.shapes_seed={d.shapes_seed} must be an int >= 0",
+  )
+  _check(
+    p,
+    _positive_ints([d.shapes_train_size, d.shapes_test_size]),
+    "data.shapes_train_size and data.shapes_test_size must be positive ints",
+  )
+  _check(
+    p,
+    _positive_ints(s.stage_blocks) and isinstance(s.base_width, int) and s.base_width >= 0,
+    f"student.stage_blocks={tuple(s.stage_blocks)} must be positive ints and "
+    f"student.base_width={s.base_width} an int >= 0",
+  )
+  if s.name in DENSE_STUDENTS:
+    _check(
+      p,
+      d.name in DENSE_STUDENTS[s.name],
+      f"student.name='{s.name}' needs data.name one of {DENSE_STUDENTS[s.name]}, not '{d.name}'",
+    )
+  elif dense:
+    wanted = "yolo" if d.name in DETECTION_DATASETS else "deeplab"
+    p.append(f"data.name='{d.name}' is taught to student.name='{wanted}', not '{s.name}'")
+  if not dense:
+    return
+  _check(
+    p,
+    cfg.method in DENSE_METHODS,
+    f"method='{cfg.method}' is a classification loss; data.name='{d.name}' has the methods "
+    f"{DENSE_METHODS}",
+  )
+  _check(
+    p,
+    cfg.meta.val_objective == "ce",
+    f"meta.val_objective='{cfg.meta.val_objective}': on data.name='{d.name}' the teacher "
+    "minimises the task's standard loss on validation data; set meta.val_objective='ce'",
+  )
+  _check(
+    p,
+    not d.label_noise,
+    f"data.label_noise is for classification; set it to 0 for data.name='{d.name}'",
+  )
+  zoom = tuple(d.zoom_range)
+  _check(
+    p,
+    len(zoom) == 2 and 0 < zoom[0] <= zoom[1],
+    f"data.zoom_range={zoom} must be two zoom factors 0 < low <= high (1: no zoom)",
+  )
 
 
 def _check_student(p: list[str], cfg: ml_collections.ConfigDict) -> None:
@@ -347,25 +548,45 @@ def _check_student(p: list[str], cfg: ml_collections.ConfigDict) -> None:
   if s.name not in STUDENTS:
     p.append(f"student.name='{s.name}' is not one of {STUDENTS}")
     return
-  _check(p, s.name not in IMAGE_STUDENTS or cfg.data.name in IMAGE_DATASETS,
-         f"student.name='{s.name}' needs images: data.name one of {IMAGE_DATASETS}, "
-         f"not '{cfg.data.name}'")
-  _check(p, _positive_ints([s.depth, s.widen_factor, s.growth_rate, s.kernel_size]),
-         "student.depth, student.widen_factor, student.growth_rate and student.kernel_size must be "
-         "positive ints")
-  _check(p, _positive_ints(s.hidden), f"student.hidden={tuple(s.hidden)} must be positive ints "
-         "(the widths of the MLP's hidden layers)")
-  _check(p, 0 <= s.dropout < 1 and (not s.dropout or s.name == "mlp"),
-         f"student.dropout={s.dropout} must lie in [0, 1) and is an option of the mlp student only "
-         f"(student.name='{s.name}')")
-  _check(p, _positive_ints(s.channels), f"student.channels={tuple(s.channels)} must be positive "
-         "ints (the CNN1D's channels per layer)")
+  _check(
+    p,
+    s.name not in IMAGE_STUDENTS or cfg.data.name in IMAGE_DATASETS,
+    f"student.name='{s.name}' needs images: data.name one of {IMAGE_DATASETS}, "
+    f"not '{cfg.data.name}'",
+  )
+  _check(
+    p,
+    _positive_ints([s.depth, s.widen_factor, s.growth_rate, s.kernel_size]),
+    "student.depth, student.widen_factor, student.growth_rate and student.kernel_size must be "
+    "positive ints",
+  )
+  _check(
+    p,
+    _positive_ints(s.hidden),
+    f"student.hidden={tuple(s.hidden)} must be positive ints "
+    "(the widths of the MLP's hidden layers)",
+  )
+  _check(
+    p,
+    0 <= s.dropout < 1 and (not s.dropout or s.name == "mlp"),
+    f"student.dropout={s.dropout} must lie in [0, 1) and is an option of the mlp student only "
+    f"(student.name='{s.name}')",
+  )
+  _check(
+    p,
+    _positive_ints(s.channels),
+    f"student.channels={tuple(s.channels)} must be positive ints (the CNN1D's channels per layer)",
+  )
   _check(p, 0 < s.bn_momentum < 1, f"student.bn_momentum={s.bn_momentum} must lie in (0, 1)")
   _check(p, s.bn_epsilon > 0, f"student.bn_epsilon={s.bn_epsilon} must be > 0")
   if s.name in ("resnet", "wrn", "densenet") and isinstance(s.depth, int):
     from l2t_jax.students import densenet, resnet, wide_resnet
-    rule = {"resnet": resnet.depth_to_blocks, "wrn": wide_resnet.depth_to_blocks,
-            "densenet": densenet.depth_to_layers}[s.name]
+
+    rule = {
+      "resnet": resnet.depth_to_blocks,
+      "wrn": wide_resnet.depth_to_blocks,
+      "densenet": densenet.depth_to_layers,
+    }[s.name]
     try:
       rule(s.depth)
     except ValueError as e:

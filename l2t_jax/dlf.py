@@ -31,8 +31,7 @@ class DLFNetwork(nn.Module):
     for width in self.hidden:
       h = jnp.tanh(nn.Dense(width)(h))
     c = self.num_classes
-    out = nn.Dense(c * c + 1, kernel_init=nn.initializers.zeros,
-                   bias_init=nn.initializers.zeros)(h)
+    out = nn.Dense(c * c + 1, kernel_init=nn.initializers.zeros, bias_init=nn.initializers.zeros)(h)
     return {"W": jnp.eye(c, dtype=out.dtype) + out[:-1].reshape(c, c), "b": out[-1]}
 
 

@@ -39,8 +39,7 @@ DLN_ACTIVATIONS = ("tanh", "leaky_relu")
 LOG_P_CAP = -1e-6
 LEAKY_RELU_SLOPE = 0.01  # torch.nn.LeakyReLU's default, the authors' DLN activation
 PAIR_FEATURES = 4  # a one_vs_one item: (sigmoid(z_y), sigmoid(z_c), 1, 0)
-ACTIVATIONS = {"tanh": jnp.tanh,
-               "leaky_relu": lambda x: jax.nn.leaky_relu(x, LEAKY_RELU_SLOPE)}
+ACTIVATIONS = {"tanh": jnp.tanh, "leaky_relu": lambda x: jax.nn.leaky_relu(x, LEAKY_RELU_SLOPE)}
 
 
 def he_normal_fan_out() -> nn.initializers.Initializer:
@@ -62,16 +61,18 @@ def _learned_scale(module: nn.Module, value: jax.Array) -> jax.Array:
   return jnp.exp(module.param("log_scale", nn.initializers.zeros, ())) * value
 
 
-def item_features(log_p: jax.Array, y: jax.Array, names: Sequence[str], log_clip: float) -> jax.Array:
+def item_features(
+  log_p: jax.Array, y: jax.Array, names: Sequence[str], log_clip: float
+) -> jax.Array:
   """Per-item features, shape `log_p.shape + (len(names),)`; log terms clipped at -log_clip."""
   clipped = jnp.clip(log_p, -log_clip, 0.0)
   log_1mp = jnp.clip(jnp.log1p(-jnp.exp(jnp.minimum(log_p, LOG_P_CAP))), -log_clip, 0.0)
   table = {
-      "log_p": lambda: clipped,
-      "p": lambda: jnp.exp(log_p),
-      "y": lambda: y,
-      "y_log_p": lambda: y * clipped,
-      "log_1mp": lambda: log_1mp,
+    "log_p": lambda: clipped,
+    "p": lambda: jnp.exp(log_p),
+    "y": lambda: y,
+    "y_log_p": lambda: y * clipped,
+    "log_1mp": lambda: log_1mp,
   }
   unknown = [n for n in names if n not in table]
   if unknown:
@@ -81,6 +82,7 @@ def item_features(log_p: jax.Array, y: jax.Array, names: Sequence[str], log_clip
 
 class ItemNetwork(nn.Module):
   """Scores every item; output layer at zero so that only the cross-entropy skip path acts at init."""
+
   features: Sequence[str]
   hidden: Sequence[int]
   skip_init: float
@@ -103,6 +105,7 @@ class FreeNetwork(nn.Module):
   """A bias-free MLP scoring item feature vectors (`score`), He-normal (fan-out) in every layer,
   with no cross-entropy path. Called on `(log_p, y)` it scores one_vs_rest items through their
   `features`, like ItemNetwork; `score` takes one_vs_one items directly."""
+
   hidden: Sequence[int]
   activation: str = "leaky_relu"  # a key of ACTIVATIONS
   features: Sequence[str] = ()  # one_vs_rest items: the features of (log p_c, y_c)
@@ -117,8 +120,9 @@ class FreeNetwork(nn.Module):
     """The value of every item, shape `items.shape[:-1]`."""
     h = items
     for width in self.hidden:
-      h = ACTIVATIONS[self.activation](nn.Dense(width, use_bias=False,
-                                                kernel_init=he_normal_fan_out())(h))
+      h = ACTIVATIONS[self.activation](
+        nn.Dense(width, use_bias=False, kernel_init=he_normal_fan_out())(h)
+      )
     value = nn.Dense(1, use_bias=False, kernel_init=he_normal_fan_out())(h)[..., 0]
     return _learned_scale(self, value) if self.learn_scale else value
 
@@ -129,6 +133,7 @@ class DLN:
 
   `network` scores the items of kind `item_kind` (module docstring): one_vs_rest items with an
   ItemNetwork or a FreeNetwork, one_vs_one items with a FreeNetwork."""
+
   network: nn.Module
   item_kind: str = "one_vs_rest"
 
@@ -136,8 +141,10 @@ class DLN:
     if self.item_kind not in DLN_ITEMS:
       raise ValueError(f"dln.item_kind='{self.item_kind}' is not one of {DLN_ITEMS}")
     if self.item_kind == "one_vs_one" and not isinstance(self.network, FreeNetwork):
-      raise ValueError("one_vs_one items are scored by a FreeNetwork (dln.network='free'), not "
-                       f"by a {type(self.network).__name__}")
+      raise ValueError(
+        "one_vs_one items are scored by a FreeNetwork (dln.network='free'), not "
+        f"by a {type(self.network).__name__}"
+      )
 
   @property
   def pairs(self) -> bool:
@@ -153,8 +160,10 @@ class DLN:
     """The DLN's value for every (sample, class) item, shape `logits.shape` (one_vs_one: the
     target class's entry is the value of its all-zero item)."""
     if labels.shape != logits.shape[:-1]:
-      raise ValueError(f"labels shaped {labels.shape} do not fit logits shaped {logits.shape}: "
-                       "expected integer labels with the logits' leading shape")
+      raise ValueError(
+        f"labels shaped {labels.shape} do not fit logits shaped {logits.shape}: "
+        "expected integer labels with the logits' leading shape"
+      )
     y = jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype)
     if self.pairs:
       return self.network.apply({"params": phi}, pair_items(logits, y), method="score")
@@ -184,9 +193,13 @@ class DLN:
 
 def make_dln(cfg: ml_collections.ConfigDict) -> DLN:
   """The DLN of `config.dln`: any valid combination of items, network and activation."""
-  common = dict(features=tuple(cfg.features), hidden=tuple(cfg.hidden),
-                log_clip=float(cfg.log_clip), learn_scale=bool(cfg.learn_scale),
-                activation=str(cfg.activation))
+  common = dict(
+    features=tuple(cfg.features),
+    hidden=tuple(cfg.hidden),
+    log_clip=float(cfg.log_clip),
+    learn_scale=bool(cfg.learn_scale),
+    activation=str(cfg.activation),
+  )
   if cfg.network == "free":
     network = FreeNetwork(**common)
   elif cfg.network == "ce_residual":

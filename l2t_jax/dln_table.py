@@ -31,6 +31,7 @@ class DLNTable(NamedTuple):
   """Cubic pieces of the residual: row `y * (G + 1) + k` holds the coefficients of piece k for
   target y, in powers of the position inside the piece (in grid steps). Piece 0 continues below the
   grid, pieces 1..G-1 are the Hermite cubics between knots, piece G continues above it."""
+
   coefficients: jax.Array  # (2 * (G + 1), 4)
   skip: jax.Array  # weight of the exact cross-entropy path
   t_lo: float  # the grid spans t in [t_lo, t_hi]: the logits where the network's inputs are
@@ -55,8 +56,9 @@ def item_logit(logits: jax.Array) -> tuple[jax.Array, jax.Array]:
   # log R as a log-sum-exp over the other classes: finite, with bounded first and second
   # derivatives, even when every e_c underflows (huge logits late in training).
   log_rest = jax.nn.logsumexp(jnp.where(top, -jnp.inf, shifted), axis=-1, keepdims=True)
-  t = jnp.where(top, shifted - log_rest,
-                shifted - jnp.log1p(top_excess + rest - jnp.where(top, 0.0, e)))
+  t = jnp.where(
+    top, shifted - log_rest, shifted - jnp.log1p(top_excess + rest - jnp.where(top, 0.0, e))
+  )
   return log_p, t
 
 
@@ -80,7 +82,9 @@ def _clamp_slopes(d, t, skip_slope, ys, h, bound, floor):
   """Residual slopes (per grid step, at item logits `t`) such that every item's whole slope lies
   between `floor` and `bound` times its binary cross-entropy's, on the side that never rewards a
   wrong answer."""
-  bce = h * jnp.where(ys == 1, -jax.nn.sigmoid(-t), jax.nn.sigmoid(t))  # slope of -log p or -log(1-p)
+  bce = h * jnp.where(
+    ys == 1, -jax.nn.sigmoid(-t), jax.nn.sigmoid(t)
+  )  # slope of -log p or -log(1-p)
   lo, hi = floor * bce, bound * bce
   total = jnp.clip(d + skip_slope, jnp.minimum(lo, hi), jnp.maximum(lo, hi))
   return total - skip_slope
@@ -94,8 +98,9 @@ def _integrate(d, ys):
   return v - jnp.where(ys == 1, v[:, -1:], v[:, :1])
 
 
-def make_table(dln: DLN, phi: Params, size: int, slope_bound: float = 0.0,
-               slope_floor: float = 0.0) -> DLNTable:
+def make_table(
+  dln: DLN, phi: Params, size: int, slope_bound: float = 0.0, slope_floor: float = 0.0
+) -> DLNTable:
   """Tabulates the residual of `dln` (item value minus the exact skip path) at `size` knots.
 
   `slope_bound` > 0 tabulates the DLN bounded instead: each item's slope in its logit clamped
@@ -107,8 +112,10 @@ def make_table(dln: DLN, phi: Params, size: int, slope_bound: float = 0.0,
   `slope_floor` (with a bound) keeps at least that fraction of cross-entropy's slope on every item:
   the loss can damp an item but never give it up."""
   if dln.pairs:
-    raise ValueError("one_vs_one DLN items depend on two probabilities and cannot be tabulated: "
-                     "set dln.table_size=0")
+    raise ValueError(
+      "one_vs_one DLN items depend on two probabilities and cannot be tabulated: "
+      "set dln.table_size=0"
+    )
   skip = effective_skip(phi)
   t_lo, t_hi = grid_bounds(dln)
   h = (t_hi - t_lo) / (size - 1)
@@ -124,14 +131,18 @@ def make_table(dln: DLN, phi: Params, size: int, slope_bound: float = 0.0,
   grid = jnp.linspace(t_lo, t_hi, size)
   beyond = jnp.array([t_lo - 1.0, t_hi + 1.0])
   # The knots and the two points beyond the grid in one evaluation of the network.
-  v, d = value_and_step_slope(jnp.broadcast_to(jnp.concatenate([grid, beyond]), (2, size + 2)),
-                              jnp.broadcast_to(ys, (2, size + 2)))
+  v, d = value_and_step_slope(
+    jnp.broadcast_to(jnp.concatenate([grid, beyond]), (2, size + 2)),
+    jnp.broadcast_to(ys, (2, size + 2)),
+  )
   v, d, d_tail = v[:, :size], d[:, :size], d[:, size:]
   if slope_bound:  # the skip path skip * (-y log sigmoid(t)) has slope -skip y sigmoid(-t)
-    d = _clamp_slopes(d, grid, -skip * h * ys * jax.nn.sigmoid(-grid), ys, h, slope_bound,
-                      slope_floor)
-    d_tail = _clamp_slopes(d_tail, beyond, -skip * h * ys * jax.nn.sigmoid(-beyond), ys, h,
-                           slope_bound, slope_floor)
+    d = _clamp_slopes(
+      d, grid, -skip * h * ys * jax.nn.sigmoid(-grid), ys, h, slope_bound, slope_floor
+    )
+    d_tail = _clamp_slopes(
+      d_tail, beyond, -skip * h * ys * jax.nn.sigmoid(-beyond), ys, h, slope_bound, slope_floor
+    )
     v = _integrate(d, ys)
     # Beyond the grid, on the side where cross-entropy's item value tends to zero, the residual
     # stays at its zero end: continued linearly with the slope of the last point it would fall
@@ -148,8 +159,10 @@ def make_table(dln: DLN, phi: Params, size: int, slope_bound: float = 0.0,
 
 def _check_labels(logits: jax.Array, labels: jax.Array) -> None:
   if labels.shape != logits.shape[:-1]:
-    raise ValueError(f"labels shaped {labels.shape} do not fit logits shaped {logits.shape}: "
-                     "expected integer labels with the logits' leading shape")
+    raise ValueError(
+      f"labels shaped {labels.shape} do not fit logits shaped {logits.shape}: "
+      "expected integer labels with the logits' leading shape"
+    )
 
 
 def table_item_values(table: DLNTable, logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -207,6 +220,7 @@ class _Items(NamedTuple):
   `dt_c/dz = onehot(c) - q^(c)`. For the top class `q^(top) = q` (finite when every other
   probability underflows); for the others `q^(c)_j = e_j * inv_c`, `inv_c = 1 / sum_{j != c} e_j`
   (at least 1, the top class's e being 1)."""
+
   y: jax.Array  # one-hot targets
   top: jax.Array  # one-hot argmax
   e: jax.Array  # exp(z - max z)
@@ -240,14 +254,16 @@ def _items(coefficients, t_lo, t_hi, logits, labels) -> _Items:
   log_others = jnp.log1p(rest - e_others)  # log of the other classes' sum of e, non-top classes
   t = jnp.where(top > 0, -(runner_up + jnp.log(f_sum)), shifted - log_others)
   y, top, e_others, f, f_sum, rest, t = jax.lax.optimization_barrier(
-      (y, top, e_others, f, f_sum, rest, t))
+    (y, top, e_others, f, f_sum, rest, t)
+  )
   inv = (1.0 - top) / (1.0 + (rest - e_others))
   row, s, per_t = _piece(t_lo, t_hi, size, t, y)
   c = coefficients.at[row].get(mode="promise_in_bounds")
   n = logits.shape[1]
   e = e_others + top
-  return _Items(y, top, e, e / (1.0 + rest), shifted - jnp.log1p(rest), inv, f / f_sum, row, s,
-                per_t, c, n)
+  return _Items(
+    y, top, e, e / (1.0 + rest), shifted - jnp.log1p(rest), inv, f / f_sum, row, s, per_t, c, n
+  )
 
 
 def _q_transpose(it: _Items, w: jax.Array) -> jax.Array:
@@ -258,8 +274,9 @@ def _q_transpose(it: _Items, w: jax.Array) -> jax.Array:
 
 def _q_apply(it: _Items, dz: jax.Array) -> jax.Array:
   """`<q^(c), dz>` for every item c, so that `dt = dz - _q_apply(dz)`."""
-  return (it.inv * ((it.e * dz).sum(0, keepdims=True) - it.e * dz)
-          + it.top * (it.q * dz).sum(0, keepdims=True))
+  return it.inv * ((it.e * dz).sum(0, keepdims=True) - it.e * dz) + it.top * (it.q * dz).sum(
+    0, keepdims=True
+  )
 
 
 def _slopes(it: _Items) -> tuple[jax.Array, jax.Array]:
@@ -267,7 +284,7 @@ def _slopes(it: _Items) -> tuple[jax.Array, jax.Array]:
   c, s = it.c, it.s
   d1 = c[..., 1] + s * (2.0 * c[..., 2] + 3.0 * s * c[..., 3])
   d2 = 2.0 * c[..., 2] + 6.0 * s * c[..., 3]
-  return d1 * it.per_t, d2 * it.per_t ** 2
+  return d1 * it.per_t, d2 * it.per_t**2
 
 
 def _moving(tangent) -> bool:
@@ -332,8 +349,11 @@ def _value_and_grad_jvp(primals, tangents):
   d_coefficients, d_skip, _, _, dz, _ = tangents
   it = _items(coefficients, t_lo, t_hi, logits, labels)
   value, grad = _value(it, skip), _grad(it, skip, _slopes(it)[0])
-  moving = {name: t for name, t in (("coefficients", d_coefficients), ("skip", d_skip),
-                                    ("logits", dz)) if _moving(t)}
+  moving = {
+    name: t
+    for name, t in (("coefficients", d_coefficients), ("skip", d_skip), ("logits", dz))
+    if _moving(t)
+  }
   d_value, d_grad = jax.checkpoint(_tangents)(primals, moving)
   return (value, grad), (d_value, d_grad)
 
@@ -345,8 +365,9 @@ def _tangents(primals, moving: dict) -> tuple[jax.Array, jax.Array]:
   coefficients, skip, t_lo, t_hi, logits, labels = primals
   it = _items(coefficients, t_lo, t_hi, logits, labels)
   slope, curvature = _slopes(it)
-  d_value = _table_tangent(it, moving.get("coefficients", SymbolicZero(None)),
-                           moving.get("skip", SymbolicZero(None)))
+  d_value = _table_tangent(
+    it, moving.get("coefficients", SymbolicZero(None)), moving.get("skip", SymbolicZero(None))
+  )
   w = jnp.zeros_like(slope)  # the change of each item's slope
   d_grad = jnp.zeros_like(slope)
   if "logits" in moving:
@@ -354,15 +375,17 @@ def _tangents(primals, moving: dict) -> tuple[jax.Array, jax.Array]:
     d_value = d_value + (_grad(it, skip, slope) * dz).sum()
     q_dz = _q_apply(it, dz)
     w = curvature * (dz - q_dz)
-    d_grad = (skip * it.p * (dz - (it.p * dz).sum(0, keepdims=True))
-              - dz * _q_transpose(it, slope) + _q_transpose(it, slope * q_dz))
+    d_grad = (
+      skip * it.p * (dz - (it.p * dz).sum(0, keepdims=True))
+      - dz * _q_transpose(it, slope)
+      + _q_transpose(it, slope * q_dz)
+    )
   if "coefficients" in moving:
     dc, s = _at_rows(moving["coefficients"], it), it.s
     w = w + (dc[..., 1] + s * (2.0 * dc[..., 2] + 3.0 * s * dc[..., 3])) * it.per_t
   if "skip" in moving:
     d_grad = d_grad + moving["skip"] * (it.p - it.y)
-  return (d_value + jnp.zeros((), logits.dtype),
-          (d_grad + w - _q_transpose(it, w)) / it.n)
+  return (d_value + jnp.zeros((), logits.dtype), (d_grad + w - _q_transpose(it, w)) / it.n)
 
 
 _value_and_grad.defjvp(_value_and_grad_jvp, symbolic_zeros=True)

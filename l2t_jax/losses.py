@@ -9,7 +9,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
-VAL_OBJECTIVES = ("ce", "smooth_error", "scale_free_ce", "calibrated_ce")  # see validation_objective
+VAL_OBJECTIVES = (
+  "ce",
+  "smooth_error",
+  "scale_free_ce",
+  "calibrated_ce",
+)  # see validation_objective
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -45,8 +50,9 @@ def scale_free_ce(logits: jax.Array, labels: jax.Array, temperature: float) -> j
   return cross_entropy(z / temperature, labels)
 
 
-def calibration_scale(logits: jax.Array, labels: jax.Array, steps: int,
-                      axis_name: str | None = None) -> jax.Array:
+def calibration_scale(
+  logits: jax.Array, labels: jax.Array, steps: int, axis_name: str | None = None
+) -> jax.Array:
   """The inverse temperature `b` that minimises the cross-entropy of `b * logits` on this batch
   (Newton's method on a convex function of `b`, from `b = 1`); no gradient flows through it.
   With `axis_name` (data-parallel), the batch is the union of every device's slice."""
@@ -57,7 +63,7 @@ def calibration_scale(logits: jax.Array, labels: jax.Array, steps: int,
     p = jax.nn.softmax(b * z)
     mean_z = (p * z).sum(-1)
     slope = (mean_z - z_y).mean()
-    curvature = ((p * z * z).sum(-1) - mean_z ** 2).mean()
+    curvature = ((p * z * z).sum(-1) - mean_z**2).mean()
     if axis_name:
       slope, curvature = jax.lax.pmean((slope, curvature), axis_name)
     step = slope / jnp.maximum(curvature, 1e-12)
@@ -67,8 +73,9 @@ def calibration_scale(logits: jax.Array, labels: jax.Array, steps: int,
   return b
 
 
-def calibrated_ce(logits: jax.Array, labels: jax.Array, steps: int = 10,
-                  axis_name: str | None = None) -> jax.Array:
+def calibrated_ce(
+  logits: jax.Array, labels: jax.Array, steps: int = 10, axis_name: str | None = None
+) -> jax.Array:
   """Cross-entropy after temperature scaling fitted on the same batch (`calibration_scale`).
 
   A teacher that minimises it cannot gain by making the student globally less (or more)
@@ -83,8 +90,9 @@ def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
   return (logits.argmax(-1) == labels).mean()
 
 
-def validation_objective(name: str, smooth_error_k: float, scale_free_temperature: float,
-                         axis_name: str | None = None):
+def validation_objective(
+  name: str, smooth_error_k: float, scale_free_temperature: float, axis_name: str | None = None
+):
   """`(logits, labels) -> scalar`: what the teacher minimises on validation data (`axis_name`: the
   device axis of a data-parallel run, for objectives that are not a plain mean over examples)."""
   if name == "ce":

@@ -87,15 +87,21 @@ class TensorBoardWriter:
     try:
       from tensorboardX import SummaryWriter
     except ImportError as e:
-      raise ConfigError("train.tensorboard=True writes event files with tensorboardX, which is "
-                        "not installed: pip install 'l2t_jax[tensorboard]', or set "
-                        "train.tensorboard=False") from e
+      raise ConfigError(
+        "train.tensorboard=True writes event files with tensorboardX, which is "
+        "not installed: pip install 'l2t_jax[tensorboard]', or set "
+        "train.tensorboard=False"
+      ) from e
     self._writer = SummaryWriter(logdir)
 
   def write(self, record: dict) -> None:
     for key, value in record.items():
-      if key not in ("kind", "step") and isinstance(value, (int, float, np.number)) \
-          and not isinstance(value, bool) and math.isfinite(value):
+      if (
+        key not in ("kind", "step")
+        and isinstance(value, (int, float, np.number))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+      ):
         self._writer.add_scalar(f"{record['kind']}/{key}", value, record["step"])
     self._writer.flush()
 
@@ -113,17 +119,24 @@ class MetricsWriter:
   resumed run shows each step once; `close()` ends its writer.
   """
 
-  def __init__(self, workdir: str | None, append: bool = False, resume_at: int | None = None,
-               tensorboard: bool = False):
+  def __init__(
+    self,
+    workdir: str | None,
+    append: bool = False,
+    resume_at: int | None = None,
+    tensorboard: bool = False,
+  ):
     self.path = os.path.join(workdir, "metrics.jsonl") if workdir else None
     self.tensorboard = None
     if self.path:
       os.makedirs(workdir, exist_ok=True)
       if resume_at is not None:
         if self.size() < resume_at:
-          raise WorkdirError(f"{self.path} is shorter than when the checkpoint was taken "
-                             f"({self.size()} < {resume_at} bytes): it was changed since; "
-                             f"restore it, or {OVERWRITE_HINT}")
+          raise WorkdirError(
+            f"{self.path} is shorter than when the checkpoint was taken "
+            f"({self.size()} < {resume_at} bytes): it was changed since; "
+            f"restore it, or {OVERWRITE_HINT}"
+          )
         with open(self.path, "a") as f:
           f.truncate(resume_at)
       elif not append and os.path.exists(self.path):
@@ -165,8 +178,10 @@ def read_metrics(workdir: str) -> list[dict]:
       try:
         records.append(json.loads(line))
       except ValueError as e:
-        raise WorkdirError(f"{path} line {number} is not JSON ({e}): the file was damaged; "
-                           f"restore it, or {OVERWRITE_HINT}") from e
+        raise WorkdirError(
+          f"{path} line {number} is not JSON ({e}): the file was damaged; "
+          f"restore it, or {OVERWRITE_HINT}"
+        ) from e
   return records
 
 

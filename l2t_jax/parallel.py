@@ -32,9 +32,11 @@ def initialize(cfg: ml_collections.ConfigDict) -> None:
   global _initialized
   if not cfg.distributed or _initialized:
     return
-  jax.distributed.initialize(coordinator_address=cfg.coordinator_address or None,
-                             num_processes=cfg.num_processes or None,
-                             process_id=cfg.process_id if cfg.process_id >= 0 else None)
+  jax.distributed.initialize(
+    coordinator_address=cfg.coordinator_address or None,
+    num_processes=cfg.num_processes or None,
+    process_id=cfg.process_id if cfg.process_id >= 0 else None,
+  )
   _initialized = True
 
 
@@ -45,9 +47,11 @@ def select_devices(cfg: ml_collections.ConfigDict) -> list:
     return jax.devices()
   local = jax.local_devices()
   if cfg.devices > len(local):
-    raise ValueError(f"parallel.devices={cfg.devices} but this host has {len(local)} "
-                     f"{local[0].platform} device(s); lower it (0 uses all)")
-  return local[:cfg.devices or len(local)]
+    raise ValueError(
+      f"parallel.devices={cfg.devices} but this host has {len(local)} "
+      f"{local[0].platform} device(s); lower it (0 uses all)"
+    )
+  return local[: cfg.devices or len(local)]
 
 
 class DataParallel:
@@ -85,15 +89,22 @@ class DataParallel:
       # check_vma=False gives pmap's semantics: a gradient taken on one device is that device's
       # own (the replicated parameters are not summed over devices behind our back), so the
       # explicit `lax.pmean`s in `l2t_jax.unroll` are the only averaging.
-      cycle = jax.shard_map(cycle, mesh=self.mesh, in_specs=(P(), P(), P(None, AXIS), P(AXIS)),
-                            out_specs=(P(), P()), check_vma=False)
+      cycle = jax.shard_map(
+        cycle,
+        mesh=self.mesh,
+        in_specs=(P(), P(), P(None, AXIS), P(AXIS)),
+        out_specs=(P(), P()),
+        check_vma=False,
+      )
     return jax.jit(cycle, donate_argnums=(0,))
 
   def check_divides(self, what: str, size: int) -> str | None:
     """A problem message when a global batch of `size` does not split evenly over the devices."""
     if size % self.size:
-      return (f"{what}={size} does not split over {self.size} devices: make it a multiple of "
-              f"{self.size} or set parallel.devices")
+      return (
+        f"{what}={size} does not split over {self.size} devices: make it a multiple of "
+        f"{self.size} or set parallel.devices"
+      )
     return None
 
 

@@ -33,39 +33,39 @@ from l2t_jax.config import default_config
 # (dotted key, the authors' value). `teacher.gradient` and `meta.continue_from` are the keys of the
 # exact one-step teacher gradient (l2t_jax.teaching).
 PROTOCOL: tuple[tuple[str, Any], ...] = (
-    ("method", "l2t_dln"),
-    ("dln.item_kind", "one_vs_one"),
-    ("dln.network", "free"),
-    ("dln.hidden", (40, 40, 40, 40)),
-    ("dln.activation", "leaky_relu"),
-    ("dln.learn_scale", False),
-    ("dln.table_size", 0),
-    ("dln.slope_bound", 0.0),
-    ("teacher.network", "stacked_cells"),
-    ("teacher.hidden", 64),
-    ("teacher.layers", 4),
-    ("teacher.state_features", False),
-    ("teacher.output_scale", 1e-3),
-    ("teacher.preprocess_p", 10.0),
-    ("teacher.learning_rate", 1e-3),
-    ("teacher.grad_clip", 0.0),
-    ("teacher.gradient", "reunroll"),
-    ("meta.continue_from", "reunroll"),
-    ("meta.unroll_steps", 15),
-    ("meta.interval", 15),
-    ("meta.teacher_every", 1),
-    ("meta.val_batch_size", 100),
-    ("meta.val_objective", "ce"),
-    ("optim.name", "sgd"),
-    ("optim.learning_rate", 0.1),
-    ("optim.momentum", 0.0),
-    ("optim.nesterov", False),
-    ("optim.weight_decay", 0.0),
-    ("optim.schedule", "constant"),
-    ("optim.boundaries", ()),
-    ("optim.warmup_steps", 0),
-    ("train.batch_size", 25),
-    ("data.split", "redrawn_half"),
+  ("method", "l2t_dln"),
+  ("dln.item_kind", "one_vs_one"),
+  ("dln.network", "free"),
+  ("dln.hidden", (40, 40, 40, 40)),
+  ("dln.activation", "leaky_relu"),
+  ("dln.learn_scale", False),
+  ("dln.table_size", 0),
+  ("dln.slope_bound", 0.0),
+  ("teacher.network", "stacked_cells"),
+  ("teacher.hidden", 64),
+  ("teacher.layers", 4),
+  ("teacher.state_features", False),
+  ("teacher.output_scale", 1e-3),
+  ("teacher.preprocess_p", 10.0),
+  ("teacher.learning_rate", 1e-3),
+  ("teacher.grad_clip", 0.0),
+  ("teacher.gradient", "reunroll"),
+  ("meta.continue_from", "reunroll"),
+  ("meta.unroll_steps", 15),
+  ("meta.interval", 15),
+  ("meta.teacher_every", 1),
+  ("meta.val_batch_size", 100),
+  ("meta.val_objective", "ce"),
+  ("optim.name", "sgd"),
+  ("optim.learning_rate", 0.1),
+  ("optim.momentum", 0.0),
+  ("optim.nesterov", False),
+  ("optim.weight_decay", 0.0),
+  ("optim.schedule", "constant"),
+  ("optim.boundaries", ()),
+  ("optim.warmup_steps", 0),
+  ("train.batch_size", 25),
+  ("data.split", "redrawn_half"),
 )
 
 # The authors' run: 10 epochs, each one pass of the validation batches (100) over the validation
@@ -86,8 +86,9 @@ def apply_protocol(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
   return config
 
 
-def reference_config(dataset: str, student: str, steps: int, eval_every: int,
-                     **student_fields: Any) -> ml_collections.ConfigDict:
+def reference_config(
+  dataset: str, student: str, steps: int, eval_every: int, **student_fields: Any
+) -> ml_collections.ConfigDict:
   """The paper's `student` on `dataset` under the authors' protocol, for `steps` student steps
   (a multiple of the 15-step meta-iteration), evaluated every `eval_every`; `student_fields` set
   `config.student` (depth, widths, ...). CIFAR gets the authors' augmentation (pad 4, crop,

@@ -35,8 +35,9 @@ class StudentLoss:
 
   def __post_init__(self):
     if self.table_size and self.dln.pairs:
-      raise ValueError("one_vs_one DLN items depend on two probabilities and cannot be "
-                       "tabulated: use table_size=0")
+      raise ValueError(
+        "one_vs_one DLN items depend on two probabilities and cannot be tabulated: use table_size=0"
+      )
     if (self.slope_bound or self.slope_floor) and not self.table_size:
       raise ValueError("slope_bound and slope_floor act on the table: set table_size > 0")
 
@@ -47,14 +48,20 @@ class StudentLoss:
     """What `loss` takes for this segment: the table of `phi`, or `phi` when exact."""
     if not self.table_size:
       return phi
-    return dln_table.make_table(self.dln, phi, self.table_size, self.slope_bound,
-                                self.slope_floor)
+    return dln_table.make_table(self.dln, phi, self.table_size, self.slope_bound, self.slope_floor)
 
   def loss(self, tabulated: Any, logits: jax.Array, labels: jax.Array) -> jax.Array:
     """The mean loss of a batch under `tabulate(phi)`."""
     if not self.table_size:
       return self.dln.loss(tabulated, logits, labels)
     return dln_table.table_loss(tabulated, logits, labels)
+
+  def item_values(self, tabulated: Any, logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """The value of every (sample, class) item under `tabulate(phi)`, shaped like `logits`: what
+    the losses made of items sum (`l2t_jax.item_losses`: detection and segmentation)."""
+    if not self.table_size:
+      return self.dln.item_values(tabulated, logits, labels)
+    return dln_table.table_item_values(tabulated, logits, labels)
 
   def __call__(self, phi: Params, logits: jax.Array, labels: jax.Array) -> jax.Array:
     """`loss(tabulate(phi), ...)`: for one-off evaluations, not inside a segment."""
@@ -66,6 +73,7 @@ class FunctionLoss:
   """A learned loss of your own, in `StudentLoss`'s shape: `init_fn(rng) -> params`,
   `loss_fn(prepared, logits, labels) -> scalar`, and optionally `tabulate_fn(params) -> prepared`
   (run once per segment; the identity by default)."""
+
   init_fn: Callable[[jax.Array], Any]
   loss_fn: Callable[[Any, jax.Array, jax.Array], jax.Array]
   tabulate_fn: Callable[[Any], Any] | None = None

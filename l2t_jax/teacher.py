@@ -119,14 +119,16 @@ class LSTMTeacher:
     if self.num_features:
       if features is None or features.shape != (self.num_features,):
         raise ValueError(
-            f"this teacher takes {self.num_features} student-state features per step, got "
-            f"{None if features is None else features.shape}; pass them or build it with "
-            "num_features=0")
+          f"this teacher takes {self.num_features} student-state features per step, got "
+          f"{None if features is None else features.shape}; pass them or build it with "
+          "num_features=0"
+        )
       x = jnp.concatenate([x, jnp.broadcast_to(features, (g_flat.size, self.num_features))], -1)
     return x
 
-  def step_flat(self, theta: Params, memory: Memory, g_flat: jax.Array,
-                features: jax.Array | None = None) -> TeacherStep:
+  def step_flat(
+    self, theta: Params, memory: Memory, g_flat: jax.Array, features: jax.Array | None = None
+  ) -> TeacherStep:
     """One teacher step on the flattened DLN gradient; returns flat updates and new memory."""
     g_flat = jax.lax.stop_gradient(g_flat)
     if features is not None:
@@ -134,15 +136,22 @@ class LSTMTeacher:
     memory, out = self._net.apply({"params": theta}, memory, self._inputs(g_flat, features))
     return TeacherStep(self.output_scale * out, memory)
 
-  def step(self, theta: Params, memory: Memory, grads: Params,
-           features: jax.Array | None = None) -> tuple[Params, Memory]:
+  def step(
+    self, theta: Params, memory: Memory, grads: Params, features: jax.Array | None = None
+  ) -> tuple[Params, Memory]:
     """Updates for the DLN parameters (same pytree as `grads`) and the new memory."""
     g_flat, unravel = ravel_pytree(grads)
     result = self.step_flat(theta, memory, g_flat, features)
     return unravel(result.updates), result.memory
 
-  def surrogate_loss(self, theta: Params, memory0: Memory, in_grads: jax.Array,
-                     in_features: jax.Array, out_grads: jax.Array) -> jax.Array:
+  def surrogate_loss(
+    self,
+    theta: Params,
+    memory0: Memory,
+    in_grads: jax.Array,
+    in_features: jax.Array,
+    out_grads: jax.Array,
+  ) -> jax.Array:
     """Linearised validation loss of a window of M teacher steps, as a function of `theta`.
 
     Step j took `in_grads[j]` (and `in_features[j]`) from memory `memory0` replayed forward;

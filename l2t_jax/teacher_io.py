@@ -38,7 +38,8 @@ def save_teacher(path: str, theta: Any, teacher_cfg: ml_collections.ConfigDict) 
   """Writes `theta` and the architecture to `path` atomically (a temporary file, then a rename)."""
   params = flax.serialization.to_state_dict(jax.device_get(theta))
   blob = flax.serialization.msgpack_serialize(
-      {"format": FORMAT, "architecture": json.dumps(architecture(teacher_cfg)), "params": params})
+    {"format": FORMAT, "architecture": json.dumps(architecture(teacher_cfg)), "params": params}
+  )
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   write_bytes_atomic(path, blob)
 
@@ -48,27 +49,37 @@ def load_teacher(path: str, teacher_cfg: ml_collections.ConfigDict, teacher: LST
   the file is missing, unreadable, or holds a teacher whose architecture differs."""
   if not os.path.exists(path):
     raise ConfigError(
-        f"teacher_init='{path}': no such file. Point it at the teacher.msgpack that an l2t_dln run "
-        "with a workdir writes (WORKDIR/teacher.msgpack), or set teacher_init='' for a random "
-        "teacher")
+      f"teacher_init='{path}': no such file. Point it at the teacher.msgpack that an l2t_dln run "
+      "with a workdir writes (WORKDIR/teacher.msgpack), or set teacher_init='' for a random "
+      "teacher"
+    )
   try:
     with open(path, "rb") as f:
       saved = flax.serialization.msgpack_restore(f.read())
     if saved.get("format") != FORMAT:
       raise ValueError(f"format {saved.get('format')!r}, expected {FORMAT!r}")
-    saved_arch = {k: v for k, v in {**LATER_KEYS, **json.loads(saved["architecture"])}.items()
-                  if k not in TRAINING_KEYS}  # (files of before a key became a training key)
+    saved_arch = {
+      k: v
+      for k, v in {**LATER_KEYS, **json.loads(saved["architecture"])}.items()
+      if k not in TRAINING_KEYS
+    }  # (files of before a key became a training key)
     params = saved["params"]
   except Exception as e:  # noqa: BLE001 (any unreadable file gets the same advice)
-    raise ConfigError(f"teacher_init='{path}' is not a teacher file written by "
-                      f"l2t_jax.teacher_io.save_teacher ({e}); train a teacher again") from e
+    raise ConfigError(
+      f"teacher_init='{path}' is not a teacher file written by "
+      f"l2t_jax.teacher_io.save_teacher ({e}); train a teacher again"
+    ) from e
   wanted = architecture(teacher_cfg)
   differing = sorted(k for k in set(saved_arch) | set(wanted) if saved_arch.get(k) != wanted.get(k))
   if differing:
-    pairs = ", ".join(f"teacher.{k}: file {saved_arch.get(k, '(absent)')!r} vs config "
-                      f"{wanted.get(k, '(absent)')!r}" for k in differing)
-    raise ConfigError(f"teacher_init='{path}' holds a teacher of another architecture ({pairs}); "
-                      "set those config keys to the file's values or train a new teacher")
+    pairs = ", ".join(
+      f"teacher.{k}: file {saved_arch.get(k, '(absent)')!r} vs config {wanted.get(k, '(absent)')!r}"
+      for k in differing
+    )
+    raise ConfigError(
+      f"teacher_init='{path}' holds a teacher of another architecture ({pairs}); "
+      "set those config keys to the file's values or train a new teacher"
+    )
   return _matching(params, teacher, path)
 
 
@@ -78,8 +89,10 @@ def _matching(params: Any, teacher: LSTMTeacher, path: str) -> Any:
   try:
     theta = flax.serialization.from_state_dict(target, params)
   except (KeyError, ValueError) as e:
-    raise ConfigError(f"teacher_init='{path}': its parameters do not fit the teacher that "
-                      f"config.teacher builds ({e}); train a new teacher") from e
+    raise ConfigError(
+      f"teacher_init='{path}': its parameters do not fit the teacher that "
+      f"config.teacher builds ({e}); train a new teacher"
+    ) from e
   problems = []
 
   def convert(t, x):
@@ -90,6 +103,7 @@ def _matching(params: Any, teacher: LSTMTeacher, path: str) -> Any:
 
   theta = jax.tree_util.tree_map(convert, target, theta)
   if problems:
-    raise ConfigError(f"teacher_init='{path}': parameter shapes {'; '.join(problems)}; train a new "
-                      "teacher")
+    raise ConfigError(
+      f"teacher_init='{path}': parameter shapes {'; '.join(problems)}; train a new teacher"
+    )
   return theta

@@ -47,6 +47,7 @@ Outcome = Callable[[Any], tuple[jax.Array, Any]]
 
 class Window(NamedTuple):
   """The teacher steps since the last teacher update, kept to replay them for its gradient."""
+
   memory0: Any  # LSTM memory before the window's first step
   in_grads: jax.Array  # (M, D) hypergradients the teacher took as input
   in_features: jax.Array  # (M, F) student-state features it took (F = 0 without features)
@@ -64,6 +65,7 @@ class TeachingState(NamedTuple):
 
 class TeachingInfo(NamedTuple):
   """What one `update` did (booleans), and with "reunroll" the re-run's results."""
+
   applied: jax.Array  # the loss parameters moved
   teacher_updated: jax.Array  # the teacher took an optimizer step
   teacher_skipped: jax.Array  # a teacher gradient was non-finite and dropped
@@ -75,8 +77,9 @@ def student_features(progress: jax.Array | float, hg: Hypergradient) -> jax.Arra
   """The student-state features a teacher may take (`teacher.NUM_STATE_FEATURES`): the training
   progress in [0, 1], and from the segment `hg`, its mean training cross-entropy and the
   validation loss and accuracy after it."""
-  return jnp.stack([jnp.asarray(progress, jnp.float32), hg.train.ce.mean(), hg.val.loss,
-                    hg.val.accuracy]).astype(jnp.float32)
+  return jnp.stack(
+    [jnp.asarray(progress, jnp.float32), hg.train.ce.mean(), hg.val.loss, hg.val.accuracy]
+  ).astype(jnp.float32)
 
 
 def _select(pred, a, b):
@@ -88,6 +91,7 @@ class Teaching:
   """`init` and `update`, pure, for any loop to jit. `axis_name`: the device axis of a
   data-parallel run, over which the "reunroll" teacher gradient is averaged (the caller's
   hypergradients are expected averaged already, as `unroll.hypergradient` returns them)."""
+
   teacher: LSTMTeacher
   optimizer: optax.GradientTransformation
   teacher_every: int = 1  # M: outcomes per teacher step
@@ -115,37 +119,54 @@ class Teaching:
     the caller's), with zero memory for every coordinate of `loss_params`."""
     theta = self.teacher.init(rng)
     if teacher_params is not None:
-      theta = jax.tree_util.tree_map(lambda t, x: jnp.array(x, t.dtype, copy=True), theta,
-                                     teacher_params)
+      theta = jax.tree_util.tree_map(
+        lambda t, x: jnp.array(x, t.dtype, copy=True), theta, teacher_params
+      )
     memory = self.teacher.init_state(loss_params)
     window = ()
     if self.gradient == "window":
       flat = ravel_pytree(loss_params)[0]
       M = self.teacher_every
-      window = Window(memory0=memory, in_grads=jnp.zeros((M, flat.size), flat.dtype),
-                      in_features=jnp.zeros((M, self.teacher.num_features), jnp.float32),
-                      out_grads=jnp.zeros((M, flat.size), flat.dtype),
-                      n=jnp.zeros((), jnp.int32), pending=jnp.zeros((), bool))
+      window = Window(
+        memory0=memory,
+        in_grads=jnp.zeros((M, flat.size), flat.dtype),
+        in_features=jnp.zeros((M, self.teacher.num_features), jnp.float32),
+        out_grads=jnp.zeros((M, flat.size), flat.dtype),
+        n=jnp.zeros((), jnp.int32),
+        pending=jnp.zeros((), bool),
+      )
     return TeachingState(theta, memory, self._optimizer.init(theta), window)
 
   def _propose(self, theta, memory, g_flat, features) -> TeacherStep:
-    return self.teacher.step_flat(theta, memory, g_flat,
-                                  features if self.teacher.num_features else None)
+    return self.teacher.step_flat(
+      theta, memory, g_flat, features if self.teacher.num_features else None
+    )
 
-  def update(self, grads: Any, state: TeachingState, loss_params: Any,
-             features: jax.Array | None = None,
-             outcome: Outcome | None = None) -> tuple[Any, TeachingState, TeachingInfo]:
+  def update(
+    self,
+    grads: Any,
+    state: TeachingState,
+    loss_params: Any,
+    features: jax.Array | None = None,
+    outcome: Outcome | None = None,
+  ) -> tuple[Any, TeachingState, TeachingInfo]:
     """The loss parameters after the teacher's step on the hypergradient `grads` (same pytree as
     `loss_params`), the new state, and what happened. `features` (the student-state features,
     `teacher.NUM_STATE_FEATURES` of them) are needed when the teacher takes them; `outcome` is
     needed by "reunroll" and refused by "window"."""
     if (outcome is None) != (self.gradient == "window"):
-      raise ValueError(f"teacher.gradient='{self.gradient}' "
-                       + ("needs an outcome function (the segment re-run on the proposal)"
-                          if outcome is None else "takes no outcome function"))
+      raise ValueError(
+        f"teacher.gradient='{self.gradient}' "
+        + (
+          "needs an outcome function (the segment re-run on the proposal)"
+          if outcome is None
+          else "takes no outcome function"
+        )
+      )
     if self.teacher.num_features and features is None:
-      raise ValueError(f"this teacher takes {self.teacher.num_features} student-state features; "
-                       "pass features=")
+      raise ValueError(
+        f"this teacher takes {self.teacher.num_features} student-state features; pass features="
+      )
     if not self.teacher.num_features:
       features = jnp.zeros((0,), jnp.float32)
     g_flat, unravel = ravel_pytree(grads)
@@ -165,29 +186,38 @@ class Teaching:
 
     def teacher_update(carry):
       theta, opt_state = carry
-      grads = jax.grad(self.teacher.surrogate_loss)(theta, w.memory0, w.in_grads, w.in_features,
-                                                    out_grads)
+      grads = jax.grad(self.teacher.surrogate_loss)(
+        theta, w.memory0, w.in_grads, w.in_features, out_grads
+      )
       updates, opt_state = self._optimizer.update(grads, opt_state, theta)
       return optax.apply_updates(theta, updates), opt_state, all_finite(grads)
 
     theta, opt_state, ok_teacher = jax.lax.cond(
-        full, teacher_update, lambda carry: (*carry, jnp.array(True)),
-        (state.teacher_params, state.opt_state))
+      full,
+      teacher_update,
+      lambda carry: (*carry, jnp.array(True)),
+      (state.teacher_params, state.opt_state),
+    )
     n = jnp.where(full | ~ok_g, 0, n)
 
     step = self._propose(theta, state.memory, g_flat, features)
     apply = ok_g & jnp.all(jnp.isfinite(step.updates))
     window = Window(
-        memory0=_select(n == 0, state.memory, w.memory0),
-        in_grads=jnp.where(apply, w.in_grads.at[n].set(g_flat), w.in_grads),
-        in_features=jnp.where(apply, w.in_features.at[n].set(features), w.in_features),
-        out_grads=out_grads,
-        n=jnp.where(apply, n, 0),  # a skipped step ends the window without a teacher update
-        pending=apply)
+      memory0=_select(n == 0, state.memory, w.memory0),
+      in_grads=jnp.where(apply, w.in_grads.at[n].set(g_flat), w.in_grads),
+      in_features=jnp.where(apply, w.in_features.at[n].set(features), w.in_features),
+      out_grads=out_grads,
+      n=jnp.where(apply, n, 0),  # a skipped step ends the window without a teacher update
+      pending=apply,
+    )
     new_state = TeachingState(theta, _select(apply, step.memory, state.memory), opt_state, window)
-    info = TeachingInfo(applied=apply, teacher_updated=full & ok_teacher,
-                        teacher_skipped=full & ~ok_teacher,
-                        outcome_loss=jnp.full((), jnp.nan, jnp.float32), outcome_aux=())
+    info = TeachingInfo(
+      applied=apply,
+      teacher_updated=full & ok_teacher,
+      teacher_skipped=full & ~ok_teacher,
+      outcome_loss=jnp.full((), jnp.nan, jnp.float32),
+      outcome_aux=(),
+    )
     return unravel(jnp.where(apply, phi_flat + step.updates, phi_flat)), new_state, info
 
   def _reunroll_update(self, g_flat, state, phi_flat, unravel, features, outcome):
@@ -198,8 +228,7 @@ class Teaching:
       return unravel(phi_flat + self._propose(th, memory, g_flat, features).updates)
 
     step = self._propose(theta, memory, g_flat, features)
-    (loss, aux), grads = jax.value_and_grad(lambda th: outcome(proposed(th)),
-                                            has_aux=True)(theta)
+    (loss, aux), grads = jax.value_and_grad(lambda th: outcome(proposed(th)), has_aux=True)(theta)
     if self.axis_name:
       loss, grads = jax.lax.pmean((loss, grads), self.axis_name)
     # A proposal is kept when it is finite and the student trained on it stays finite.
@@ -207,10 +236,16 @@ class Teaching:
     learn = apply & all_finite(grads)
     opt = self._optimizer
     updates, opt_state = opt.update(grads, state.opt_state, theta)
-    theta, opt_state = _select(learn, (optax.apply_updates(theta, updates), opt_state),
-                               (theta, state.opt_state))
+    theta, opt_state = _select(
+      learn, (optax.apply_updates(theta, updates), opt_state), (theta, state.opt_state)
+    )
     updated = learn & opt.has_updated(opt_state) if self._accumulates else learn
     new_state = TeachingState(theta, _select(apply, step.memory, memory), opt_state, ())
-    info = TeachingInfo(applied=apply, teacher_updated=updated, teacher_skipped=apply & ~learn,
-                        outcome_loss=loss, outcome_aux=aux)
+    info = TeachingInfo(
+      applied=apply,
+      teacher_updated=updated,
+      teacher_skipped=apply & ~learn,
+      outcome_loss=loss,
+      outcome_aux=aux,
+    )
     return unravel(jnp.where(apply, phi_flat + step.updates, phi_flat)), new_state, info

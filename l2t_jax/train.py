@@ -33,25 +33,39 @@ from l2t_jax import parallel as parallel_lib
 from l2t_jax import teacher_io
 from l2t_jax import workdir as workdir_lib
 from l2t_jax.data import Dataset, load_dataset
-from l2t_jax.data.sampler import (TRAIN_STREAM, VAL_STREAM, batch_indices, cycles_per_split,
-                                  redrawn_half_indices)
-from l2t_jax.build import build_method
+from l2t_jax.data.sampler import (
+  TRAIN_STREAM,
+  VAL_STREAM,
+  batch_indices,
+  cycles_per_split,
+  redrawn_half_indices,
+)
+from l2t_jax.build import build_method, make_task
 from l2t_jax.methods import CycleMetrics, Method, TrainState
-from l2t_jax.metrics import (MetricsWriter, make_evaluator, read_metrics, to_python,
-                             write_json_atomic)
+from l2t_jax.metrics import (
+  MetricsWriter,
+  make_evaluator,
+  read_metrics,
+  to_python,
+  write_json_atomic,
+)
 from l2t_jax.optim import student_optimizer
 from l2t_jax.students import Student, build_student
 
-SKIP_COUNTERS = (("skipped_meta_updates", "loss updates"),
-                 ("skipped_teacher_updates", "teacher updates"))
+SKIP_COUNTERS = (
+  ("skipped_meta_updates", "loss updates"),
+  ("skipped_teacher_updates", "teacher updates"),
+)
 
 
 class Interrupted(Exception):
   """SIGTERM stopped the run after it saved a checkpoint; running it again resumes it."""
 
   def __init__(self, step: int, directory: str):
-    super().__init__(f"stopped by SIGTERM after student step {step}; checkpoint saved in "
-                     f"{directory}; run the same command again to resume")
+    super().__init__(
+      f"stopped by SIGTERM after student step {step}; checkpoint saved in "
+      f"{directory}; run the same command again to resume"
+    )
     self.step = step
 
 
@@ -62,9 +76,10 @@ class Diverged(Exception):
   def __init__(self, summary: dict, learning_rate: float, workdir: str | None):
     where = f"; {workdir}/summary.json records it" if workdir else ""
     super().__init__(
-        f"the student diverged: its training loss was NaN or infinite in the cycle ending at step "
-        f"{summary['diverged_at_step']}, and the run stopped{where}; lower optim.learning_rate "
-        f"(it is {learning_rate}) and run again in a new --workdir or with --overwrite")
+      f"the student diverged: its training loss was NaN or infinite in the cycle ending at step "
+      f"{summary['diverged_at_step']}, and the run stopped{where}; lower optim.learning_rate "
+      f"(it is {learning_rate}) and run again in a new --workdir or with --overwrite"
+    )
     self.summary = summary
 
 
@@ -76,6 +91,7 @@ class TrainResult(NamedTuple):
 
 class Run(NamedTuple):
   """Everything a run is built from, before any step is taken."""
+
   config: ml_collections.ConfigDict
   dataset: Dataset
   student: Student
@@ -97,22 +113,29 @@ def build_run(config: ml_collections.ConfigDict, dataset: Dataset | None = None)
   dataset = dataset if dataset is not None else load_dataset(config)
   student = build_student(config.student, dataset.num_classes, dp.axis_name)
   optimizer = student_optimizer(config.optim, config.train.steps)
-  method = build_method(config, student, optimizer, dataset.num_classes, dp.axis_name)
+  task = make_task(config, dataset.num_classes, dataset.input_shape)
+  method = build_method(config, student, optimizer, dataset.num_classes, dp.axis_name, task)
   if config.train.batch_size > len(dataset.train):
     raise config_lib.ConfigError(
-        f"train.batch_size={config.train.batch_size} exceeds the {len(dataset.train)} training "
-        "examples; lower it")
+      f"train.batch_size={config.train.batch_size} exceeds the {len(dataset.train)} training "
+      "examples; lower it"
+    )
   val_batch_size = 0
   if config.method in config_lib.META_METHODS:
     val_batch_size = _check_validation_batch(config, dataset)
   problems = [dp.check_divides("train.batch_size", config.train.batch_size)]
   if val_batch_size:
-    problems.append(dp.check_divides("the validation batch (meta.val_batch_size, or data.val_size "
-                                     "when it is 0)", val_batch_size))
+    problems.append(
+      dp.check_divides(
+        "the validation batch (meta.val_batch_size, or data.val_size when it is 0)", val_batch_size
+      )
+    )
   problems = [q for q in problems if q]
   if problems:
     raise config_lib.ConfigError("; ".join(problems))
-  evaluate = make_evaluator(student, config.train.eval_batch_size)
+  evaluate = (task.make_evaluator if task else make_evaluator)(
+    student, config.train.eval_batch_size
+  )
   return Run(config, dataset, student, optimizer, method, evaluate, val_batch_size, dp)
 
 
@@ -129,18 +152,23 @@ def _check_validation_batch(config: ml_collections.ConfigDict, dataset: Dataset)
     size = config.meta.val_batch_size or len(dataset.val)
     if size > len(dataset.val):
       raise config_lib.ConfigError(
-          f"meta.val_batch_size={size} exceeds the {len(dataset.val)} validation examples; lower "
-          "it or raise data.val_size")
+        f"meta.val_batch_size={size} exceeds the {len(dataset.val)} validation examples; lower "
+        "it or raise data.val_size"
+      )
     return size
   n = len(dataset.train)
   size = config.meta.val_batch_size or n // 2
   problems = []
   if size > n // 2:
-    problems.append(f"meta.val_batch_size={size} exceeds the validation half ({n // 2} of the "
-                    f"{n} training examples, data.split='redrawn_half'); lower it")
+    problems.append(
+      f"meta.val_batch_size={size} exceeds the validation half ({n // 2} of the "
+      f"{n} training examples, data.split='redrawn_half'); lower it"
+    )
   if config.train.batch_size > n - n // 2:
-    problems.append(f"train.batch_size={config.train.batch_size} exceeds the training half "
-                    f"({n - n // 2} examples, data.split='redrawn_half'); lower it")
+    problems.append(
+      f"train.batch_size={config.train.batch_size} exceeds the training half "
+      f"({n - n // 2} examples, data.split='redrawn_half'); lower it"
+    )
   if problems:
     raise config_lib.ConfigError("; ".join(problems))
   return size
@@ -165,21 +193,25 @@ def _fmt(x: float | None, spec: str = ".4f") -> str:
 
 def _summary_text(s: dict) -> str:
   lines = [
-      f"== {s['method']} on {s['dataset']} ({s['student']}), seed {s['seed']} ==",
-      f"student steps      {s['student_steps']}",
-      f"test accuracy      {_fmt(s['test_accuracy'])}   (loss {_fmt(s['test_loss'])})",
-      f"val accuracy       {_fmt(s['val_accuracy'])}   (best {_fmt(s['best_val_accuracy'])} at "
-      f"step {s['best_val_step']}, test there {_fmt(s['test_accuracy_at_best_val'])})",
-      f"wall time          {s['wall_seconds']:.1f} s (first cycle incl. compile "
-      f"{s['compile_seconds']:.1f} s; {_fmt(s['steps_per_second'], '.0f')} steps/s after)",
+    f"== {s['method']} on {s['dataset']} ({s['student']}), seed {s['seed']} ==",
+    f"student steps      {s['student_steps']}",
+    f"test accuracy      {_fmt(s['test_accuracy'])}   (loss {_fmt(s['test_loss'])})",
+    f"val accuracy       {_fmt(s['val_accuracy'])}   (best {_fmt(s['best_val_accuracy'])} at "
+    f"step {s['best_val_step']}, test there {_fmt(s['test_accuracy_at_best_val'])})",
+    f"wall time          {s['wall_seconds']:.1f} s (first cycle incl. compile "
+    f"{s['compile_seconds']:.1f} s; {_fmt(s['steps_per_second'], '.0f')} steps/s after)",
   ]
   if s.get("diverged_at_step") is not None:
-    lines.append(f"DIVERGED           the student's loss was NaN or infinite in the cycle "
-                 f"ending at step {s['diverged_at_step']}; the run stopped there")
+    lines.append(
+      f"DIVERGED           the student's loss was NaN or infinite in the cycle "
+      f"ending at step {s['diverged_at_step']}; the run stopped there"
+    )
   if s["meta_updates"] or s["skipped_meta_updates"]:
-    lines.append(f"loss updates       {s['meta_updates']} ({s['skipped_meta_updates']} skipped as "
-                 f"non-finite); teacher updates {s['teacher_updates']} "
-                 f"({s['skipped_teacher_updates']} skipped)")
+    lines.append(
+      f"loss updates       {s['meta_updates']} ({s['skipped_meta_updates']} skipped as "
+      f"non-finite); teacher updates {s['teacher_updates']} "
+      f"({s['skipped_teacher_updates']} skipped)"
+    )
   return "\n".join(lines)
 
 
@@ -190,11 +222,15 @@ def cycle_indices(run: Run, first_cycle: int, num_cycles: int) -> Iterator:
   interval = cfg.meta.interval
   for c in range(first_cycle, num_cycles):
     if _redrawn(cfg):
-      yield dp.put_indices(*redrawn_half_indices(cfg.seed, len(ds.train), cfg.train.batch_size,
-                                                 run.val_batch_size, c, interval))
+      yield dp.put_indices(
+        *redrawn_half_indices(
+          cfg.seed, len(ds.train), cfg.train.batch_size, run.val_batch_size, c, interval
+        )
+      )
       continue
-    train_idx = batch_indices(cfg.seed, TRAIN_STREAM, len(ds.train), cfg.train.batch_size,
-                              c * interval, interval)
+    train_idx = batch_indices(
+      cfg.seed, TRAIN_STREAM, len(ds.train), cfg.train.batch_size, c * interval, interval
+    )
     if run.val_batch_size:
       val_idx = batch_indices(cfg.seed, VAL_STREAM, len(ds.val), run.val_batch_size, c, 1)[0]
     else:  # the method has no validation batch: placeholder indices, never read
@@ -207,9 +243,11 @@ def _skip_warnings(counters: dict, seen: dict, since_step: int) -> list[str]:
   for key, what in SKIP_COUNTERS:
     new = counters[key] - seen.get(key, 0)
     if new > 0:
-      lines.append(f"warning: {new} {what} skipped after step {since_step} because the "
-                   f"hypergradient or the teacher's output was not finite ({counters[key]} in all); "
-                   "training goes on")
+      lines.append(
+        f"warning: {new} {what} skipped after step {since_step} because the "
+        f"hypergradient or the teacher's output was not finite ({counters[key]} in all); "
+        "training goes on"
+      )
   return lines
 
 
@@ -220,10 +258,14 @@ def _first_nonfinite(fetched: list, step: int, interval: int) -> int | None:
   return step - (len(fetched) - 1 - bad[0]) * interval if bad else None
 
 
-def train(config: ml_collections.ConfigDict, workdir: str | None = None,
-          log: Callable[[str], Any] = print, dataset: Dataset | None = None,
-          on_eval: Callable[[int, TrainState], None] | None = None,
-          overwrite: bool = False) -> TrainResult:
+def train(
+  config: ml_collections.ConfigDict,
+  workdir: str | None = None,
+  log: Callable[[str], Any] = print,
+  dataset: Dataset | None = None,
+  on_eval: Callable[[int, TrainState], None] | None = None,
+  overwrite: bool = False,
+) -> TrainResult:
   """Runs `config` to the end (resuming from `workdir`'s latest intact checkpoint if it has one);
   returns the summary, the final state and the method. Raises `Interrupted` after a SIGTERM,
   `Diverged` when the student's loss turns NaN or infinite, and `workdir.WorkdirError` when
@@ -240,12 +282,14 @@ def train(config: ml_collections.ConfigDict, workdir: str | None = None,
   cfg = config_lib.validate(config)
   if cfg.checkpoint.every and not workdir:
     raise config_lib.ConfigError(
-        f"checkpoint.every={cfg.checkpoint.every} saves checkpoints in the workdir, and there is "
-        "none: pass --workdir=DIR (train(..., workdir=DIR)), or set checkpoint.every=0")
+      f"checkpoint.every={cfg.checkpoint.every} saves checkpoints in the workdir, and there is "
+      "none: pass --workdir=DIR (train(..., workdir=DIR)), or set checkpoint.every=0"
+    )
   if cfg.train.tensorboard and not workdir:
     raise config_lib.ConfigError(
-        "train.tensorboard=True writes event files in the workdir, and there is none: pass "
-        "--workdir=DIR (train(..., workdir=DIR)), or set train.tensorboard=False")
+      "train.tensorboard=True writes event files in the workdir, and there is none: pass "
+      "--workdir=DIR (train(..., workdir=DIR)), or set train.tensorboard=False"
+    )
   if jax.process_index() != 0:
     log = lambda _: None  # noqa: E731 (one host speaks for the run)
   with contextlib.ExitStack() as owned:  # released last: the lock, after the checkpointer
@@ -254,8 +298,10 @@ def train(config: ml_collections.ConfigDict, workdir: str | None = None,
       if jax.process_index() == 0:
         lock = owned.enter_context(workdir_lib.Lock(workdir))
         if lock.previous_owner:
-          log(f"{workdir} was locked by a run that did not end cleanly ({lock.previous_owner}, "
-              "no longer running); taking it over")
+          log(
+            f"{workdir} was locked by a run that did not end cleanly ({lock.previous_owner}, "
+            "no longer running); taking it over"
+          )
       prior = workdir_lib.inspect(workdir)
       action = workdir_lib.plan(workdir, prior, cfg, overwrite)
       if action == "finished" and prior.summary.get("diverged_at_step") is not None:
@@ -267,14 +313,23 @@ def train(config: ml_collections.ConfigDict, workdir: str | None = None,
 
 
 def _finished_text(workdir: str, summary: dict) -> str:
-  return (f"{workdir} holds this run, finished; nothing was run or rewritten (pass --overwrite to "
-          f"run it again)\n{_summary_text(summary)}")
+  return (
+    f"{workdir} holds this run, finished; nothing was run or rewritten (pass --overwrite to "
+    f"run it again)\n{_summary_text(summary)}"
+  )
 
 
-def _train(cfg: ml_collections.ConfigDict, workdir: str | None, action: str,
-           prior: workdir_lib.PriorRun | None, owned: contextlib.ExitStack,
-           log: Callable[[str], Any], dataset: Dataset | None,
-           on_eval: Callable[[int, TrainState], None] | None, wall0: float) -> TrainResult:
+def _train(
+  cfg: ml_collections.ConfigDict,
+  workdir: str | None,
+  action: str,
+  prior: workdir_lib.PriorRun | None,
+  owned: contextlib.ExitStack,
+  log: Callable[[str], Any],
+  dataset: Dataset | None,
+  on_eval: Callable[[int, TrainState], None] | None,
+  wall0: float,
+) -> TrainResult:
   """`train` once the workdir is this run's (locked, and planned: `workdir.plan`'s `action`);
   `owned` closes the checkpointer and the metrics writer however the run ends."""
   run = build_run(cfg, dataset)
@@ -282,8 +337,10 @@ def _train(cfg: ml_collections.ConfigDict, workdir: str | None, action: str,
   interval, steps = cfg.meta.interval, cfg.train.steps
   files = workdir if jax.process_index() == 0 else None
   if action in ("overwrite", "restart") and files:
-    log(f"{workdir}: {'--overwrite: deleting' if action == 'overwrite' else 'starting again'} "
-        f"the run it holds ({', '.join(prior.files)})")
+    log(
+      f"{workdir}: {'--overwrite: deleting' if action == 'overwrite' else 'starting again'} "
+      f"the run it holds ({', '.join(prior.files)})"
+    )
     workdir_lib.clear(files)
   if workdir:
     checkpoint_lib.sync_hosts("l2t_jax: workdir ready")  # every host sees it cleared
@@ -301,8 +358,11 @@ def _train(cfg: ml_collections.ConfigDict, workdir: str | None, action: str,
     return TrainResult(prior.summary, state, run.method)
   if files:
     write_json_atomic(os.path.join(files, "config.json"), json.loads(cfg.to_json()))
-  writer = MetricsWriter(files, resume_at=resumed["metrics_bytes"] if resumed else None,
-                         tensorboard=cfg.train.tensorboard)
+  writer = MetricsWriter(
+    files,
+    resume_at=resumed["metrics_bytes"] if resumed else None,
+    tensorboard=cfg.train.tensorboard,
+  )
   owned.callback(writer.close)
   state = dp.replicate(state)
   data = dp.replicate(data_arrays(ds, cfg.data.split))
@@ -310,11 +370,15 @@ def _train(cfg: ml_collections.ConfigDict, workdir: str | None, action: str,
 
   splits = f"{len(ds.train)} train / {len(ds.val)} val"
   if _redrawn(cfg):
-    splits = (f"{len(ds.train)} train, halved at random every "
-              f"{cycles_per_split(len(ds.train), run.val_batch_size)} cycles")
-  log(f"l2t_jax: {cfg.method} on {ds.name} ({cfg.student.name}), seed {cfg.seed}, {steps} student "
-      f"steps, batch {cfg.train.batch_size}; {splits} / {len(ds.test)} test examples; {dp.size} "
-      f"{dp.devices[0].platform} device(s)")
+    splits = (
+      f"{len(ds.train)} train, halved at random every "
+      f"{cycles_per_split(len(ds.train), run.val_batch_size)} cycles"
+    )
+  log(
+    f"l2t_jax: {cfg.method} on {ds.name} ({cfg.student.name}), seed {cfg.seed}, {steps} student "
+    f"steps, batch {cfg.train.batch_size}; {splits} / {len(ds.test)} test examples; {dp.size} "
+    f"{dp.devices[0].platform} device(s)"
+  )
 
   def evaluation(step):
     params, model_state = dp.local((state.student.params, state.student.model_state))
@@ -322,12 +386,29 @@ def _train(cfg: ml_collections.ConfigDict, workdir: str | None, action: str,
     test = run.evaluate(params, model_state, ds.test.x, ds.test.y)
     if on_eval is not None:
       on_eval(step, dp.local(state))
-    return {"kind": "eval", "step": step, "val_accuracy": val["accuracy"], "val_loss": val["loss"],
-            "test_accuracy": test["accuracy"], "test_loss": test["loss"]}
+    # Detection and segmentation: `accuracy` is the task's metric (mAP@0.5, mean IoU), and their
+    # evaluators add other numbers (l2t_jax.tasks), recorded as val_* and test_* too.
+    extra = {
+      f"{split}_{k}": v
+      for split, r in (("val", val), ("test", test))
+      for k, v in r.items()
+      if k not in ("accuracy", "loss")
+    }
+    return {
+      "kind": "eval",
+      "step": step,
+      "val_accuracy": val["accuracy"],
+      "val_loss": val["loss"],
+      "test_accuracy": test["accuracy"],
+      "test_loss": test["loss"],
+      **extra,
+    }
 
   if resumed:
     start = resumed["step"]
-    records = read_metrics(workdir) if os.path.exists(os.path.join(workdir, "metrics.jsonl")) else []
+    records = (
+      read_metrics(workdir) if os.path.exists(os.path.join(workdir, "metrics.jsonl")) else []
+    )
     evals = [r for r in records if r["kind"] == "eval"] or [evaluation(start)]  # (no shared disk)
     trains = [r for r in records if r["kind"] == "train"]
     last_train = trains[-1] if trains else {}
@@ -348,9 +429,17 @@ def _train(cfg: ml_collections.ConfigDict, workdir: str | None, action: str,
     pending = [[float(v) for v in to_python(m)] for m in since_log]
     # The run's randomness is a function of (seed, step): init from the seed, batch order and
     # augmentation from (seed, step); both are recorded, with the whole config.
-    ckpt.save(step, dp.local(state), {"seed": cfg.seed, "config": json.loads(cfg.to_json()),
-                                      "metrics_bytes": writer.size(), "pending_metrics": pending,
-                                      "wall_seconds": wall_before + time.time() - wall0})
+    ckpt.save(
+      step,
+      dp.local(state),
+      {
+        "seed": cfg.seed,
+        "config": json.loads(cfg.to_json()),
+        "metrics_bytes": writer.size(),
+        "pending_metrics": pending,
+        "wall_seconds": wall_before + time.time() - wall0,
+      },
+    )
 
   saving = ckpt is not None and bool(cfg.checkpoint.every)
   stop_request = checkpoint_lib.StopRequest() if saving else contextlib.nullcontext()
@@ -377,28 +466,40 @@ def _train(cfg: ml_collections.ConfigDict, workdir: str | None, action: str,
           means = to_python(jax.tree_util.tree_map(lambda *xs: np.mean(xs), *fetched))
           counters = to_python(dp.local(state.counters)._asdict())
           now = time.time()
-          record = {"kind": "train", "step": step, **means._asdict(),
-                    "nonfinite_loss": sum(int(m.nonfinite_loss) for m in fetched), **counters,
-                    "steps_per_second": (step - step_log) / max(now - t_log, 1e-9),
-                    "elapsed_seconds": wall_before + now - wall0}
+          record = {
+            "kind": "train",
+            "step": step,
+            **means._asdict(),
+            "nonfinite_loss": sum(int(m.nonfinite_loss) for m in fetched),
+            **counters,
+            "steps_per_second": (step - step_log) / max(now - t_log, 1e-9),
+            "elapsed_seconds": wall_before + now - wall0,
+          }
           writer.write(record)
           last_train = record
-          line = (f"step {step:>7d}/{steps} | train loss {_fmt(record['train_loss'])} ce "
-                  f"{_fmt(record['train_ce'])} acc {_fmt(record['train_accuracy'], '.3f')}")
+          line = (
+            f"step {step:>7d}/{steps} | train loss {_fmt(record['train_loss'])} ce "
+            f"{_fmt(record['train_ce'])} acc {_fmt(record['train_accuracy'], '.3f')}"
+          )
           if not math.isnan(record["val_loss"]):
             line += f" | meta val loss {_fmt(record['val_loss'])}"
           log(line + f" | {record['steps_per_second']:.0f} steps/s")
           for warning in _skip_warnings(counters, seen_counters, step_log):
             log(warning)
           since_log, t_log, step_log, seen_counters = [], now, step, counters
-        if step // cfg.train.eval_every > first // cfg.train.eval_every or last \
-            or diverged_at is not None:
+        if (
+          step // cfg.train.eval_every > first // cfg.train.eval_every
+          or last
+          or diverged_at is not None
+        ):
           record = evaluation(step)
           writer.write(record)
           evals.append(record)
-          log(f"eval {step:>7d}/{steps} | val acc {_fmt(record['val_accuracy'])} loss "
-              f"{_fmt(record['val_loss'])} | test acc {_fmt(record['test_accuracy'])} loss "
-              f"{_fmt(record['test_loss'])}")
+          log(
+            f"eval {step:>7d}/{steps} | val acc {_fmt(record['val_accuracy'])} loss "
+            f"{_fmt(record['val_loss'])} | test acc {_fmt(record['test_accuracy'])} loss "
+            f"{_fmt(record['test_loss'])}"
+          )
         if diverged_at is not None:
           break
         if save_now:
@@ -416,18 +517,30 @@ def _train(cfg: ml_collections.ConfigDict, workdir: str | None, action: str,
   counters = to_python(dp.local(state.counters)._asdict())
   cycles_timed = (final["step"] - first_step) // interval
   summary = {
-      "method": cfg.method, "seed": cfg.seed, "dataset": ds.name, "student": cfg.student.name,
-      "student_steps": steps,
-      "test_accuracy": final["test_accuracy"], "test_loss": final["test_loss"],
-      "val_accuracy": final["val_accuracy"], "val_loss": final["val_loss"],
-      "best_val_accuracy": best["val_accuracy"], "best_val_step": best["step"],
-      "test_accuracy_at_best_val": best["test_accuracy"],
-      "final_train_ce": last_train.get("train_ce"),
-      "wall_seconds": wall, "compile_seconds": compile_seconds,
-      "steps_per_second": (cycles_timed * interval / (time.time() - t_after_first)
-                           if t_after_first and cycles_timed > 0 else math.nan),
-      "devices": dp.size, "diverged": diverged_at is not None, "diverged_at_step": diverged_at,
-      **counters,
+    "method": cfg.method,
+    "seed": cfg.seed,
+    "dataset": ds.name,
+    "student": cfg.student.name,
+    "student_steps": steps,
+    "test_accuracy": final["test_accuracy"],
+    "test_loss": final["test_loss"],
+    "val_accuracy": final["val_accuracy"],
+    "val_loss": final["val_loss"],
+    "best_val_accuracy": best["val_accuracy"],
+    "best_val_step": best["step"],
+    "test_accuracy_at_best_val": best["test_accuracy"],
+    "final_train_ce": last_train.get("train_ce"),
+    "wall_seconds": wall,
+    "compile_seconds": compile_seconds,
+    "steps_per_second": (
+      cycles_timed * interval / (time.time() - t_after_first)
+      if t_after_first and cycles_timed > 0
+      else math.nan
+    ),
+    "devices": dp.size,
+    "diverged": diverged_at is not None,
+    "diverged_at_step": diverged_at,
+    **counters,
   }
   text = _summary_text(summary)
   if files:

@@ -57,11 +57,19 @@ def naming(path: str) -> Iterator[None]:
 def config_diffs(before: dict, now: dict) -> list[str]:
   """'key: old -> new' for every key where two configs (as JSON dicts) differ, apart from the
   keys that a resumed run may change (RESUMABLE_CHANGES)."""
-  flat = [{k: v for k, v in _flatten(c).items()
-           if not any(k == r or k.startswith(r + ".") for r in RESUMABLE_CHANGES)}
-          for c in (before, now)]
-  return [f"{k}: {flat[0].get(k)!r} -> {flat[1].get(k)!r}"
-          for k in sorted(set(flat[0]) | set(flat[1])) if flat[0].get(k) != flat[1].get(k)]
+  flat = [
+    {
+      k: v
+      for k, v in _flatten(c).items()
+      if not any(k == r or k.startswith(r + ".") for r in RESUMABLE_CHANGES)
+    }
+    for c in (before, now)
+  ]
+  return [
+    f"{k}: {flat[0].get(k)!r} -> {flat[1].get(k)!r}"
+    for k in sorted(set(flat[0]) | set(flat[1]))
+    if flat[0].get(k) != flat[1].get(k)
+  ]
 
 
 class Lock:
@@ -80,22 +88,30 @@ class Lock:
       os.makedirs(self.workdir, exist_ok=True)
       fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
     except (FileExistsError, NotADirectoryError) as e:
-      raise WorkdirError(f"--workdir={self.workdir} is not a directory ({os_error_text(e)}: "
-                         f"{e.filename}); choose a directory for the run") from e
+      raise WorkdirError(
+        f"--workdir={self.workdir} is not a directory ({os_error_text(e)}: "
+        f"{e.filename}); choose a directory for the run"
+      ) from e
     except OSError as e:
-      raise WorkdirError(f"cannot write in --workdir={self.workdir} ({os_error_text(e)}); "
-                         "choose a writable directory") from e
+      raise WorkdirError(
+        f"cannot write in --workdir={self.workdir} ({os_error_text(e)}); "
+        "choose a writable directory"
+      ) from e
     try:
       fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as e:
       owner = os.pread(fd, 256, 0).decode(errors="replace").strip() or "a process"
       os.close(fd)
       if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-        raise WorkdirError(f"--workdir={self.workdir} is in use by another run ({owner}, see "
-                           f"{self.path}); wait for it to end or stop it, or use another "
-                           "--workdir") from e
-      raise WorkdirError(f"cannot lock --workdir={self.workdir} ({os_error_text(e)}): its "
-                         "filesystem does not support flock; use a local or NFS directory") from e
+        raise WorkdirError(
+          f"--workdir={self.workdir} is in use by another run ({owner}, see "
+          f"{self.path}); wait for it to end or stop it, or use another "
+          "--workdir"
+        ) from e
+      raise WorkdirError(
+        f"cannot lock --workdir={self.workdir} ({os_error_text(e)}): its "
+        "filesystem does not support flock; use a local or NFS directory"
+      ) from e
     self._fd = fd
     try:
       self.previous_owner = os.pread(fd, 256, 0).decode(errors="replace").strip()
@@ -129,6 +145,7 @@ def _read_json(path: str) -> dict | None:
 
 class PriorRun(NamedTuple):
   """What a workdir holds of an earlier run."""
+
   files: tuple[str, ...]  # its run files (RUN_FILES, and CHECKPOINT_DIR when it holds any)
   config: dict | None  # config.json, when present and readable
   summary: dict | None  # summary.json: the run finished (or diverged)
@@ -139,13 +156,15 @@ def inspect(workdir: str) -> PriorRun:
   files = tuple(f for f in RUN_FILES if os.path.exists(os.path.join(workdir, f)))
   ckpt_dir = os.path.join(workdir, CHECKPOINT_DIR)
   steps = [d for d in os.listdir(ckpt_dir) if d.isdigit()] if os.path.isdir(ckpt_dir) else []
-  return PriorRun(files + ((CHECKPOINT_DIR,) if steps else ()),
-                  _read_json(os.path.join(workdir, "config.json")),
-                  _read_json(os.path.join(workdir, "summary.json")), bool(steps))
+  return PriorRun(
+    files + ((CHECKPOINT_DIR,) if steps else ()),
+    _read_json(os.path.join(workdir, "config.json")),
+    _read_json(os.path.join(workdir, "summary.json")),
+    bool(steps),
+  )
 
 
-def plan(workdir: str, prior: PriorRun, config: ml_collections.ConfigDict,
-         overwrite: bool) -> str:
+def plan(workdir: str, prior: PriorRun, config: ml_collections.ConfigDict, overwrite: bool) -> str:
   """What a run of `config` does in `workdir`: 'new' (it holds no run), 'overwrite' (it holds one,
   and the caller asked to replace it), 'restart' (this config's run, unfinished, without
   checkpoints: it starts again), 'resume' (checkpoints, and this config takes them: the
@@ -161,17 +180,22 @@ def plan(workdir: str, prior: PriorRun, config: ml_collections.ConfigDict,
   if prior.checkpoints and config.checkpoint.every:
     return "resume"
   if diffs is None:
-    raise WorkdirError(f"{workdir} holds another run's files ({', '.join(prior.files)}) and no "
-                       f"readable config.json to tell which; use a new --workdir, or "
-                       f"{OVERWRITE_HINT}")
+    raise WorkdirError(
+      f"{workdir} holds another run's files ({', '.join(prior.files)}) and no "
+      f"readable config.json to tell which; use a new --workdir, or "
+      f"{OVERWRITE_HINT}"
+    )
   if diffs:
-    raise WorkdirError(f"{workdir} holds another run ({'; '.join(diffs)}); use a new --workdir, "
-                       f"or {OVERWRITE_HINT}")
+    raise WorkdirError(
+      f"{workdir} holds another run ({'; '.join(diffs)}); use a new --workdir, or {OVERWRITE_HINT}"
+    )
   if prior.checkpoints:
     every = prior.config.get("checkpoint", {}).get("every")
-    raise WorkdirError(f"{workdir} holds checkpoints of this run, which resume only with "
-                       f"checkpoints on: pass --config.checkpoint.every={every}, or "
-                       f"{OVERWRITE_HINT} and start again")
+    raise WorkdirError(
+      f"{workdir} holds checkpoints of this run, which resume only with "
+      f"checkpoints on: pass --config.checkpoint.every={every}, or "
+      f"{OVERWRITE_HINT} and start again"
+    )
   return "restart"
 
 

@@ -24,6 +24,7 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
 def small_config(method: str = "l2t_dln", steps: int = 200) -> ml_collections.ConfigDict:
   """The default experiment, shortened for tests."""
   from configs import mnist1d_mlp
+
   config = mnist1d_mlp.get_config()
   config.method = method
   config.train.steps = steps

@@ -9,8 +9,9 @@ from benchmarks import gpu_throughput, paper_tables, peer_torch, speed
 
 def test_paper_tables_smoke_prints_the_error_table_of_every_method(tmp_path, capsys):
   out = tmp_path / "tables.json"
-  report = paper_tables.main(["--smoke", "--configs=mnist_lenet", f"--workdir={tmp_path}",
-                              f"--out={out}", "--quiet"])
+  report = paper_tables.main(
+    ["--smoke", "--configs=mnist_lenet", f"--workdir={tmp_path}", f"--out={out}", "--quiet"]
+  )
   text = capsys.readouterr().out
   assert "Test error (%) on MNIST" in text and "LeNet" in text
   for name in ("Cross entropy", "L2T-DLF", "L2T-DLN"):
@@ -27,8 +28,15 @@ def test_paper_tables_smoke_prints_the_error_table_of_every_method(tmp_path, cap
   assert cells["l2t_dln"]["LeNet"] == [runs["l2t_dln"]["test_error"]]
 
   # Run again: finished runs are reused, not trained anew.
-  paper_tables.main(["--smoke", "--configs=mnist_lenet", "--methods=l2t_dln",
-                     f"--workdir={tmp_path}", f"--out={tmp_path / 'again.json'}"])
+  paper_tables.main(
+    [
+      "--smoke",
+      "--configs=mnist_lenet",
+      "--methods=l2t_dln",
+      f"--workdir={tmp_path}",
+      f"--out={tmp_path / 'again.json'}",
+    ]
+  )
   assert "compile" not in capsys.readouterr().out  # no training summary was printed
 
 
@@ -41,18 +49,35 @@ def test_gpu_throughput_smoke_reports_step_time_and_images_per_second(tmp_path, 
   (entry,) = report["results"]
   assert entry["method"] == "ce" and entry["depth"] == 8 and entry["finite_loss"]
   assert entry["step_ms"] > 0
-  assert abs(entry["images_per_second"] - 8 / (entry["step_ms"] / 1e3)) < 1e-6 * entry[
-      "images_per_second"]
+  assert (
+    abs(entry["images_per_second"] - 8 / (entry["step_ms"] / 1e3))
+    < 1e-6 * entry["images_per_second"]
+  )
   assert "images/s" in capsys.readouterr().out
 
 
 def test_compare_losses_small_writes_results_plots_and_table(tmp_path, capsys):
   from benchmarks import compare_losses
+
   out = tmp_path / "cmp"
-  compare_losses.main(["--seeds=1", "--steps=40", "--ce_lrs=0.05,0.1", f"--out={out}",
-                       "--set", "train.eval_every=20", "--set", "train.log_every=20",
-                       "--set", "meta.teacher_every=2", "--set", "data.val_size=200",
-                       "--set", "meta.val_batch_size=100"])
+  compare_losses.main(
+    [
+      "--seeds=1",
+      "--steps=40",
+      "--ce_lrs=0.05,0.1",
+      f"--out={out}",
+      "--set",
+      "train.eval_every=20",
+      "--set",
+      "train.log_every=20",
+      "--set",
+      "meta.teacher_every=2",
+      "--set",
+      "data.val_size=200",
+      "--set",
+      "meta.val_batch_size=100",
+    ]
+  )
   text = capsys.readouterr().out
   saved = json.loads((out / "results.json").read_text())
   assert set(saved["methods"]) == set(compare_losses.METHODS)
@@ -70,8 +95,9 @@ def test_compare_losses_small_writes_results_plots_and_table(tmp_path, capsys):
   # Each row reports its own run (the swept ones: the run at the chosen rate).
   run_dirs = {"ce": f"ce_lr{best}", "ce_cosine": f"ce_cosine_lr{best_cosine}"}
   for name, m in saved["methods"].items():
-    run = json.loads((out / "runs" / run_dirs.get(name, name) / "seed0" / "summary.json")
-                     .read_text())
+    run = json.loads(
+      (out / "runs" / run_dirs.get(name, name) / "seed0" / "summary.json").read_text()
+    )
     assert m["test_accuracy"] == [run["test_accuracy"]]
   assert saved["methods"]["ce_trainval"]["val_accuracy"] == [None]
 
@@ -84,15 +110,19 @@ def test_compare_losses_small_writes_results_plots_and_table(tmp_path, capsys):
   assert run_config("l2t_dlf")["meta"]["val_batch_size"] == 0
   assert (out / "teacher_run" / "teacher.msgpack").exists()
   assert run_config("l2t_dln_teacher_init")["teacher_init"] == str(
-      out / "teacher_run" / "teacher.msgpack")
+    out / "teacher_run" / "teacher.msgpack"
+  )
   for name in ("curves.png", "learned_loss.png", "table.md"):
     assert (out / name).stat().st_size > 0
-  assert "| l2t_dln_teacher_init |" in text and "| l2t_dln_teacher_init |" in (
-      out / "table.md").read_text()
+  assert (
+    "| l2t_dln_teacher_init |" in text
+    and "| l2t_dln_teacher_init |" in (out / "table.md").read_text()
+  )
 
 
 def test_seed_statistics_are_the_mean_the_sample_std_and_the_strict_wins_over_ce():
   from benchmarks.compare_losses import seed_statistics
+
   stats = seed_statistics([0.8, 0.6, 0.7], [0.7, 0.7, 0.7])
   assert abs(stats["mean"] - 0.7) < 1e-12 and abs(stats["std"] - 0.1) < 1e-12
   assert stats["wins_vs_ce"] == 1  # a tie is not a win
@@ -103,17 +133,32 @@ def test_speed_writes_every_ratio_and_the_memory_table(tmp_path, capsys):
   # --quick with the memory table and one asynchronous schedule asked for explicitly: both modes'
   # paths in one run; the reference protocol's row (the longest compile) is left out here.
   # Without torch (CI installs .[test] only) the peer rows are left out too.
-  report = speed.main([f"--out={tmp_path}", "--quick", "--repeats=1", "--steps_per_repeat=20",
-                       "--ks=10", "--remat=sqrt", "--intervals=20", "--no_reference"])
+  report = speed.main(
+    [
+      f"--out={tmp_path}",
+      "--quick",
+      "--repeats=1",
+      "--steps_per_repeat=20",
+      "--ks=10",
+      "--remat=sqrt",
+      "--intervals=20",
+      "--no_reference",
+    ]
+  )
   saved = json.loads((tmp_path / "speed.json").read_text())
-  for key in ("ratio_meta_segment_vs_ce", "ratio_default_vs_ce", "ratio_meta_vs_floor",
-              "compile_seconds"):
+  for key in (
+    "ratio_meta_segment_vs_ce",
+    "ratio_default_vs_ce",
+    "ratio_meta_vs_floor",
+    "compile_seconds",
+  ):
     assert saved[key] == report[key] and saved[key] > 0
   mlp = saved["students"]["mlp"]
   ours = {"ce", "default", "meta_segment", "meta_segment_floor", "interval_20"}
   assert ours <= set(mlp["us_per_step"])
   assert saved["ratio_meta_vs_floor"] == pytest.approx(
-      mlp["us_per_step"]["meta_segment"] / mlp["us_per_step"]["meta_segment_floor"])
+    mlp["us_per_step"]["meta_segment"] / mlp["us_per_step"]["meta_segment_floor"]
+  )
   assert "reference_meta" not in mlp["us_per_step"]
   if peer_torch.unavailable():
     assert set(mlp["us_per_step"]) == ours and saved["ratio_peer_meta_vs_ours"] is None

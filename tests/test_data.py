@@ -100,6 +100,7 @@ def test_digits_splits_are_fixed_disjoint_and_scaled():
   pytest.importorskip("sklearn")
   from sklearn.datasets import load_digits
   from l2t_jax.data import digits
+
   config = small_config()
   config.data.name, config.data.val_size = "digits", 300
   validate(config)
@@ -118,6 +119,7 @@ def test_digits_splits_are_fixed_disjoint_and_scaled():
 
 def test_digits_without_scikit_learn_says_how_to_install_it(monkeypatch):
   from l2t_jax.data import DataError, digits
+
   digits.load.cache_clear()
   monkeypatch.setitem(sys.modules, "sklearn.datasets", None)  # import fails as if not installed
   with pytest.raises(DataError, match=r"pip install -e '\.\[bench\]'"):

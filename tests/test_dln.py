@@ -13,8 +13,9 @@ from l2t_jax.students import from_linen
 from l2t_jax.students.mlp import MLP
 
 
-@pytest.mark.parametrize("num_classes,learn_scale", [(2, False), (10, False), (37, False),
-                                                    (10, True)])
+@pytest.mark.parametrize(
+  "num_classes,learn_scale", [(2, False), (10, False), (37, False), (10, True)]
+)
 def test_dln_at_init_equals_cross_entropy(num_classes, learn_scale):
   cfg = default_config().dln
   cfg.learn_scale = learn_scale
@@ -23,8 +24,9 @@ def test_dln_at_init_equals_cross_entropy(num_classes, learn_scale):
   rng = np.random.default_rng(num_classes)
   logits = jnp.asarray(3.0 * rng.normal(size=(64, num_classes)), jnp.float32)
   labels = jnp.asarray(rng.integers(0, num_classes, size=64))
-  np.testing.assert_allclose(dln.loss(phi, logits, labels), losses.cross_entropy(logits, labels),
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+    dln.loss(phi, logits, labels), losses.cross_entropy(logits, labels), rtol=1e-6
+  )
   g_dln = jax.grad(lambda l: dln.loss(phi, l, labels))(logits)
   g_ce = jax.grad(lambda l: losses.cross_entropy(l, labels))(logits)
   np.testing.assert_allclose(g_dln, g_ce, rtol=1e-5, atol=1e-7)
@@ -82,8 +84,9 @@ def test_the_learned_scale_multiplies_the_whole_loss():
   logits = jax.random.normal(jax.random.PRNGKey(2), (8, 10))
   labels = jnp.arange(8) % 10
   doubled = dict(phi, log_scale=phi["log_scale"] + jnp.log(2.0))
-  np.testing.assert_allclose(dln.loss(doubled, logits, labels), 2 * dln.loss(phi, logits, labels),
-                             rtol=1e-5)
+  np.testing.assert_allclose(
+    dln.loss(doubled, logits, labels), 2 * dln.loss(phi, logits, labels), rtol=1e-5
+  )
 
 
 def test_dln_refuses_labels_that_do_not_fit_the_logits():

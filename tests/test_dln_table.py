@@ -28,11 +28,15 @@ def test_tabulated_dln_at_init_is_cross_entropy_exactly():
   table = make_table(dln, dln.init(jax.random.PRNGKey(0)), SIZE)
   logits = 4.0 * jax.random.normal(jax.random.PRNGKey(2), (64, 10))
   labels = jnp.arange(64) % 10
-  np.testing.assert_allclose(table_loss(table, logits, labels),
-                             losses.cross_entropy(logits, labels), rtol=1e-6)
-  np.testing.assert_allclose(jax.grad(lambda l: table_loss(table, l, labels))(logits),
-                             jax.grad(lambda l: losses.cross_entropy(l, labels))(logits),
-                             rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(
+    table_loss(table, logits, labels), losses.cross_entropy(logits, labels), rtol=1e-6
+  )
+  np.testing.assert_allclose(
+    jax.grad(lambda l: table_loss(table, l, labels))(logits),
+    jax.grad(lambda l: losses.cross_entropy(l, labels))(logits),
+    rtol=1e-5,
+    atol=1e-7,
+  )
 
 
 @pytest.mark.parametrize("logit_scale,learn_scale", [(1.0, False), (8.0, False), (1.0, True)])
@@ -42,7 +46,9 @@ def test_tabulated_dln_matches_the_exact_dln(logit_scale, learn_scale):
   logits = logit_scale * jax.random.normal(jax.random.PRNGKey(3), (256, 10))
   labels = jnp.arange(256) % 10
   exact = dln.item_values(phi, logits, labels)
-  assert float(jnp.abs(exact - jax.nn.one_hot(labels, 10) * -jax.nn.log_softmax(logits)).max()) > 1e-2
+  assert (
+    float(jnp.abs(exact - jax.nn.one_hot(labels, 10) * -jax.nn.log_softmax(logits)).max()) > 1e-2
+  )
   # Near p = 1 the exact DLN's own float32 log p is off by ~1e-6, which moves its log(1 - p)
   # feature; the table works from an accurate item logit instead, hence the 5e-4.
   np.testing.assert_allclose(table_item_values(table, logits, labels), exact, atol=5e-4)
@@ -50,8 +56,9 @@ def test_tabulated_dln_matches_the_exact_dln(logit_scale, learn_scale):
   g_table = jax.grad(lambda l: table_loss(table, l, labels))(logits)
   assert float(jnp.abs(g_table - g_exact).max() / jnp.abs(g_exact).max()) < 2e-3
   gp_exact = ravel_pytree(jax.grad(lambda p: dln.loss(p, logits, labels))(phi))[0]
-  gp_table = ravel_pytree(jax.grad(lambda p: table_loss(make_table(dln, p, SIZE), logits,
-                                                        labels))(phi))[0]
+  gp_table = ravel_pytree(
+    jax.grad(lambda p: table_loss(make_table(dln, p, SIZE), logits, labels))(phi)
+  )[0]
   assert float(jnp.linalg.norm(gp_table - gp_exact) / jnp.linalg.norm(gp_exact)) < 1e-3
 
 
@@ -61,8 +68,9 @@ def test_a_bounded_table_is_cross_entropy_at_init(bound):
   table = make_table(dln, dln.init(jax.random.PRNGKey(0)), SIZE, slope_bound=bound)
   logits = 4.0 * jax.random.normal(jax.random.PRNGKey(2), (64, 10))
   labels = jnp.arange(64) % 10
-  np.testing.assert_allclose(table_loss(table, logits, labels),
-                             losses.cross_entropy(logits, labels), rtol=1e-6)
+  np.testing.assert_allclose(
+    table_loss(table, logits, labels), losses.cross_entropy(logits, labels), rtol=1e-6
+  )
 
 
 def _two_class_items(table, s):
@@ -131,8 +139,9 @@ def test_item_logit_is_accurate_at_both_ends_and_finite_beyond():
   np.testing.assert_allclose(log_p[:2], ref_log_p[:2], rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(t[:2], ref_t[:2], rtol=1e-4)  # t = 30 is p = 1 - 1e-13
   assert bool(jnp.all(jnp.isfinite(t))) and bool(jnp.all(jnp.isfinite(log_p[:2])))
-  grads = jax.grad(lambda l: table_loss(make_table(*moved_dln(0.2), SIZE), l,
-                                        jnp.array([1, 0, 2])))(logits)
+  grads = jax.grad(
+    lambda l: table_loss(make_table(*moved_dln(0.2), SIZE), l, jnp.array([1, 0, 2]))
+  )(logits)
   assert bool(jnp.all(jnp.isfinite(grads)))
 
 
@@ -171,10 +180,15 @@ def test_the_written_out_derivatives_equal_automatic_differentiation_of_the_item
   def derivatives(loss):
     def f(p, z):
       return loss(make_table(dln, p, SIZE, slope_bound=bound), z, labels)
+
     grad_z = jax.grad(f, argnums=1)
-    return lambda p, z: (f(p, z), grad_z(p, z), jax.grad(f)(p, z),
-                         jax.grad(lambda zz: jnp.vdot(v, grad_z(p, zz)))(z),
-                         jax.grad(lambda pp: jnp.vdot(v, grad_z(pp, z)))(p))
+    return lambda p, z: (
+      f(p, z),
+      grad_z(p, z),
+      jax.grad(f)(p, z),
+      jax.grad(lambda zz: jnp.vdot(v, grad_z(p, zz)))(z),
+      jax.grad(lambda pp: jnp.vdot(v, grad_z(pp, z)))(p),
+    )
 
   fast = jax.jit(derivatives(table_loss))
   autodiff = jax.jit(derivatives(lambda t, z, l: table_item_values(t, z, l).sum(-1).mean()))

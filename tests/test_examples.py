@@ -30,24 +30,39 @@ def test_own_loop_teaches_and_equals_the_library_driver_on_the_same_settings():
   for train_idx, val_idx in indices:
     state, _ = cycle(state, data, train_idx, val_idx)
 
-  segments = [(gather(data["train_x"], data["train_y"], t), gather(data["val_x"], data["val_y"], v))
-              for t, v in indices]
-  s, phi, taught = own_loop.teach(run.student, run.optimizer, l2t.make_student_loss(config.dln),
-                                  l2t.make_teaching(config), losses.calibrated_ce,
-                                  jax.random.PRNGKey(config.seed), x0, segments, config.train.steps)
+  segments = [
+    (gather(data["train_x"], data["train_y"], t), gather(data["val_x"], data["val_y"], v))
+    for t, v in indices
+  ]
+  s, phi, taught = own_loop.teach(
+    run.student,
+    run.optimizer,
+    l2t.make_student_loss(config.dln),
+    l2t.make_teaching(config),
+    losses.calibrated_ce,
+    jax.random.PRNGKey(config.seed),
+    x0,
+    segments,
+    config.train.steps,
+  )
   chex.assert_trees_all_close(s.params, state.student.params, rtol=1e-5, atol=1e-6)
   chex.assert_trees_all_close(phi, state.loss_params, rtol=1e-5, atol=1e-6)
-  chex.assert_trees_all_close(taught.teacher_params, state.teacher.teacher_params, rtol=1e-5,
-                              atol=1e-6)
+  chex.assert_trees_all_close(
+    taught.teacher_params, state.teacher.teacher_params, rtol=1e-5, atol=1e-6
+  )
   chex.assert_trees_all_close(taught.memory, state.teacher.memory, rtol=1e-5, atol=1e-6)
   assert int(state.counters.teacher_updates) == 1  # the comparison covers a teacher update
   # and the example taught: the DLN and the teacher moved from where they started
   _, rng_d, rng_t = jax.random.split(jax.random.PRNGKey(config.seed), 3)
-  for now, start in ((phi, l2t.make_dln(config.dln).init(rng_d)),
-                     (taught.teacher_params, l2t.make_teacher(config.teacher).init(rng_t))):
+  for now, start in (
+    (phi, l2t.make_dln(config.dln).init(rng_d)),
+    (taught.teacher_params, l2t.make_teacher(config.teacher).init(rng_t)),
+  ):
     chex.assert_trees_all_equal_shapes(now, start)
-    moved = max(float(jnp.abs(a - b).max()) for a, b in zip(jax.tree_util.tree_leaves(now),
-                                                            jax.tree_util.tree_leaves(start)))
+    moved = max(
+      float(jnp.abs(a - b).max())
+      for a, b in zip(jax.tree_util.tree_leaves(now), jax.tree_util.tree_leaves(start))
+    )
     assert moved > 1e-5
 
 

@@ -41,8 +41,11 @@ def problem():
     rng = np.random.default_rng(0)
     student = from_linen(MLP(hidden=(7,), num_classes=C))
     optimizer = optax.sgd(0.3, momentum=0.9)
-    dln = DLN(ItemNetwork(features=("log_p", "y", "y_log_p", "log_1mp"), hidden=(4,),
-                          skip_init=1.0, log_clip=20.0))
+    dln = DLN(
+      ItemNetwork(
+        features=("log_p", "y", "y_log_p", "log_1mp"), hidden=(4,), skip_init=1.0, log_clip=20.0
+      )
+    )
     x = jnp.asarray(rng.normal(size=(K, B, F_IN)))
     y = jnp.asarray(rng.integers(0, C, size=(K, B)))
     val = {"x": jnp.asarray(rng.normal(size=(10, F_IN))), "y": jnp.asarray(rng.integers(0, C, 10))}
@@ -51,8 +54,16 @@ def problem():
     state = StudentState(params, {}, optimizer.init(params))
     # Off its cross-entropy initialisation, so that every DLN parameter matters.
     phi = perturbed(to64(dln.init(jax.random.PRNGKey(1))), rng, 0.3)
-    yield dict(student=student, optimizer=optimizer, dln=dln, batches={"x": x, "y": y}, val=val,
-               state=state, phi=phi, rng=rng)
+    yield dict(
+      student=student,
+      optimizer=optimizer,
+      dln=dln,
+      batches={"x": x, "y": y},
+      val=val,
+      state=state,
+      phi=phi,
+      rng=rng,
+    )
 
 
 def val_after_segment(p, phi, state):
@@ -69,8 +80,17 @@ def test_dln_hypergradient_equals_central_finite_difference(problem, tabulated, 
       loss_fn, prepare = table_loss, lambda phi: make_table(p["dln"], phi, 64, slope_bound)
     else:
       loss_fn, prepare = p["dln"].loss, lambda phi: phi
-    hg = hypergradient(p["student"], p["optimizer"], loss_fn, losses.cross_entropy,
-                       p["phi"], p["state"], p["batches"], p["val"], prepare=prepare)
+    hg = hypergradient(
+      p["student"],
+      p["optimizer"],
+      loss_fn,
+      losses.cross_entropy,
+      p["phi"],
+      p["state"],
+      p["batches"],
+      p["val"],
+      prepare=prepare,
+    )
     chex.assert_trees_all_equal_shapes_and_dtypes(hg.grads, p["phi"])  # one entry per parameter
     chex.assert_tree_all_finite(hg.grads)
     chex.assert_shape(hg.train.loss, (K,))  # the training loss of every unrolled step
@@ -78,13 +98,15 @@ def test_dln_hypergradient_equals_central_finite_difference(problem, tabulated, 
     flat = ravel_pytree(p["phi"])[0]
 
     def val_loss(v):
-      new_state, _ = unroll(p["student"], p["optimizer"], loss_fn, prepare(unravel(v)),
-                            p["state"], p["batches"])
+      new_state, _ = unroll(
+        p["student"], p["optimizer"], loss_fn, prepare(unravel(v)), p["state"], p["batches"]
+      )
       return validate_student(p["student"], new_state, losses.cross_entropy, p["val"]).loss
 
     f = jax.jit(val_loss)
-    fd = np.array([(f(flat.at[i].add(EPS)) - f(flat.at[i].add(-EPS))) / (2 * EPS)
-                   for i in range(flat.size)])
+    fd = np.array(
+      [(f(flat.at[i].add(EPS)) - f(flat.at[i].add(-EPS))) / (2 * EPS) for i in range(flat.size)]
+    )
     np.testing.assert_allclose(np.asarray(g), fd, rtol=1e-5, atol=1e-8)
     assert np.abs(fd).max() > 1e-4  # the check is not vacuous
     np.testing.assert_allclose(hg.val.loss, f(flat), rtol=1e-12)
@@ -95,21 +117,26 @@ def test_teacher_gradient_equals_central_finite_difference(problem, num_features
   p = problem
   M = 3
   with jax.enable_x64(True):
-    teacher = LSTMTeacher(hidden=3, layers=2, output_scale=0.05, preprocess_p=10.0,
-                          num_features=num_features)
+    teacher = LSTMTeacher(
+      hidden=3, layers=2, output_scale=0.05, preprocess_p=10.0, num_features=num_features
+    )
     theta = perturbed(to64(teacher.init(jax.random.PRNGKey(2))), p["rng"], 0.1)
     phi0 = p["phi"]
     phi0_flat, unravel = ravel_pytree(phi0)
     memory0 = jax.tree_util.tree_map(
-        lambda a: jnp.asarray(p["rng"].normal(size=a.shape)), teacher.init_state(phi0))
-    in_grads = jnp.asarray(p["rng"].normal(size=(M, phi0_flat.size)) * 10.0 ** p["rng"].integers(
-        -6, 0, size=(M, phi0_flat.size)))
+      lambda a: jnp.asarray(p["rng"].normal(size=a.shape)), teacher.init_state(phi0)
+    )
+    in_grads = jnp.asarray(
+      p["rng"].normal(size=(M, phi0_flat.size))
+      * 10.0 ** p["rng"].integers(-6, 0, size=(M, phi0_flat.size))
+    )
     in_features = jnp.asarray(p["rng"].normal(size=(M, num_features)))
     # A different fixed student state at the start of each segment.
     states = [p["state"]]
     for _ in range(M - 1):
-      states.append(unroll(p["student"], p["optimizer"], p["dln"].loss, phi0, states[-1],
-                           p["batches"])[0])
+      states.append(
+        unroll(p["student"], p["optimizer"], p["dln"].loss, phi0, states[-1], p["batches"])[0]
+      )
 
     def dln_after_each_step(th):
       memory, phi, out = memory0, phi0_flat, []
@@ -120,20 +147,39 @@ def test_teacher_gradient_equals_central_finite_difference(problem, num_features
       return out
 
     def total_val_loss(th):
-      return sum(val_after_segment(p, unravel(phi_j), s_j)
-                 for phi_j, s_j in zip(dln_after_each_step(th), states))
+      return sum(
+        val_after_segment(p, unravel(phi_j), s_j)
+        for phi_j, s_j in zip(dln_after_each_step(th), states)
+      )
 
-    out_grads = jnp.stack([
-        ravel_pytree(hypergradient(p["student"], p["optimizer"], p["dln"].loss,
-                                   losses.cross_entropy, unravel(phi_j), s_j, p["batches"],
-                                   p["val"]).grads)[0]
-        for phi_j, s_j in zip(dln_after_each_step(theta), states)])
-    g = ravel_pytree(jax.grad(teacher.surrogate_loss)(theta, memory0, in_grads, in_features,
-                                                      out_grads))[0]
+    out_grads = jnp.stack(
+      [
+        ravel_pytree(
+          hypergradient(
+            p["student"],
+            p["optimizer"],
+            p["dln"].loss,
+            losses.cross_entropy,
+            unravel(phi_j),
+            s_j,
+            p["batches"],
+            p["val"],
+          ).grads
+        )[0]
+        for phi_j, s_j in zip(dln_after_each_step(theta), states)
+      ]
+    )
+    g = ravel_pytree(
+      jax.grad(teacher.surrogate_loss)(theta, memory0, in_grads, in_features, out_grads)
+    )[0]
     theta_flat, unravel_theta = ravel_pytree(theta)
     f = jax.jit(lambda v: total_val_loss(unravel_theta(v)))
-    fd = np.array([(f(theta_flat.at[i].add(EPS)) - f(theta_flat.at[i].add(-EPS))) / (2 * EPS)
-                   for i in range(theta_flat.size)])
+    fd = np.array(
+      [
+        (f(theta_flat.at[i].add(EPS)) - f(theta_flat.at[i].add(-EPS))) / (2 * EPS)
+        for i in range(theta_flat.size)
+      ]
+    )
     np.testing.assert_allclose(np.asarray(g), fd, rtol=1e-5, atol=1e-9)
     assert np.abs(fd).max() > 1e-5
 
@@ -144,9 +190,19 @@ def test_rematerialisation_does_not_change_the_hypergradient(problem, policy):
   with jax.enable_x64(True):
     # 7 steps: sqrt remat runs 2 blocks of 3 and a tail of 1.
     batches = jax.tree_util.tree_map(lambda x: jnp.concatenate([x, x[:3]]), p["batches"])
-    ref, got = (hypergradient(p["student"], p["optimizer"], p["dln"].loss, losses.cross_entropy,
-                              p["phi"], p["state"], batches, p["val"],
-                              options=UnrollOptions(remat=r))
-                for r in ("none", policy))
+    ref, got = (
+      hypergradient(
+        p["student"],
+        p["optimizer"],
+        p["dln"].loss,
+        losses.cross_entropy,
+        p["phi"],
+        p["state"],
+        batches,
+        p["val"],
+        options=UnrollOptions(remat=r),
+      )
+      for r in ("none", policy)
+    )
     chex.assert_trees_all_close(ref, got, rtol=1e-10, atol=1e-12)
     chex.assert_shape(ref.train.loss, (7,))

@@ -47,15 +47,25 @@ def toy_val(outputs, labels):
 
 
 def build(teacher_lr, cycles, teacher_every=2):
-  segments = Segments(student=toy_student(), optimizer=optax.sgd(0.2), val_fn=toy_val,
-                      unroll_steps=K, total_steps=cycles * K,
-                      initial_features=jnp.zeros((NUM_STATE_FEATURES,)))
+  segments = Segments(
+    student=toy_student(),
+    optimizer=optax.sgd(0.2),
+    val_fn=toy_val,
+    unroll_steps=K,
+    total_steps=cycles * K,
+    initial_features=jnp.zeros((NUM_STATE_FEATURES,)),
+  )
   teacher = LSTMTeacher(hidden=8, layers=1, output_scale=0.1, preprocess_p=10.0)
   loss = FunctionLoss(lambda rng: {"b": jnp.zeros((D,))}, toy_loss)
-  method = dln_method(segments, loss,
-                      Teaching(teacher, optax.adam(teacher_lr), teacher_every=teacher_every))
-  data = {"train_x": jnp.zeros((1, 1)), "train_y": jnp.zeros((1,), jnp.int32),
-          "val_x": jnp.zeros((2, 1)), "val_y": jnp.array([0, 1], jnp.int32)}
+  method = dln_method(
+    segments, loss, Teaching(teacher, optax.adam(teacher_lr), teacher_every=teacher_every)
+  )
+  data = {
+    "train_x": jnp.zeros((1, 1)),
+    "train_y": jnp.zeros((1,), jnp.int32),
+    "val_x": jnp.zeros((2, 1)),
+    "val_y": jnp.array([0, 1], jnp.int32),
+  }
   state = method.init(jax.random.PRNGKey(0), jnp.zeros((1, 1)))
   return jax.jit(method.cycle), state, data
 
@@ -74,7 +84,7 @@ def run(teacher_lr, cycles, poison_at=()):
 def test_three_stage_loop_reaches_the_known_answer():
   cycles = 400
   state, val = run(teacher_lr=3e-2, cycles=cycles)
-  initial = 0.5 * float(jnp.sum(W_STAR ** 2))
+  initial = 0.5 * float(jnp.sum(W_STAR**2))
   np.testing.assert_allclose(val[0], initial, rtol=0.2)  # starts where the fixed loss leads
   assert val[-20:].mean() < 1e-3 * initial, val[-20:]
   np.testing.assert_allclose(state.student.params["w"], W_STAR, atol=0.05)
@@ -84,7 +94,7 @@ def test_three_stage_loop_reaches_the_known_answer():
 
 def test_without_teacher_learning_the_student_stays_at_the_initial_loss():
   _, val = run(teacher_lr=0.0, cycles=100)
-  initial = 0.5 * float(jnp.sum(W_STAR ** 2))
+  initial = 0.5 * float(jnp.sum(W_STAR**2))
   assert val[-20:].mean() > 0.5 * initial
 
 
@@ -105,6 +115,27 @@ def test_non_finite_hypergradient_skips_the_update_and_training_goes_on():
     state, metrics = cycle(state, data, train_idx, ok_val)
   assert int(state.counters.skipped_meta_updates) == 1
   assert int(state.counters.meta_updates) == 14
-  for leaf in jax.tree_util.tree_leaves((state.loss_params, state.teacher.teacher_params, state.student)):
+  for leaf in jax.tree_util.tree_leaves(
+    (state.loss_params, state.teacher.teacher_params, state.student)
+  ):
     assert bool(jnp.all(jnp.isfinite(leaf)))
   assert np.isfinite(float(metrics.val_loss))
+
+
+def test_the_initial_state_compiled_quickly_equals_its_default_compilation():
+  # methods.jit_init compiles the initial state with INIT_COMPILER_OPTIONS; the state must be the
+  # same, bit for bit (the MLP's truncated-normal draws; the default compilation of a whole
+  # L2T-DLN state, with the DLN and the teacher, takes 15 s here).
+  from conftest import small_config
+  from l2t_jax.build import build_method
+  from l2t_jax.students import build_student
+
+  config = small_config(method="ce")
+  method = build_method(config, build_student(config.student, 10), optax.sgd(0.1), 10)
+  x = jnp.zeros((1, 40))
+  quick = method.init(jax.random.PRNGKey(5), x)
+  default = jax.jit(method.init.__wrapped__)(jax.random.PRNGKey(5), x)
+  for a, b in zip(
+    jax.tree_util.tree_leaves(quick), jax.tree_util.tree_leaves(default), strict=True
+  ):
+    np.testing.assert_array_equal(a, b)

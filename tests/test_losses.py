@@ -24,8 +24,11 @@ def test_scale_free_ce_ignores_the_scale_and_shift_of_each_samples_logits():
 def test_scale_free_ce_is_cross_entropy_of_standardised_logits():
   logits = jnp.array([[3.0, 1.0, -1.0, -3.0]])
   z = logits / jnp.sqrt(5.0)  # zero mean, unit root-mean-square
-  np.testing.assert_allclose(losses.scale_free_ce(logits, jnp.array([1]), 0.5),
-                             losses.cross_entropy(z / 0.5, jnp.array([1])), rtol=1e-5)
+  np.testing.assert_allclose(
+    losses.scale_free_ce(logits, jnp.array([1]), 0.5),
+    losses.cross_entropy(z / 0.5, jnp.array([1])),
+    rtol=1e-5,
+  )
 
 
 def test_each_validation_objective_has_its_value_on_a_hand_case():
@@ -35,14 +38,14 @@ def test_each_validation_objective_has_its_value_on_a_hand_case():
   k, temperature = 5.0, 0.3
   softplus = lambda x: math.log1p(math.exp(x))  # noqa: E731
   expected = {
-      # -log p_y: ln(10/9) three times, ln 10 once
-      "ce": (3 * math.log(10 / 9) + math.log(10)) / 4,
-      # 2 sigmoid(k (max p - p_y)) - 1: 0 when right, tanh(k (9/10 - 1/10) / 2) when wrong
-      "smooth_error": math.tanh(0.4 * k) / 4,
-      # standardised logits (1, -1), divided by the temperature
-      "scale_free_ce": (3 * softplus(-2 / temperature) + softplus(2 / temperature)) / 4,
-      # the fitted temperature makes the confidence the accuracy, 3/4: logits (ln 3, 0)
-      "calibrated_ce": (3 * math.log(4 / 3) + math.log(4)) / 4,
+    # -log p_y: ln(10/9) three times, ln 10 once
+    "ce": (3 * math.log(10 / 9) + math.log(10)) / 4,
+    # 2 sigmoid(k (max p - p_y)) - 1: 0 when right, tanh(k (9/10 - 1/10) / 2) when wrong
+    "smooth_error": math.tanh(0.4 * k) / 4,
+    # standardised logits (1, -1), divided by the temperature
+    "scale_free_ce": (3 * softplus(-2 / temperature) + softplus(2 / temperature)) / 4,
+    # the fitted temperature makes the confidence the accuracy, 3/4: logits (ln 3, 0)
+    "calibrated_ce": (3 * math.log(4 / 3) + math.log(4)) / 4,
   }
   assert set(expected) == set(losses.VAL_OBJECTIVES)
   for name, value in expected.items():
@@ -74,15 +77,19 @@ def test_calibrated_ce_ignores_the_students_overall_confidence():
   # Its gradient is CE's at the fitted temperature (the temperature's own derivative is zero there).
   b = losses.calibration_scale(logits, labels, 10)
   np.testing.assert_allclose(
-      jax.grad(losses.calibrated_ce)(logits, labels),
-      jax.grad(lambda z: losses.cross_entropy(b * z, labels))(logits), rtol=1e-4, atol=1e-7)
+    jax.grad(losses.calibrated_ce)(logits, labels),
+    jax.grad(lambda z: losses.cross_entropy(b * z, labels))(logits),
+    rtol=1e-4,
+    atol=1e-7,
+  )
 
 
 def test_calibrated_ce_fits_one_temperature_over_all_devices_slices():
   logits, labels = _overconfident_batch()
   whole = losses.calibrated_ce(logits, labels)
-  sliced = jax.vmap(lambda z, y: losses.calibrated_ce(z, y, axis_name="devices"),
-                    axis_name="devices")(logits.reshape(4, 100, 10), labels.reshape(4, 100))
+  sliced = jax.vmap(
+    lambda z, y: losses.calibrated_ce(z, y, axis_name="devices"), axis_name="devices"
+  )(logits.reshape(4, 100, 10), labels.reshape(4, 100))
   np.testing.assert_allclose(sliced.mean(), whole, rtol=1e-5)
   alone = jax.vmap(losses.calibrated_ce)(logits.reshape(4, 100, 10), labels.reshape(4, 100))
   assert abs(float(alone.mean() - whole)) > 1e-4  # a temperature per slice is another objective

@@ -22,5 +22,7 @@ def test_skipped_loss_updates_are_logged_and_training_goes_on():
   assert s["skipped_meta_updates"] == 2  # 10 cycles: two passes over the validation split
   assert s["meta_updates"] == 8 and np.isfinite(s["final_train_ce"])
   warnings = [line for line in lines if line.startswith("warning:")]
-  assert warnings == ["warning: 2 loss updates skipped after step 0 because the hypergradient or "
-                      "the teacher's output was not finite (2 in all); training goes on"]
+  assert warnings == [
+    "warning: 2 loss updates skipped after step 0 because the hypergradient or "
+    "the teacher's output was not finite (2 in all); training goes on"
+  ]

@@ -27,9 +27,15 @@ from l2t_jax.train import train
 # Parameters of the full-size students (10 classes): He et al. 2016 give 0.27M for ResNet-20 and
 # 0.46M for ResNet-32, Zagoruyko & Komodakis 36.5M for WRN-28-10, Huang et al. 0.8M for
 # DenseNet-BC-100 (k=12); LeNet-5 has 61,706; ResNet-8 (not in the paper) 75,290.
-PARAMETERS = {"mnist_mlp": 545_810, "mnist_lenet": 61_706, "cifar10_resnet8": 75_290,
-              "cifar10_resnet20": 269_722, "cifar10_resnet32": 464_154,
-              "cifar10_wrn": 36_479_194, "cifar10_densenet": 769_162}
+PARAMETERS = {
+  "mnist_mlp": 545_810,
+  "mnist_lenet": 61_706,
+  "cifar10_resnet8": 75_290,
+  "cifar10_resnet20": 269_722,
+  "cifar10_resnet32": 464_154,
+  "cifar10_wrn": 36_479_194,
+  "cifar10_densenet": 769_162,
+}
 INPUT = {"mnist": (1, 28, 28, 1), "cifar10": (1, 32, 32, 3), "cifar100": (1, 32, 32, 3)}
 
 
@@ -42,8 +48,9 @@ def test_config_is_valid_and_builds_the_published_student(name):
   assert config.data.augment == config.data.name.startswith("cifar")
   classes = 100 if config.data.name == "cifar100" else 10
   student = build_student(config.student, classes)
-  params, model_state = jax.eval_shape(student.init, jax.random.PRNGKey(0),
-                                       jnp.zeros(INPUT[config.data.name]))
+  params, model_state = jax.eval_shape(
+    student.init, jax.random.PRNGKey(0), jnp.zeros(INPUT[config.data.name])
+  )
   count = sum(x.size for x in jax.tree_util.tree_leaves(params))
   expected = PARAMETERS.get(name.replace("cifar100", "cifar10"))
   head = params["Dense_0"]["kernel"].shape[0] * (classes - 10) + (classes - 10)  # wider output
@@ -62,14 +69,21 @@ def test_config_compiles_and_runs_on_mock_data(name):
   assert np.isfinite(s["test_loss"])
 
 
-@pytest.mark.parametrize("key,value,message", [
+@pytest.mark.parametrize(
+  "key,value,message",
+  [
     ("student.depth", 21, "student.depth=21: a CIFAR ResNet has depth 6n+2"),
     ("data.name", "mnist1d", "student.name='resnet' needs images"),
-    ("checkpoint.every", 2005, "checkpoint.every=2005 must be 0 (no checkpoints) or a positive "
-                               "multiple of meta.interval=10"),
-])
+    (
+      "checkpoint.every",
+      2005,
+      "checkpoint.every=2005 must be 0 (no checkpoints) or a positive multiple of meta.interval=10",
+    ),
+  ],
+)
 def test_impossible_paper_settings_are_refused(key, value, message):
   from l2t_jax.config import ConfigError
+
   config = load_config("cifar10_resnet20")
   group, leaf = key.split(".")
   config[group][leaf] = value

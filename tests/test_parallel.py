@@ -23,6 +23,7 @@ def _runs(method: str, workdir: str) -> None:
   from benchmarks.common import load_config, smoke_config
   from l2t_jax.metrics import read_metrics
   from l2t_jax.train import train
+
   assert jax.device_count() == DEVICES
   out = {}
   for devices in (1, DEVICES):
@@ -33,16 +34,23 @@ def _runs(method: str, workdir: str) -> None:
     with tfds.testing.mock_data(num_examples=40):
       result = train(config, workdir=run_dir, log=lambda _: None)
     leaves = jax.tree_util.tree_flatten_with_path(jax.device_get(result.state))[0]
-    out[devices] = {"summary": result.summary, "metrics": read_metrics(run_dir),
-                    "state": {jax.tree_util.keystr(path): np.asarray(x, np.float64).ravel().tolist()
-                              for path, x in leaves}}
+    out[devices] = {
+      "summary": result.summary,
+      "metrics": read_metrics(run_dir),
+      "state": {
+        jax.tree_util.keystr(path): np.asarray(x, np.float64).ravel().tolist() for path, x in leaves
+      },
+    }
   with open(os.path.join(workdir, "runs.json"), "w") as f:
     json.dump(out, f)
 
 
 def test_four_devices_match_one_device_with_the_same_global_batch(root, tmp_path):
-  env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={DEVICES}",
-         "PYTHONPATH": os.pathsep.join([root, os.path.join(root, "tests")])}
+  env = {
+    **os.environ,
+    "XLA_FLAGS": f"--xla_force_host_platform_device_count={DEVICES}",
+    "PYTHONPATH": os.pathsep.join([root, os.path.join(root, "tests")]),
+  }
   code = f"import test_parallel; test_parallel._runs('l2t_dln', {str(tmp_path)!r})"
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
   assert out.returncode == 0, out.stderr[-3000:]

@@ -40,28 +40,38 @@ def _free_dln_config(item_kind="one_vs_one", hidden=(40, 40, 40, 40), activation
 
 # --- one-vs-one items --------------------------------------------------------------------------
 
+
 def test_one_vs_one_items_and_loss_on_a_hand_computed_case():
   logits = jnp.array([[0.0, LN3, -LN3], [LN3, 0.0, 0.0]])
   labels = jnp.array([1, 0])
   items = pair_items(logits, jax.nn.one_hot(labels, 3))
-  expected = np.array([[[0.75, 0.5, 1, 0], [0, 0, 0, 0], [0.75, 0.25, 1, 0]],
-                       [[0, 0, 0, 0], [0.75, 0.5, 1, 0], [0.75, 0.5, 1, 0]]])
+  expected = np.array(
+    [
+      [[0.75, 0.5, 1, 0], [0, 0, 0, 0], [0.75, 0.25, 1, 0]],
+      [[0, 0, 0, 0], [0.75, 0.5, 1, 0], [0.75, 0.5, 1, 0]],
+    ]
+  )
   np.testing.assert_allclose(items, expected, rtol=1e-6, atol=1e-7)
 
   # A free network without hidden layers is the bias-free linear map w . item, w = (1, 2, 3, 4):
   # the items' values are 4.75, 0, 4.25 and 0, 4.75, 4.75; the loss is their mean over all six.
   dln = DLN(FreeNetwork(hidden=()), item_kind="one_vs_one")
   phi = {"Dense_0": {"kernel": jnp.array([[1.0], [2.0], [3.0], [4.0]])}}
-  np.testing.assert_allclose(dln.item_values(phi, logits, labels),
-                             [[4.75, 0.0, 4.25], [0.0, 4.75, 4.75]], rtol=1e-6)
+  np.testing.assert_allclose(
+    dln.item_values(phi, logits, labels), [[4.75, 0.0, 4.25], [0.0, 4.75, 4.75]], rtol=1e-6
+  )
   np.testing.assert_allclose(dln.loss(phi, logits, labels), 18.5 / 6, rtol=1e-6)
   # The gradient reaches the logits through the sigmoids: z_y through both wrong-class items
   # (weight 1 each), z_c through its own (weight 2); sigmoid'(z) = s (1 - s).
   grad = jax.grad(lambda z: dln.loss(phi, z, labels))(logits)
-  np.testing.assert_allclose(grad, np.array([[2 * 0.25, 2 * 0.1875, 2 * 0.1875],
-                                             [2 * 0.1875, 2 * 0.25, 2 * 0.25]]) / 6, rtol=1e-5)
-  np.testing.assert_allclose(dln.pair_loss(phi, jnp.array([0.75]), jnp.array([0.25])), [4.25],
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+    grad,
+    np.array([[2 * 0.25, 2 * 0.1875, 2 * 0.1875], [2 * 0.1875, 2 * 0.25, 2 * 0.25]]) / 6,
+    rtol=1e-5,
+  )
+  np.testing.assert_allclose(
+    dln.pair_loss(phi, jnp.array([0.75]), jnp.array([0.25])), [4.25], rtol=1e-6
+  )
   with pytest.raises(ValueError, match="use DLN.pair_loss"):
     dln.item_loss(phi, jnp.array([0.5]), jnp.array([1.0]))
 
@@ -92,8 +102,9 @@ def test_free_dln_on_one_vs_rest_items_is_served_by_the_table():
   logits = jnp.asarray(3.0 * rng.normal(size=(32, 10)), jnp.float32)
   labels = jnp.asarray(rng.integers(0, 10, size=32))
   exact = dln.loss(phi, logits, labels)
-  np.testing.assert_allclose(dln_table.table_loss(table, logits, labels), exact, rtol=1e-3,
-                             atol=1e-3 * abs(float(exact)))
+  np.testing.assert_allclose(
+    dln_table.table_loss(table, logits, labels), exact, rtol=1e-3, atol=1e-3 * abs(float(exact))
+  )
   with pytest.raises(ValueError, match="set dln.table_size=0"):
     pairs = make_dln(_free_dln_config())
     dln_table.make_table(pairs, pairs.init(jax.random.PRNGKey(0)), 64)
@@ -101,9 +112,11 @@ def test_free_dln_on_one_vs_rest_items_is_served_by_the_table():
 
 # --- the stacked-cell teacher ------------------------------------------------------------------
 
+
 def test_stacked_cells_teacher_outputs_its_last_one_unit_cell_and_learns():
-  teacher = LSTMTeacher(hidden=4, layers=3, output_scale=1e-3, preprocess_p=10.0,
-                        network="stacked_cells")
+  teacher = LSTMTeacher(
+    hidden=4, layers=3, output_scale=1e-3, preprocess_p=10.0, network="stacked_cells"
+  )
   theta = teacher.init(jax.random.PRNGKey(0))
   assert set(theta) == {"lstm_0", "lstm_1", "lstm_2"}  # no readout
   phi = {"a": jnp.zeros((3, 4)), "b": jnp.zeros((5,))}
@@ -116,8 +129,9 @@ def test_stacked_cells_teacher_outputs_its_last_one_unit_cell_and_learns():
   np.testing.assert_allclose(step.updates, 1e-3 * last_h, rtol=1e-6)
   assert bool(jnp.all(jnp.abs(step.updates) < 1e-3)) and bool(jnp.any(step.updates != 0))
 
-  grads = jax.grad(teacher.surrogate_loss)(theta, memory, g[None], jnp.zeros((1, 4)),
-                                           jnp.ones((1, 17)))
+  grads = jax.grad(teacher.surrogate_loss)(
+    theta, memory, g[None], jnp.zeros((1, 4)), jnp.ones((1, 17))
+  )
   for cell in grads.values():
     flat = np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(cell)])
     assert np.all(np.isfinite(flat)) and np.any(flat != 0)
@@ -126,7 +140,11 @@ def test_stacked_cells_teacher_outputs_its_last_one_unit_cell_and_learns():
 def test_teacher_network_is_part_of_the_saved_architecture(tmp_path):
   stacked = default_config().teacher
   stacked.network, stacked.hidden, stacked.layers, stacked.state_features = (
-      "stacked_cells", 8, 2, False)
+    "stacked_cells",
+    8,
+    2,
+    False,
+  )
   theta = make_teacher(stacked).init(jax.random.PRNGKey(0))
   path = str(tmp_path / "teacher.msgpack")
   save_teacher(path, theta, stacked)
@@ -134,23 +152,31 @@ def test_teacher_network_is_part_of_the_saved_architecture(tmp_path):
   assert jax.tree_util.tree_structure(loaded) == jax.tree_util.tree_structure(theta)
   readout = stacked.copy_and_resolve_references()
   readout.network = "lstm_readout"
-  with pytest.raises(ConfigError, match="teacher.network: file 'stacked_cells' vs config "
-                                        "'lstm_readout'"):
+  with pytest.raises(
+    ConfigError, match="teacher.network: file 'stacked_cells' vs config 'lstm_readout'"
+  ):
     load_teacher(path, readout, make_teacher(readout))
 
   # A file from before the key existed holds an lstm_readout teacher.
   ours = default_config().teacher
-  arch = {k: v for k, v in json.loads(ours.to_json()).items()
-          if k not in ("learning_rate", "grad_clip", "network")}
+  arch = {
+    k: v
+    for k, v in json.loads(ours.to_json()).items()
+    if k not in ("learning_rate", "grad_clip", "network")
+  }
   old = str(tmp_path / "old.msgpack")
   params = flax.serialization.to_state_dict(make_teacher(ours).init(jax.random.PRNGKey(1)))
   with open(old, "wb") as f:
-    f.write(flax.serialization.msgpack_serialize(
-        {"format": FORMAT, "architecture": json.dumps(arch), "params": params}))
+    f.write(
+      flax.serialization.msgpack_serialize(
+        {"format": FORMAT, "architecture": json.dumps(arch), "params": params}
+      )
+    )
   load_teacher(old, ours, make_teacher(ours))
 
 
 # --- the re-drawn half split -------------------------------------------------------------------
+
 
 def test_redrawn_halves_are_disjoint_cover_the_split_and_change_every_epoch():
   n, batch, val_batch, interval = 103, 7, 10, 3
@@ -183,8 +209,11 @@ def test_redrawn_split_dataset_and_refusals():
   config.data.val_size = 0  # unused with redrawn halves
   validate(config)
   config.meta.val_batch_size = 2001
-  with pytest.raises(ConfigError, match=r"meta.val_batch_size=2001 exceeds the validation half "
-                                        r"\(2000 of the 4000"):
+  with pytest.raises(
+    ConfigError,
+    match=r"meta.val_batch_size=2001 exceeds the validation half "
+    r"\(2000 of the 4000",
+  ):
     build_run(config, ds)
   config.meta.val_batch_size, config.data.use_val_for_training = 100, True
   with pytest.raises(ConfigError, match="set data.use_val_for_training=False"):
@@ -203,26 +232,34 @@ def test_a_run_draws_its_redrawn_half_batches_as_a_function_of_the_cycle():
     np.testing.assert_array_equal(a[0], np.asarray(b[0]))
     np.testing.assert_array_equal(a[1], np.asarray(b[1]))
   for epoch in range(3):
-    train_seen = {int(i) for t, _ in cycles[4 * epoch:4 * epoch + 4] for i in t.ravel()}
-    val_seen = [int(i) for _, v in cycles[4 * epoch:4 * epoch + 4] for i in v]
+    train_seen = {int(i) for t, _ in cycles[4 * epoch : 4 * epoch + 4] for i in t.ravel()}
+    val_seen = [int(i) for _, v in cycles[4 * epoch : 4 * epoch + 4] for i in v]
     assert len(val_seen) == len(set(val_seen)) == 2000 and not train_seen & set(val_seen)
   assert set(int(i) for i in cycles[0][1]) != set(int(i) for i in cycles[4][1])
 
 
 # --- refusals ----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("changes,message", [
-    ({"dln.item_kind": "one_vs_one", "dln.table_size": 0},
-     "cannot score dln.item_kind='one_vs_one' pairs: set dln.network='free' or "
-     "dln.item_kind='one_vs_rest'"),
-    ({"dln.item_kind": "one_vs_one", "dln.network": "free"},
-     "depends on two (sigmoid(z_y), sigmoid(z_c)): set dln.table_size=0"),
+
+@pytest.mark.parametrize(
+  "changes,message",
+  [
+    (
+      {"dln.item_kind": "one_vs_one", "dln.table_size": 0},
+      "cannot score dln.item_kind='one_vs_one' pairs: set dln.network='free' or "
+      "dln.item_kind='one_vs_rest'",
+    ),
+    (
+      {"dln.item_kind": "one_vs_one", "dln.network": "free"},
+      "depends on two (sigmoid(z_y), sigmoid(z_c)): set dln.table_size=0",
+    ),
     ({"dln.item_kind": "pairs"}, "dln.item_kind='pairs' is not one of"),
     ({"dln.network": "mlp"}, "dln.network='mlp' is not one of"),
     ({"dln.activation": "relu"}, "dln.activation='relu' is not one of"),
     ({"teacher.network": "gru"}, "teacher.network='gru' is not one of"),
     ({"data.split": "random"}, "data.split='random' is not one of"),
-])
+  ],
+)
 def test_combinations_that_cannot_work_are_refused(changes, message):
   config = default_config()
   for key, value in changes.items():
@@ -246,15 +283,22 @@ def test_every_valid_combination_builds():
 
 # --- the reference configs (needs_reunroll: they set the teacher-gradient keys) ----------------
 
+
 @pytest.mark.parametrize("name", REFERENCE_CONFIGS)
 def test_reference_config_holds_the_authors_settings(name):  # needs_reunroll
   from benchmarks.common import load_config
+
   config = validate(load_config(name))
   assert config.train.steps % 15 == 0 and config.train.batch_size == 25
   assert config.data.split == "redrawn_half" and config.dln.table_size == 0
   phi = make_dln(config.dln).init(jax.random.PRNGKey(0))
-  assert [phi[k]["kernel"].shape for k in sorted(phi)] == [(4, 40), (40, 40), (40, 40), (40, 40),
-                                                           (40, 1)]
+  assert [phi[k]["kernel"].shape for k in sorted(phi)] == [
+    (4, 40),
+    (40, 40),
+    (40, 40),
+    (40, 40),
+    (40, 1),
+  ]
   theta = make_teacher(config.teacher).init(jax.random.PRNGKey(0))
   assert [theta[f"lstm_{i}"]["hi"]["kernel"].shape[-1] for i in range(4)] == [64, 64, 64, 1]
   setting = name.removeprefix("reference_")
@@ -266,8 +310,16 @@ def test_reference_config_holds_the_authors_settings(name):  # needs_reunroll
 
 def test_paper_tables_smoke_runs_the_reference_row(tmp_path, capsys):  # needs_reunroll
   from benchmarks import paper_tables
-  report = paper_tables.main(["--smoke", "--configs=mnist1d_mlp", "--methods=l2t_dln_reference",
-                              f"--workdir={tmp_path}", "--quiet"])
+
+  report = paper_tables.main(
+    [
+      "--smoke",
+      "--configs=mnist1d_mlp",
+      "--methods=l2t_dln_reference",
+      f"--workdir={tmp_path}",
+      "--quiet",
+    ]
+  )
   (run,) = report["runs"]
   assert run["method"] == "l2t_dln_reference" and run["student"] == "MLP"
   assert run["summary"]["student_steps"] == 4 and run["summary"]["meta_updates"] == 2

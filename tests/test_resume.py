@@ -16,14 +16,29 @@ from l2t_jax.train import Interrupted, train
 
 # Checkpoints every 50 steps; logs every 40 and evaluations every 100, so that a checkpoint
 # falls between log lines and carries metrics gathered since the last one.
-OVERRIDES = {"method": "l2t_dln", "train.steps": 300, "train.log_every": 40,
-             "train.eval_every": 100, "checkpoint.every": 50}
-SUMMARY_KEYS = ("test_accuracy", "test_loss", "val_accuracy", "val_loss", "best_val_accuracy",
-                "best_val_step", "final_train_ce", "meta_updates", "teacher_updates")
+OVERRIDES = {
+  "method": "l2t_dln",
+  "train.steps": 300,
+  "train.log_every": 40,
+  "train.eval_every": 100,
+  "checkpoint.every": 50,
+}
+SUMMARY_KEYS = (
+  "test_accuracy",
+  "test_loss",
+  "val_accuracy",
+  "val_loss",
+  "best_val_accuracy",
+  "best_val_step",
+  "final_train_ce",
+  "meta_updates",
+  "teacher_updates",
+)
 
 
 def resumable_config():
   from configs import mnist1d_mlp
+
   config = mnist1d_mlp.get_config()
   for key, value in OVERRIDES.items():
     *groups, leaf = key.split(".")
@@ -69,8 +84,15 @@ def test_killed_run_resumes_to_the_metrics_of_an_uninterrupted_run(root, tmp_pat
   marker = tmp_path / "marker"
   env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.path.join(root, "tests")])}
   proc = subprocess.Popen(
-      [sys.executable, "-c", f"import test_resume; test_resume._run_until_killed({run!r}, "
-                             f"{str(marker)!r})"], env=env, stderr=subprocess.PIPE, text=True)
+    [
+      sys.executable,
+      "-c",
+      f"import test_resume; test_resume._run_until_killed({run!r}, {str(marker)!r})",
+    ],
+    env=env,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
   deadline = time.time() + 300
   while not marker.exists() and proc.poll() is None and time.time() < deadline:
     time.sleep(0.2)
@@ -82,11 +104,24 @@ def test_killed_run_resumes_to_the_metrics_of_an_uninterrupted_run(root, tmp_pat
 
   # 3. `l2t-train` resumes from the last complete checkpoint and finishes.
   args = [f"--config.{k}={v}" for k, v in OVERRIDES.items()]
-  out = subprocess.run([sys.executable, "-m", "l2t_jax.cli", f"--config={root}/configs/mnist1d_mlp.py",
-                        *args, f"--workdir={run}"], capture_output=True, text=True, env=env)
+  out = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "l2t_jax.cli",
+      f"--config={root}/configs/mnist1d_mlp.py",
+      *args,
+      f"--workdir={run}",
+    ],
+    capture_output=True,
+    text=True,
+    env=env,
+  )
   assert out.returncode == 0, out.stderr[-3000:]
-  assert ("resumed from the checkpoint at step 250" in out.stdout
-          or "resumed from the checkpoint at step 200" in out.stdout), out.stdout
+  assert (
+    "resumed from the checkpoint at step 250" in out.stdout
+    or "resumed from the checkpoint at step 200" in out.stdout
+  ), out.stdout
 
   # No record lost or repeated, every value as in the uninterrupted run.
   assert _deterministic(read_metrics(run)) == _deterministic(read_metrics(full))
@@ -97,5 +132,7 @@ def test_killed_run_resumes_to_the_metrics_of_an_uninterrupted_run(root, tmp_pat
   changed = resumable_config()
   rate = changed.optim.learning_rate
   changed.optim.learning_rate = rate / 4
-  with pytest.raises(ConfigError, match=rf"optim.learning_rate: {rate} -> {rate / 4}.*new --workdir"):
+  with pytest.raises(
+    ConfigError, match=rf"optim.learning_rate: {rate} -> {rate / 4}.*new --workdir"
+  ):
     train(changed, workdir=run, log=lambda _: None)

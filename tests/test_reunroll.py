@@ -40,7 +40,8 @@ EPS = 1e-5
 
 def to64(tree):
   return jax.tree_util.tree_map(
-      lambda a: jnp.asarray(a, jnp.float64) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree)
+    lambda a: jnp.asarray(a, jnp.float64) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree
+  )
 
 
 def perturbed(tree, rng, scale):
@@ -54,28 +55,56 @@ def tiny_problem(teacher_opt):
   rng = np.random.default_rng(0)
   student = from_linen(MLP(hidden=(6,), num_classes=C))
   optimizer = optax.sgd(0.3, momentum=0.9)
-  dln = DLN(ItemNetwork(features=("log_p", "y", "y_log_p", "log_1mp"), hidden=(3,), skip_init=1.0,
-                        log_clip=20.0))
+  dln = DLN(
+    ItemNetwork(
+      features=("log_p", "y", "y_log_p", "log_1mp"), hidden=(3,), skip_init=1.0, log_clip=20.0
+    )
+  )
   teacher = LSTMTeacher(hidden=2, layers=2, output_scale=1.0, preprocess_p=10.0, num_features=4)
-  setup = Segments(student=student, optimizer=optimizer, val_fn=losses.cross_entropy,
-                   unroll_steps=K, total_steps=10 * INTERVAL, initial_features=jnp.zeros((4,)))
-  method = dln_method(setup, StudentLoss(dln), Teaching(teacher, teacher_opt, gradient="reunroll"),
-                      continue_from="reunroll")
-  data = {"train_x": jnp.asarray(rng.normal(size=(N_TRAIN, F_IN))),
-          "train_y": jnp.asarray(rng.integers(0, C, N_TRAIN), jnp.int32),
-          "val_x": jnp.asarray(rng.normal(size=(N_VAL, F_IN))),
-          "val_y": jnp.asarray(rng.integers(0, C, N_VAL), jnp.int32)}
+  setup = Segments(
+    student=student,
+    optimizer=optimizer,
+    val_fn=losses.cross_entropy,
+    unroll_steps=K,
+    total_steps=10 * INTERVAL,
+    initial_features=jnp.zeros((4,)),
+  )
+  method = dln_method(
+    setup,
+    StudentLoss(dln),
+    Teaching(teacher, teacher_opt, gradient="reunroll"),
+    continue_from="reunroll",
+  )
+  data = {
+    "train_x": jnp.asarray(rng.normal(size=(N_TRAIN, F_IN))),
+    "train_y": jnp.asarray(rng.integers(0, C, N_TRAIN), jnp.int32),
+    "val_x": jnp.asarray(rng.normal(size=(N_VAL, F_IN))),
+    "val_y": jnp.asarray(rng.integers(0, C, N_VAL), jnp.int32),
+  }
   state = to64(method.init(jax.random.PRNGKey(0), data["train_x"][:1]))
   state = state._replace(
-      loss_params=perturbed(state.loss_params, rng, 0.3),
-      teacher=state.teacher._replace(
-          teacher_params=perturbed(state.teacher.teacher_params, rng, 0.3),
-          memory=jax.tree_util.tree_map(lambda a: jnp.asarray(rng.normal(size=a.shape)),
-                                        state.teacher.memory)))
+    loss_params=perturbed(state.loss_params, rng, 0.3),
+    teacher=state.teacher._replace(
+      teacher_params=perturbed(state.teacher.teacher_params, rng, 0.3),
+      memory=jax.tree_util.tree_map(
+        lambda a: jnp.asarray(rng.normal(size=a.shape)), state.teacher.memory
+      ),
+    ),
+  )
   train_idx = jnp.asarray(rng.integers(0, N_TRAIN, (INTERVAL, B)), jnp.int32)
   val_idx = jnp.asarray(rng.permutation(N_VAL)[:6], jnp.int32)
-  return dict(method=method, state=state, data=data, train_idx=train_idx, val_idx=val_idx,
-              student=student, optimizer=optimizer, dln=dln, teacher=teacher, setup=setup)
+  return dict(
+    method=method,
+    state=state,
+    data=data,
+    train_idx=train_idx,
+    val_idx=val_idx,
+    student=student,
+    optimizer=optimizer,
+    dln=dln,
+    teacher=teacher,
+    setup=setup,
+  )
 
 
 class Manual:
@@ -90,19 +119,20 @@ class Manual:
     self.phi0, self.unravel = ravel_pytree(state.loss_params)
 
     def after_segment(phi_flat):  # the student after the K steps, and its validation
-      end, stats = unroll(s, p["optimizer"], p["dln"].loss, self.unravel(phi_flat),
-                          state.student, seg)
+      end, stats = unroll(
+        s, p["optimizer"], p["dln"].loss, self.unravel(phi_flat), state.student, seg
+      )
       return validate_student(s, end, losses.cross_entropy, val), end, stats
 
     first, self.first_end, first_stats = jax.jit(after_segment)(self.phi0)
     g = jax.jit(jax.grad(lambda v: after_segment(v)[0].loss))(self.phi0)
     progress = (state.step + K) / p["setup"].total_steps
-    features = jnp.array([progress, first_stats.ce.mean(), first.loss, first.accuracy],
-                         jnp.float32)
+    features = jnp.array([progress, first_stats.ce.mean(), first.loss, first.accuracy], jnp.float32)
     self.proposal = lambda theta: p["teacher"].step_flat(theta, state.teacher.memory, g, features)
     self.after_segment = after_segment
-    self.plain_steps = lambda phi, start: unroll(s, p["optimizer"], p["dln"].loss, phi, start,
-                                                 rest)[0]
+    self.plain_steps = lambda phi, start: unroll(
+      s, p["optimizer"], p["dln"].loss, phi, start, rest
+    )[0]
 
   def meta_loss(self, theta):
     return self.after_segment(self.phi0 + self.proposal(theta).updates)[0].loss
@@ -132,7 +162,8 @@ def problem():
 
 
 def test_teacher_gradient_equals_finite_differences_and_the_student_continues_from_phi_prime(
-    problem):
+  problem,
+):
   p = problem
   with jax.enable_x64(True):
     state, _ = p["cycle"](p["state"], p["data"], p["train_idx"], p["val_idx"])
@@ -141,8 +172,12 @@ def test_teacher_gradient_equals_finite_differences_and_the_student_continues_fr
     theta_flat, unravel_theta = ravel_pytree(theta0)
     got = theta_flat - ravel_pytree(state.teacher.teacher_params)[0]
     f = jax.jit(lambda v: m.meta_loss(unravel_theta(v)))
-    fd = np.array([(f(theta_flat.at[i].add(EPS)) - f(theta_flat.at[i].add(-EPS))) / (2 * EPS)
-                   for i in range(theta_flat.size)])
+    fd = np.array(
+      [
+        (f(theta_flat.at[i].add(EPS)) - f(theta_flat.at[i].add(-EPS))) / (2 * EPS)
+        for i in range(theta_flat.size)
+      ]
+    )
     assert got.dtype == jnp.float64 and np.abs(fd).max() > 1e-3  # not vacuous
     assert np.linalg.norm(got - fd) < 1e-6 * np.linalg.norm(fd)
     np.testing.assert_allclose(np.asarray(got), fd, rtol=1e-4, atol=1e-9)
@@ -153,8 +188,12 @@ def test_teacher_gradient_equals_finite_differences_and_the_student_continues_fr
     after_cycle = jax.jit(m.student_after_cycle, static_argnums=1)
     assert_trees_close(state.student, after_cycle(theta0, True), rtol=1e-10, atol=1e-12)
     c = state.counters
-    assert (int(c.meta_updates), int(c.teacher_updates), int(c.skipped_meta_updates),
-            int(c.skipped_teacher_updates)) == (1, 1, 0, 0)
+    assert (
+      int(c.meta_updates),
+      int(c.teacher_updates),
+      int(c.skipped_meta_updates),
+      int(c.skipped_teacher_updates),
+    ) == (1, 1, 0, 0)
 
 
 def test_non_finite_values_skip_the_update_and_the_student_keeps_the_first_unroll(problem):
@@ -164,8 +203,7 @@ def test_non_finite_values_skip_the_update_and_the_student_keeps_the_first_unrol
     # A teacher whose output is infinite: the proposal is refused, the teacher takes no step and
     # the student goes on from the unroll on the DLN it had.
     theta = state.teacher.teacher_params
-    broken = {**theta, "readout": {**theta["readout"],
-                                   "bias": theta["readout"]["bias"] + jnp.inf}}
+    broken = {**theta, "readout": {**theta["readout"], "bias": theta["readout"]["bias"] + jnp.inf}}
     start = state._replace(teacher=state.teacher._replace(teacher_params=broken))
     state, metrics = cycle(start, data, p["train_idx"], p["val_idx"])
     after_cycle = jax.jit(Manual(p, start).student_after_cycle, static_argnums=1)
@@ -184,26 +222,42 @@ def test_non_finite_values_skip_the_update_and_the_student_keeps_the_first_unrol
     restored = state._replace(teacher=state.teacher._replace(teacher_params=theta))
     state, metrics = cycle(restored, data, p["train_idx"], p["val_idx"])
     c = state.counters
-    assert (int(c.meta_updates), int(c.skipped_meta_updates), int(c.teacher_updates),
-            int(c.skipped_teacher_updates)) == (1, 2, 1, 0)
-    for leaf in jax.tree_util.tree_leaves((state.student, state.loss_params, state.teacher.teacher_params)):
+    assert (
+      int(c.meta_updates),
+      int(c.skipped_meta_updates),
+      int(c.teacher_updates),
+      int(c.skipped_teacher_updates),
+    ) == (1, 2, 1, 0)
+    for leaf in jax.tree_util.tree_leaves(
+      (state.student, state.loss_params, state.teacher.teacher_params)
+    ):
       assert bool(jnp.all(jnp.isfinite(leaf)))
 
 
-@pytest.mark.parametrize("gradient,continue_from,message", [
-    ("window", "reunroll", "meta.continue_from='reunroll' continues from the second unroll, which "
-     "only teacher.gradient='reunroll' runs: set teacher.gradient='reunroll' or "
-     "meta.continue_from='unroll'"),
+@pytest.mark.parametrize(
+  "gradient,continue_from,message",
+  [
+    (
+      "window",
+      "reunroll",
+      "meta.continue_from='reunroll' continues from the second unroll, which "
+      "only teacher.gradient='reunroll' runs: set teacher.gradient='reunroll' or "
+      "meta.continue_from='unroll'",
+    ),
     ("exact", "unroll", "teacher.gradient='exact' is not one of"),
     ("reunroll", "second", "meta.continue_from='second' is not one of"),
-])
+  ],
+)
 def test_meaningless_combinations_are_refused(gradient, continue_from, message):
   config = small_config()
   config.teacher.gradient, config.meta.continue_from = gradient, continue_from
   with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
     validate(config)
-  for gradient, continue_from in (("window", "unroll"), ("reunroll", "unroll"),
-                                  ("reunroll", "reunroll")):
+  for gradient, continue_from in (
+    ("window", "unroll"),
+    ("reunroll", "unroll"),
+    ("reunroll", "reunroll"),
+  ):
     config.teacher.gradient, config.meta.continue_from = gradient, continue_from
     validate(config)
 

@@ -20,8 +20,9 @@ def test_every_method_config_on_every_task_holds_the_task_and_only_its_own_chang
     for method in suite.METHODS:
       if method == "l2t_dln_reference" and reference is None:
         continue
-      c = suite.method_config(method, task, 3, 0.07, bases=bases, overrides=changed, steps=steps,
-                              smoke=False)
+      c = suite.method_config(
+        method, task, 3, 0.07, bases=bases, overrides=changed, steps=steps, smoke=False
+      )
       validate(c)
       assert c.train.steps == steps and c.seed == 3
       for key, value in suite.TASKS[task].overrides.items():
@@ -29,23 +30,29 @@ def test_every_method_config_on_every_task_holds_the_task_and_only_its_own_chang
         assert c[group][leaf] == value, (task, method, key)
       assert (c.teacher.learning_rate == 0.01) == (method == "l2t_dln")
       assert c.method == {"ce_cosine": "ce", "l2t_dln_reference": c.method}.get(method, method)
-      assert (c.optim.learning_rate == 0.07) == (method in ("ce", "ce_cosine", "label_smoothing",
-                                                            "l2t_dlf"))
+      assert (c.optim.learning_rate == 0.07) == (
+        method in ("ce", "ce_cosine", "label_smoothing", "l2t_dlf")
+      )
       assert (c.optim.schedule == "cosine") == (method == "ce_cosine")
       if method in ("l2t_dlf", "l2t_dln"):  # L2T-DLF's teacher sees the whole split, as published
-        assert c.meta.val_batch_size == (0 if method == "l2t_dlf" else
-                                         bases["l2t_dln"].meta.val_batch_size)
+        assert c.meta.val_batch_size == (
+          0 if method == "l2t_dlf" else bases["l2t_dln"].meta.val_batch_size
+        )
 
 
 def test_the_rate_is_chosen_on_validation_and_seeds_are_set_per_task():
-  sweep = {"0.05": {"val_accuracy": 0.6, "test_accuracy": 0.9},
-           "0.1": {"val_accuracy": 0.7, "test_accuracy": 0.1},
-           "0.2": {"val_accuracy": 0.7, "test_accuracy": 0.5}}
+  sweep = {
+    "0.05": {"val_accuracy": 0.6, "test_accuracy": 0.9},
+    "0.1": {"val_accuracy": 0.7, "test_accuracy": 0.1},
+    "0.2": {"val_accuracy": 0.7, "test_accuracy": 0.5},
+  }
   assert suite.best_rate(sweep) == 0.1  # the best validation accuracy, the first of equals
   seeds = suite.parse_seeds("2,mnist1d=4", ["mnist1d", "digits"], smoke=False)
   assert seeds == {"mnist1d": [0, 1, 2, 3], "digits": [0, 1]}
   assert suite.parse_seeds(None, ["mnist1d", "digits"], smoke=False) == {
-      "mnist1d": list(range(5)), "digits": [0, 1, 2]}
+    "mnist1d": list(range(5)),
+    "digits": [0, 1, 2],
+  }
   with pytest.raises(ValueError, match="unknown task 'mnist2d'"):
     suite.parse_seeds("mnist2d=3", ["mnist1d"], smoke=False)
 
@@ -89,7 +96,14 @@ def test_suite_smoke_writes_results_table_and_plots_and_reuses_its_runs(tmp_path
 
 def test_suite_refuses_a_missing_reference_config_before_training(tmp_path, capsys):
   with pytest.raises(SystemExit):
-    suite.main(["--smoke", f"--out={tmp_path}", "--tasks=digits", "--methods=l2t_dln_reference",
-                f"--reference_config={tmp_path / 'missing.py'}"])
+    suite.main(
+      [
+        "--smoke",
+        f"--out={tmp_path}",
+        "--tasks=digits",
+        "--methods=l2t_dln_reference",
+        f"--reference_config={tmp_path / 'missing.py'}",
+      ]
+    )
   assert "l2t_dln_reference: its config" in capsys.readouterr().err
   assert not (tmp_path / "runs").exists()

@@ -18,8 +18,9 @@ def expected(g, p=P):
   return (-1.0, math.exp(p) * g)
 
 
-@pytest.mark.parametrize("g", [0.5, -3.0, 1.0, -1e-3, 1e-6, -2e-5, 0.0, 1e30, -1e30,
-                               math.exp(-P), -math.exp(-P) * 0.999])
+@pytest.mark.parametrize(
+  "g", [0.5, -3.0, 1.0, -1e-3, 1e-6, -2e-5, 0.0, 1e30, -1e30, math.exp(-P), -math.exp(-P) * 0.999]
+)
 def test_preprocess_matches_definition(g):
   with jax.enable_x64(True):
     out = np.asarray(preprocess_gradient(jnp.float64(g), P))

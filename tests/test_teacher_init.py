@@ -50,8 +50,12 @@ def test_a_run_with_teacher_init_starts_from_the_saved_teacher(tmp_path):
   s0 = plain.method.init(jax.random.PRNGKey(0), x)
   s1 = loaded.method.init(jax.random.PRNGKey(0), x)
   _assert_trees_equal(s1.teacher.teacher_params, theta)
-  assert not all(np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(s0.teacher.teacher_params),
-                                                      jax.tree_util.tree_leaves(theta)))
+  assert not all(
+    np.array_equal(a, b)
+    for a, b in zip(
+      jax.tree_util.tree_leaves(s0.teacher.teacher_params), jax.tree_util.tree_leaves(theta)
+    )
+  )
   # Everything else starts as without teacher_init: the student, the DLN at cross-entropy, zero
   # LSTM memory, a fresh teacher optimizer (its moments at zero).
   for field in ("student", "loss_params", "features", "counters"):
@@ -64,7 +68,9 @@ def test_a_run_with_teacher_init_starts_from_the_saved_teacher(tmp_path):
 def test_missing_file_is_refused_with_the_path_and_the_fix(tmp_path):
   config = small_config("l2t_dln", steps=20)
   config.teacher_init = str(tmp_path / "nowhere.msgpack")
-  with pytest.raises(ConfigError, match=r"nowhere\.msgpack': no such file.*WORKDIR/teacher\.msgpack"):
+  with pytest.raises(
+    ConfigError, match=r"nowhere\.msgpack': no such file.*WORKDIR/teacher\.msgpack"
+  ):
     build_run(config)
 
 
@@ -73,8 +79,11 @@ def test_another_architecture_is_refused_naming_the_differing_keys(tmp_path):
   path = str(tmp_path / "teacher.msgpack")
   save_teacher(path, _random_theta(cfg), cfg)
   cfg.hidden, cfg.state_features = 8, False
-  with pytest.raises(ConfigError, match=r"another architecture \(teacher\.hidden: file 20 vs config "
-                                        r"8, teacher\.state_features: file True vs config False\)"):
+  with pytest.raises(
+    ConfigError,
+    match=r"another architecture \(teacher\.hidden: file 20 vs config "
+    r"8, teacher\.state_features: file True vs config False\)",
+  ):
     load_teacher(path, cfg, make_teacher(cfg))
   (tmp_path / "junk.msgpack").write_bytes(b"not a teacher")
   with pytest.raises(ConfigError, match="is not a teacher file"):
@@ -92,10 +101,22 @@ def test_teacher_init_is_refused_for_methods_without_an_lstm_teacher():
 def test_a_trained_teacher_is_saved_and_starts_a_frozen_second_run(root, tmp_path):
   workdir = tmp_path / "first"
   out = subprocess.run(
-      [sys.executable, "-m", "l2t_jax.cli", f"--config={root}/configs/mnist1d_mlp.py",
-       "--config.train.steps=40", "--config.train.eval_every=20", "--config.train.log_every=20",
-       "--config.meta.teacher_every=2", f"--workdir={workdir}"],
-      capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": root})
+    [
+      sys.executable,
+      "-m",
+      "l2t_jax.cli",
+      f"--config={root}/configs/mnist1d_mlp.py",
+      "--config.train.steps=40",
+      "--config.train.eval_every=20",
+      "--config.train.log_every=20",
+      "--config.meta.teacher_every=2",
+      f"--workdir={workdir}",
+    ],
+    capture_output=True,
+    text=True,
+    cwd=tmp_path,
+    env={**os.environ, "PYTHONPATH": root},
+  )
   assert out.returncode == 0, out.stderr[-3000:]
   path = str(workdir / "teacher.msgpack")
   assert f"teacher saved to   {path}" in out.stdout
@@ -105,12 +126,15 @@ def test_a_trained_teacher_is_saved_and_starts_a_frozen_second_run(root, tmp_pat
   config.teacher_init, config.teacher.learning_rate = path, 0.0  # frozen: teaches, never learns
   config.meta.teacher_every = 2
   seen = []  # the evaluation hook sees the state at every evaluation, step 0 included
-  result = train(config, workdir=str(tmp_path / "second"), log=lambda _: None,
-                 on_eval=lambda step, state: seen.append((step, int(state.step))))
+  result = train(
+    config,
+    workdir=str(tmp_path / "second"),
+    log=lambda _: None,
+    on_eval=lambda step, state: seen.append((step, int(state.step))),
+  )
   assert seen == [(0, 0), (40, 40)]
   assert result.summary["teacher_updates"] >= 1 and result.summary["meta_updates"] == 4
   assert np.isfinite(result.summary["test_accuracy"])
   _assert_trees_equal(jax.device_get(result.state.teacher.teacher_params), trained)
   second = str(tmp_path / "second" / "teacher.msgpack")
-  _assert_trees_equal(load_teacher(second, config.teacher, make_teacher(config.teacher)),
-                      trained)
+  _assert_trees_equal(load_teacher(second, config.teacher, make_teacher(config.teacher)), trained)

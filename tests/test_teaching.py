@@ -16,8 +16,9 @@ from tests.conftest import small_config
 
 
 def _teaching(gradient="window", num_features=0):
-  teacher = l2t.LSTMTeacher(hidden=4, layers=1, output_scale=1e-2, preprocess_p=10.0,
-                            num_features=num_features)
+  teacher = l2t.LSTMTeacher(
+    hidden=4, layers=1, output_scale=1e-2, preprocess_p=10.0, num_features=num_features
+  )
   return l2t.Teaching(teacher, optax.adam(1e-3), teacher_every=2, gradient=gradient)
 
 
@@ -27,8 +28,9 @@ def test_a_misused_teaching_component_says_what_is_wrong():
   phi = {"w": jnp.ones((3,))}
   window, reunroll = _teaching(), _teaching("reunroll")
   with pytest.raises(ValueError, match="'window' takes no outcome function"):
-    window.update(phi, window.init(jax.random.PRNGKey(0), phi), phi,
-                  outcome=lambda p: (p["w"].sum(), ()))
+    window.update(
+      phi, window.init(jax.random.PRNGKey(0), phi), phi, outcome=lambda p: (p["w"].sum(), ())
+    )
   with pytest.raises(ValueError, match="'reunroll' needs an outcome function"):
     reunroll.update(phi, reunroll.init(jax.random.PRNGKey(0), phi), phi)
   with_features = _teaching(num_features=4)
@@ -64,9 +66,13 @@ def test_a_dropout_student_trains_under_the_driver_on_keys_of_the_seed_and_step(
   chex.assert_trees_all_equal(first.student.params, again.student.params)  # deterministic
   config.student.dropout = 0.0
   without = _first_cycles(config)
-  differs = [float(jnp.abs(a - b).max()) for a, b in zip(
+  differs = [
+    float(jnp.abs(a - b).max())
+    for a, b in zip(
       jax.tree_util.tree_leaves(first.student.params),
-      jax.tree_util.tree_leaves(without.student.params))]
+      jax.tree_util.tree_leaves(without.student.params),
+    )
+  ]
   assert max(differs) > 1e-4  # the masks reached the student
   for leaf in jax.tree_util.tree_leaves((first.student.params, first.loss_params)):
     assert bool(jnp.all(jnp.isfinite(leaf)))

@@ -20,11 +20,13 @@ def image_config(name, val_size=6):
   return config
 
 
-@pytest.mark.parametrize("name,shape,classes", [("mnist", (28, 28, 1), 10),
-                                                ("cifar10", (32, 32, 3), 10),
-                                                ("cifar100", (32, 32, 3), 100)])
+@pytest.mark.parametrize(
+  "name,shape,classes",
+  [("mnist", (28, 28, 1), 10), ("cifar10", (32, 32, 3), 10), ("cifar100", (32, 32, 3), 100)],
+)
 def test_tfds_splits_carve_validation_from_train_and_standardise_with_train_statistics(
-    name, shape, classes):
+  name, shape, classes
+):
   with tfds.testing.mock_data(num_examples=20):
     x, y, x_test, y_test, num_classes = tfds_data.load(name)
     ds = load_dataset(image_config(name))
@@ -59,10 +61,17 @@ def test_missing_package_names_the_extra(monkeypatch):
 
 
 def test_import_needs_neither_tensorflow_datasets_nor_mnist1d(root):
-  code = ("import sys; import l2t_jax, l2t_jax.train, l2t_jax.cli; sys.argv = ['x'];"
-          "sys.path.insert(0, 'benchmarks'); import gpu_throughput;"
-          "bad = [m for m in ('tensorflow_datasets', 'mnist1d', 'tensorflow') if m in sys.modules];"
-          "assert not bad, bad")
-  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root,
-                       env={**os.environ, "PYTHONPATH": root})
+  code = (
+    "import sys; import l2t_jax, l2t_jax.train, l2t_jax.cli; sys.argv = ['x'];"
+    "sys.path.insert(0, 'benchmarks'); import gpu_throughput;"
+    "bad = [m for m in ('tensorflow_datasets', 'mnist1d', 'tensorflow') if m in sys.modules];"
+    "assert not bad, bad"
+  )
+  out = subprocess.run(
+    [sys.executable, "-c", code],
+    capture_output=True,
+    text=True,
+    cwd=root,
+    env={**os.environ, "PYTHONPATH": root},
+  )
   assert out.returncode == 0, out.stderr[-2000:]

@@ -23,10 +23,22 @@ def _deterministic(records):
 def test_l2t_train_lowers_the_validation_loss_and_writes_its_files(method, root, tmp_path):
   workdir = tmp_path / "run"
   out = subprocess.run(
-      [sys.executable, "-m", "l2t_jax.cli", f"--config={root}/configs/mnist1d_mlp.py",
-       f"--config.method={method}", "--config.train.steps=300", "--config.train.eval_every=150",
-       "--config.train.log_every=100", f"--workdir={workdir}"],
-      capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": root})
+    [
+      sys.executable,
+      "-m",
+      "l2t_jax.cli",
+      f"--config={root}/configs/mnist1d_mlp.py",
+      f"--config.method={method}",
+      "--config.train.steps=300",
+      "--config.train.eval_every=150",
+      "--config.train.log_every=100",
+      f"--workdir={workdir}",
+    ],
+    capture_output=True,
+    text=True,
+    cwd=tmp_path,
+    env={**os.environ, "PYTHONPATH": root},
+  )
   assert out.returncode == 0, out.stderr[-3000:]
   assert f"== {method} on mnist1d (mlp), seed 0 ==" in out.stdout
   assert "step     100/300" in out.stdout
@@ -61,4 +73,3 @@ def test_batch_larger_than_the_validation_split_is_refused():
   config.meta.val_batch_size = 501
   with pytest.raises(ConfigError, match="meta.val_batch_size=501 exceeds the 500 validation"):
     train(config, log=lambda _: None)
-

@@ -60,6 +60,7 @@ def snapshot(workdir):
 def strict_json(text):
   def refuse(constant):
     raise ValueError(f"{constant} is not JSON")
+
   return json.loads(text, parse_constant=refuse)
 
 
@@ -73,8 +74,11 @@ def test_a_run_is_refused_where_another_run_lives_and_resumes_only_its_own_run(t
 
   other = tiny()  # another seed, no checkpoints
   other.seed = 1
-  with pytest.raises(WorkdirError, match=r"holds another run \(seed: 0 -> 1\); use a new "
-                                         r"--workdir, or pass --overwrite"):
+  with pytest.raises(
+    WorkdirError,
+    match=r"holds another run \(seed: 0 -> 1\); use a new "
+    r"--workdir, or pass --overwrite",
+  ):
     train(other, workdir=w, log=quiet)
   assert snapshot(w) == held
 
@@ -83,8 +87,11 @@ def test_a_run_is_refused_where_another_run_lives_and_resumes_only_its_own_run(t
   seed3 = tiny(every=20)
   seed3.seed, seed3.optim.learning_rate = 3, 0.05
   rate = tiny().optim.learning_rate
-  with pytest.raises(WorkdirError, match=rf"another config \(optim.learning_rate: {rate} -> 0.05; "
-                                         r"seed: 0 -> 3\)"):
+  with pytest.raises(
+    WorkdirError,
+    match=rf"another config \(optim.learning_rate: {rate} -> 0.05; "
+    r"seed: 0 -> 3\)",
+  ):
     train(seed3, workdir=w, log=quiet)
 
   lines = []
@@ -125,8 +132,10 @@ def test_a_finished_run_without_checkpoints_is_kept_until_overwrite_deletes_all_
     train(other, workdir=w, log=quiet)
   lines = []
   train(other, workdir=w, log=lines.append, overwrite=True)
-  assert lines[0] == (f"{w}: --overwrite: deleting the run it holds (config.json, metrics.jsonl, "
-                      "summary.json, teacher.msgpack)")
+  assert lines[0] == (
+    f"{w}: --overwrite: deleting the run it holds (config.json, metrics.jsonl, "
+    "summary.json, teacher.msgpack)"
+  )
   assert not os.path.exists(os.path.join(w, "teacher.msgpack"))
 
 
@@ -147,8 +156,10 @@ def test_a_workdir_is_locked_while_its_run_writes_and_a_dead_runs_lock_is_taken_
 
   lines = []
   train(tiny(every=20), workdir=str(w), log=log)
-  assert lines[0] == (f"{w} was locked by a run that did not end cleanly (PID 999999 on a-host, "
-                      "no longer running); taking it over")
+  assert lines[0] == (
+    f"{w} was locked by a run that did not end cleanly (PID 999999 on a-host, "
+    "no longer running); taking it over"
+  )
   assert len(refusals) == 1
   assert f"--workdir={w} is in use by another run (PID {os.getpid()} on " in refusals[0]
   steps = [(r["kind"], r["step"]) for r in read_metrics(str(w))]
@@ -158,15 +169,16 @@ def test_a_workdir_is_locked_while_its_run_writes_and_a_dead_runs_lock_is_taken_
 
 def _damage(step_dir, how: str) -> None:
   """XORs 100 bytes into, or truncates, the largest file of a checkpoint's arrays."""
-  files = [os.path.join(d, n) for d, _, names in os.walk(os.path.join(step_dir, "state"))
-           for n in names]
+  files = [
+    os.path.join(d, n) for d, _, names in os.walk(os.path.join(step_dir, "state")) for n in names
+  ]
   path = max(files, key=os.path.getsize)
   data = bytearray(open(path, "rb").read())
   if how == "xor":
     for i in range(len(data) // 2, len(data) // 2 + 100):
       data[i] ^= 0xFF
   else:
-    data = data[:len(data) // 2]
+    data = data[: len(data) // 2]
   with open(path, "wb") as f:
     f.write(data)
 
@@ -187,17 +199,23 @@ def test_a_damaged_checkpoint_is_reported_and_the_run_falls_back_to_the_previous
   train(tiny(every=20), workdir=w, log=lines.append)
   warnings = [line for line in lines if line.startswith("warning:")]
   assert len(warnings) == 1 and warnings[0].startswith(
-      "warning: the checkpoint at step 40 is damaged (array ")
-  assert warnings[0].endswith(f"does not match its checksum); moved to "
-                              f"{w}/damaged_checkpoints/40, resuming from the one at step 20")
+    "warning: the checkpoint at step 40 is damaged (array "
+  )
+  assert warnings[0].endswith(
+    f"does not match its checksum); moved to "
+    f"{w}/damaged_checkpoints/40, resuming from the one at step 20"
+  )
   assert deterministic(w) == deterministic(reference)
   assert sorted(os.listdir(os.path.join(w, "checkpoints"))) == ["40", "60"]  # written anew
 
   # Nothing intact: one error naming each checkpoint, and nothing moved.
   _damage(os.path.join(w2, "checkpoints", "40"), "truncate")
   _damage(os.path.join(w2, "checkpoints", "20"), "xor")
-  with pytest.raises(WorkdirError, match=r"no intact checkpoint in .*\(step 40: unreadable: .*; "
-                                         r"step 20: array \d+ does not match its checksum\)"):
+  with pytest.raises(
+    WorkdirError,
+    match=r"no intact checkpoint in .*\(step 40: unreadable: .*; "
+    r"step 20: array \d+ does not match its checksum\)",
+  ):
     train(tiny(every=20), workdir=w2, log=quiet)
   assert sorted(os.listdir(os.path.join(w2, "checkpoints"))) == ["20", "40"]
 
@@ -209,11 +227,14 @@ def test_a_garbled_metrics_line_is_named_on_resume(tmp_path):
     train(tiny(every=20), workdir=w, log=stop_at(20))
   path = os.path.join(w, "metrics.jsonl")
   lines = open(path).read().splitlines(keepends=True)
-  lines[1] = "{garbled" + lines[1][len("{garbled"):]
+  lines[1] = "{garbled" + lines[1][len("{garbled") :]
   with open(path, "w") as f:
     f.writelines(lines)
-  with pytest.raises(WorkdirError, match=rf"{path} line 2 is not JSON \(.*\): the file was "
-                                         "damaged; restore it, or pass --overwrite"):
+  with pytest.raises(
+    WorkdirError,
+    match=rf"{path} line 2 is not JSON \(.*\): the file was "
+    "damaged; restore it, or pass --overwrite",
+  ):
     train(tiny(every=20), workdir=w, log=quiet)
 
 
@@ -221,8 +242,9 @@ def test_a_diverging_student_stops_the_run_and_its_files_stay_strict_json(tmp_pa
   """Defect 4: NaN losses printed as n/a, exit 0, and summary.json held a bare NaN."""
   config = tiny(every=20)
   ds = load_dataset(config)
-  order = batch_indices(config.seed, TRAIN_STREAM, len(ds.train), config.train.batch_size, 0,
-                        config.train.steps)
+  order = batch_indices(
+    config.seed, TRAIN_STREAM, len(ds.train), config.train.batch_size, 0, config.train.steps
+  )
   first_seen = {}
   for step, row in enumerate(order):
     for i in row:
@@ -233,13 +255,17 @@ def test_a_diverging_student_stops_the_run_and_its_files_stay_strict_json(tmp_pa
   data = dataclasses.replace(ds, train=Split(x, ds.train.y))
   w = str(tmp_path / "w")
   lines = []
-  with pytest.raises(Diverged, match=r"the student diverged: its training loss was NaN or "
-                                     r"infinite in the cycle ending at step 20, and the run "
-                                     r"stopped.*lower optim.learning_rate \(it is "
-                                     rf"{config.optim.learning_rate}\)"):
+  with pytest.raises(
+    Diverged,
+    match=r"the student diverged: its training loss was NaN or "
+    r"infinite in the cycle ending at step 20, and the run "
+    r"stopped.*lower optim.learning_rate \(it is "
+    rf"{config.optim.learning_rate}\)",
+  ):
     train(config, workdir=w, log=lines.append, dataset=data)
-  assert ("DIVERGED           the student's loss was NaN or infinite in the cycle ending at "
-          "step 20") in lines[-1]
+  assert (
+    "DIVERGED           the student's loss was NaN or infinite in the cycle ending at step 20"
+  ) in lines[-1]
   summary = strict_json(open(os.path.join(w, "summary.json")).read())
   assert summary["diverged"] and summary["diverged_at_step"] == 20
   assert summary["test_loss"] is None and summary["final_train_ce"] is None
@@ -257,8 +283,11 @@ def test_a_diverging_student_stops_the_run_and_its_files_stay_strict_json(tmp_pa
 def test_checkpoints_need_a_workdir_and_the_validation_split_must_leave_training_data():
   """Defect 6: checkpoint.every without a workdir saved nothing; defect 5: data.val_size beyond
   the training split was a ValueError traceback."""
-  with pytest.raises(ConfigError, match=r"checkpoint.every=20 saves checkpoints in the workdir, "
-                                        r"and there is none: pass --workdir"):
+  with pytest.raises(
+    ConfigError,
+    match=r"checkpoint.every=20 saves checkpoints in the workdir, "
+    r"and there is none: pass --workdir",
+  ):
     train(tiny(every=20), log=quiet)
   config = tiny()
   config.data.val_size = 4000

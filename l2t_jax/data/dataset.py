@@ -55,8 +55,9 @@ def carve_validation(x: np.ndarray, y: np.ndarray, val_size: int) -> tuple[Split
   """Splits the last `val_size` examples of the training data off as validation."""
   if val_size >= len(y):
     raise ConfigError(
-        f"data.val_size={val_size} leaves no training data: the training split has {len(y)} "
-        "examples; choose a smaller data.val_size")
+      f"data.val_size={val_size} leaves no training data: the training split has {len(y)} "
+      "examples; choose a smaller data.val_size"
+    )
   cut = len(y) - val_size
   return Split(x[:cut], y[:cut]), Split(x[cut:], y[cut:])
 
@@ -76,14 +77,23 @@ def keep_first(split: Split, size: int) -> Split:
   """The first `size` examples of `split` (all of them when `size` is 0)."""
   if size > len(split):
     raise ValueError(
-        f"data.train_size={size} asks for more training examples than the {len(split)} left "
-        "after the validation carve-out (data.val_size); choose data.train_size <= "
-        f"{len(split)}, or 0 for all")
+      f"data.train_size={size} asks for more training examples than the {len(split)} left "
+      "after the validation carve-out (data.val_size); choose data.train_size <= "
+      f"{len(split)}, or 0 for all"
+    )
   return Split(split.x[:size], split.y[:size]) if size else split
 
 
-def make_splits(name: str, x_train, y_train, x_test, y_test, num_classes: int,
-                data_cfg: ml_collections.ConfigDict, seed: int) -> Dataset:
+def make_splits(
+  name: str,
+  x_train,
+  y_train,
+  x_test,
+  y_test,
+  num_classes: int,
+  data_cfg: ml_collections.ConfigDict,
+  seed: int,
+) -> Dataset:
   """Applies the project's rules (validation carve-out or redrawn halves, smaller training set,
   label noise, train+val) to raw arrays."""
   test = Split(np.asarray(x_test), np.asarray(y_test))
@@ -96,19 +106,20 @@ def make_splits(name: str, x_train, y_train, x_test, y_test, num_classes: int,
   if data_cfg.use_val_for_training:
     train = Split(np.concatenate([train.x, val.x]), np.concatenate([train.y, val.y]))
   noisy = symmetric_label_noise(train.y, data_cfg.label_noise, num_classes, seed)
-  return Dataset(name=name, train=Split(train.x, noisy), val=val, test=test,
-                 num_classes=num_classes)
+  return Dataset(
+    name=name, train=Split(train.x, noisy), val=val, test=test, num_classes=num_classes
+  )
 
 
 def channel_statistics(x: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
   """Per-channel mean and standard deviation of images (N, H, W, C), accumulated in float64."""
   total = np.zeros(x.shape[-1]), np.zeros(x.shape[-1])
   for i in range(0, len(x), chunk):
-    part = x[i:i + chunk].astype(np.float64)
+    part = x[i : i + chunk].astype(np.float64)
     total = total[0] + part.sum(axis=(0, 1, 2)), total[1] + np.square(part).sum(axis=(0, 1, 2))
   count = x.size // x.shape[-1]
   mean = total[0] / count
-  return mean, np.sqrt(np.maximum(total[1] / count - mean ** 2, 0.0))
+  return mean, np.sqrt(np.maximum(total[1] / count - mean**2, 0.0))
 
 
 def standardise_images(ds: Dataset) -> Dataset:
@@ -130,14 +141,35 @@ def load_dataset(config: ml_collections.ConfigDict) -> Dataset:
   name = config.data.name
   if name == "mnist1d":
     from l2t_jax.data import mnist1d
-    return make_splits(name, *mnist1d.load(config.data.mnist1d_seed), data_cfg=config.data,
-                       seed=config.seed)
+
+    return make_splits(
+      name, *mnist1d.load(config.data.mnist1d_seed), data_cfg=config.data, seed=config.seed
+    )
   if name == "digits":
     from l2t_jax.data import digits
+
     return make_splits(name, *digits.load(), data_cfg=config.data, seed=config.seed)
   from l2t_jax.data import tfds
+
+  images = _image_loaders(config.data)
   if name in tfds.NUM_CLASSES:
-    raw = tfds.load(name, config.data.data_dir)
-    return standardise_images(make_splits(name, *raw, data_cfg=config.data, seed=config.seed))
-  raise ValueError(f"data.name='{name}' is not a known dataset; known: "
-                   f"{['mnist1d', 'digits', *sorted(tfds.NUM_CLASSES)]}")
+    images[name] = lambda: tfds.load(name, config.data.data_dir)
+  if name not in images:
+    raise ValueError(
+      f"data.name='{name}' is not a known dataset; known: "
+      f"{['mnist1d', 'digits', *sorted(images), *sorted(tfds.NUM_CLASSES)]}"
+    )
+  raw = images[name]()
+  return standardise_images(make_splits(name, *raw, data_cfg=config.data, seed=config.seed))
+
+
+def _image_loaders(data_cfg: ml_collections.ConfigDict) -> dict:
+  """The raw-array loaders of the detection and segmentation datasets, by name."""
+  from l2t_jax.data import shapes, voc
+
+  return {
+    "shapes_detection": lambda: shapes.load_task("shapes_detection", data_cfg),
+    "shapes_segmentation": lambda: shapes.load_task("shapes_segmentation", data_cfg),
+    "voc_detection": lambda: voc.load_detection(data_cfg.image_size, data_cfg.data_dir),
+    "voc_segmentation": lambda: voc.load_segmentation(data_cfg.image_size, data_cfg.data_dir),
+  }

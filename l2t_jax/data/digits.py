@@ -28,8 +28,10 @@ def load() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
   try:
     from sklearn.datasets import load_digits
   except ImportError as e:
-    raise DataError("data.name='digits' is read with scikit-learn, which is not installed: "
-                    "pip install -e '.[bench]'") from e
+    raise DataError(
+      "data.name='digits' is read with scikit-learn, which is not installed: "
+      "pip install -e '.[bench]'"
+    ) from e
   d = load_digits()
   x = (d.data / MAX_PIXEL).astype(np.float32)[..., None]
   y = d.target.astype(np.int32)

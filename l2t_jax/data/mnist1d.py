@@ -13,6 +13,7 @@ NUM_CLASSES = 10
 def package_seed() -> int:
   """The generator seed of the package's defaults (42): the canonical dataset."""
   from mnist1d.data import get_dataset_args
+
   return get_dataset_args().seed
 
 
@@ -29,6 +30,7 @@ def generate(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
   states are restored afterwards so that loading data never changes anyone else's random numbers.
   """
   from mnist1d.data import get_dataset_args, make_dataset
+
   args = get_dataset_args()
   args.seed = seed
   np_state, py_state = np.random.get_state(), random.getstate()

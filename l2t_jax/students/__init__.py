@@ -16,6 +16,7 @@ class Student(NamedTuple):
   """`init(rng, x) -> (params, model_state)`; `apply(params, model_state, x, train, rng=None) ->
   (logits, model_state)`. In training mode `apply` returns the updated model state; `rng` keys
   the student's randomness in training mode (Dropout), and is ignored by students without it."""
+
   init: Callable[[jax.Array, jax.Array], tuple[Params, ModelState]]
   apply: Callable[..., tuple[jax.Array, ModelState]]
   module: Any
@@ -33,8 +34,9 @@ def from_linen(module: nn.Module) -> Student:
     variables = {"params": params, **model_state}
     rngs = {"dropout": rng} if train and rng is not None else None
     if train and model_state:
-      logits, new_state = module.apply(variables, x, train=True, mutable=list(model_state),
-                                       rngs=rngs)
+      logits, new_state = module.apply(
+        variables, x, train=True, mutable=list(model_state), rngs=rngs
+      )
       return logits, dict(new_state)
     return module.apply(variables, x, train=train, rngs=rngs), model_state
 
@@ -49,8 +51,7 @@ def from_nnx(make_model: Callable[[Any], Any]) -> Student:
   from flax import nnx
 
   def abstract():  # the model's structure without arrays, built afresh for every trace
-    return nnx.split(nnx.eval_shape(lambda: make_model(nnx.Rngs(0))), nnx.Param, nnx.RngState,
-                     ...)
+    return nnx.split(nnx.eval_shape(lambda: make_model(nnx.Rngs(0))), nnx.Param, nnx.RngState, ...)
 
   def init(rng, x):
     del x  # NNX models are built with their shapes
@@ -61,8 +62,10 @@ def from_nnx(make_model: Callable[[Any], Any]) -> Student:
     graphdef, params_t, rngs_t, rest_t = abstract()
     streams = jax.tree_util.tree_leaves(nnx.to_pure_dict(rngs_t))
     if train and streams and rng is None:
-      raise ValueError("this NNX student draws random numbers in training (e.g. Dropout): pass "
-                       "rng= to unroll / hypergradient (the driver always does)")
+      raise ValueError(
+        "this NNX student draws random numbers in training (e.g. Dropout): pass "
+        "rng= to unroll / hypergradient (the driver always does)"
+      )
     nnx.replace_by_pure_dict(params_t, params)
     nnx.replace_by_pure_dict(rest_t, model_state)
     nnx.replace_by_pure_dict(rngs_t, _fresh_streams(nnx.to_pure_dict(rngs_t), rng))
@@ -92,23 +95,40 @@ def _fresh_streams(template: Any, rng: jax.Array | None) -> Any:
   return treedef.unflatten(fresh)
 
 
-def build_student(cfg: ml_collections.ConfigDict, num_classes: int,
-                  axis_name: str | None = None) -> Student:
+def _backbone(cfg: ml_collections.ConfigDict, blocks: tuple, width: int) -> dict:
+  """`student.stage_blocks` and `student.base_width`, or the standard backbone's where unset."""
+  return {"blocks": tuple(cfg.stage_blocks) or blocks, "width": cfg.base_width or width}
+
+
+def build_student(
+  cfg: ml_collections.ConfigDict, num_classes: int, axis_name: str | None = None
+) -> Student:
   """The student named by `cfg.name`. `axis_name` is the device axis of a data-parallel run, over
   which BatchNorm averages its batch statistics (None on one device)."""
-  from l2t_jax.students import cnn1d, densenet, lenet, mlp, resnet, wide_resnet
+  from l2t_jax.students import cnn1d, deeplab, densenet, lenet, mlp, resnet, wide_resnet, yolo
+
   norm = dict(bn_momentum=cfg.bn_momentum, bn_epsilon=cfg.bn_epsilon, axis_name=axis_name)
   builders = {
-      "mlp": lambda: mlp.MLP(hidden=tuple(cfg.hidden), num_classes=num_classes,
-                             dropout=cfg.dropout),
-      "cnn1d": lambda: cnn1d.CNN1D(channels=tuple(cfg.channels), kernel_size=cfg.kernel_size,
-                                   num_classes=num_classes),
-      "lenet5": lambda: lenet.LeNet5(num_classes=num_classes),
-      "resnet": lambda: resnet.CIFARResNet(depth=cfg.depth, num_classes=num_classes, **norm),
-      "wrn": lambda: wide_resnet.WideResNet(depth=cfg.depth, widen_factor=cfg.widen_factor,
-                                            num_classes=num_classes, **norm),
-      "densenet": lambda: densenet.DenseNetBC(depth=cfg.depth, growth_rate=cfg.growth_rate,
-                                              num_classes=num_classes, **norm),
+    "mlp": lambda: mlp.MLP(hidden=tuple(cfg.hidden), num_classes=num_classes, dropout=cfg.dropout),
+    "cnn1d": lambda: cnn1d.CNN1D(
+      channels=tuple(cfg.channels), kernel_size=cfg.kernel_size, num_classes=num_classes
+    ),
+    "lenet5": lambda: lenet.LeNet5(num_classes=num_classes),
+    "resnet": lambda: resnet.CIFARResNet(depth=cfg.depth, num_classes=num_classes, **norm),
+    "wrn": lambda: wide_resnet.WideResNet(
+      depth=cfg.depth, widen_factor=cfg.widen_factor, num_classes=num_classes, **norm
+    ),
+    "densenet": lambda: densenet.DenseNetBC(
+      depth=cfg.depth, growth_rate=cfg.growth_rate, num_classes=num_classes, **norm
+    ),
+    "yolo": lambda: yolo.YOLOv3(
+      num_classes=num_classes, **_backbone(cfg, yolo.DARKNET53_BLOCKS, yolo.DARKNET53_WIDTH), **norm
+    ),
+    "deeplab": lambda: deeplab.DeepLab(
+      num_classes=num_classes,
+      **_backbone(cfg, deeplab.RESNET18_BLOCKS, deeplab.RESNET_WIDTH),
+      **norm,
+    ),
   }
   if cfg.name not in builders:
     raise ValueError(f"student.name='{cfg.name}' is not a known student; known: {sorted(builders)}")

@@ -19,7 +19,9 @@ class LeNet5(nn.Module):
   def __call__(self, x, train: bool = False):
     del train
     if x.ndim != 4:
-      raise ValueError(f"LeNet5 expects images shaped (batch, height, width, channels), got {x.shape}")
+      raise ValueError(
+        f"LeNet5 expects images shaped (batch, height, width, channels), got {x.shape}"
+      )
     # The first convolution pads (28x28 MNIST stands in for the original 32x32 input).
     for i, features in enumerate(self.conv_features):
       x = nn.Conv(features, (KERNEL, KERNEL), padding="SAME" if i == 0 else "VALID")(x)

@@ -33,7 +33,7 @@ class BasicBlock(nn.Module):
     y = self.norm()(conv(self.features, 3)(y))
     shortcut = x
     if self.strides > 1:
-      shortcut = shortcut[:, ::self.strides, ::self.strides, :]
+      shortcut = shortcut[:, :: self.strides, :: self.strides, :]
     extra = self.features - shortcut.shape[-1]
     if extra:
       shortcut = jnp.pad(shortcut, ((0, 0), (0, 0), (0, 0), (extra // 2, extra - extra // 2)))
