@@ -33,15 +33,19 @@ from l2t_jax.unroll import LossFn
 
 
 def make_task(
-  config: ml_collections.ConfigDict, num_classes: int, image_shape: tuple[int, ...]
+  config: ml_collections.ConfigDict,
+  num_classes: int,
+  image_shape: tuple[int, ...],
+  axis_name: str | None = None,
 ) -> Task | None:
   """The detection or segmentation task of `config.data.name` (`l2t_jax.tasks`), or None for
-  classification. `image_shape`: the images' `(height, width, channels)`."""
+  classification. `image_shape`: the images' `(height, width, channels)`; `axis_name`: the device
+  axis of a data-parallel run."""
   if config.data.name in DETECTION_DATASETS:
     height, width = image_shape[:2]
-    return detection_task(anchor_layout(height, width), num_classes, height, width)
+    return detection_task(anchor_layout(height, width), num_classes, height, width, axis_name)
   if config.data.name in SEGMENTATION_DATASETS:
-    return segmentation_task(num_classes)
+    return segmentation_task(num_classes, axis_name)
   return None
 
 

@@ -78,8 +78,20 @@ def _difficult(truth: np.ndarray) -> np.ndarray:
   return np.zeros(len(truth), bool)
 
 
-def detection_task(layout: AnchorLayout, num_classes: int, height: int, width: int) -> Task:
-  """Boxes are scored in pixels of `height` x `width` images."""
+def _share(hits: jax.Array, counted: jax.Array, axis_name: str | None) -> jax.Array:
+  """`hits.sum() / counted.sum()` over the whole batch: with `axis_name`, summed over the devices
+  first (the mean of the devices' own ratios would weigh their counts wrongly)."""
+  both = jnp.stack([hits.sum(), counted.sum()]).astype(jnp.int32)
+  if axis_name:
+    both = jax.lax.psum(both, axis_name)
+  return both[0] / jnp.maximum(both[1], 1)
+
+
+def detection_task(
+  layout: AnchorLayout, num_classes: int, height: int, width: int, axis_name: str | None = None
+) -> Task:
+  """Boxes are scored in pixels of `height` x `width` images. `axis_name`: the device axis of a
+  data-parallel run, over which the step accuracy is counted."""
   pixels = np.array([width, height, width, height], np.float32)
 
   def loss_with(score):
@@ -88,7 +100,7 @@ def detection_task(layout: AnchorLayout, num_classes: int, height: int, width: i
   def stats(outputs, labels):
     t = jax.vmap(lambda g: assign(g, layout))(labels)
     right = jnp.argmax(outputs[..., BOX_OUTPUTS:], -1) == t["label"]
-    hits = (right & t["responsible"]).sum() / jnp.maximum(t["responsible"].sum(), 1)
+    hits = _share(right & t["responsible"], t["responsible"], axis_name)
     return yolo_loss(outputs, labels, layout), hits
 
   def make_evaluator(student: Student, batch_size: int):
@@ -127,7 +139,9 @@ def detection_task(layout: AnchorLayout, num_classes: int, height: int, width: i
   return Task("detection", loss_with, stats, make_evaluator)
 
 
-def segmentation_task(num_classes: int) -> Task:
+def segmentation_task(num_classes: int, axis_name: str | None = None) -> Task:
+  """`axis_name`: as `detection_task`'s."""
+
   def loss_with(score):
     return lambda logits, labels: masked_pixel_loss(score, logits, labels, IGNORE_LABEL)
 
@@ -136,7 +150,7 @@ def segmentation_task(num_classes: int) -> Task:
     right = (jnp.argmax(logits, -1) == labels) & keep
     return (
       masked_pixel_loss(ce_items, logits, labels, IGNORE_LABEL),
-      right.sum() / jnp.maximum(keep.sum(), 1),
+      _share(right, keep, axis_name),
     )
 
   def make_evaluator(student: Student, batch_size: int):
