@@ -1,5 +1,6 @@
 """Splits, label noise and batch order follow their rules."""
 
+import os
 import sys
 
 import numpy as np
@@ -26,9 +27,37 @@ def test_loading_does_not_touch_global_random_state():
   np.random.seed(123)
   expected = np.random.rand()
   np.random.seed(123)
-  mnist1d.generate.cache_clear()
-  mnist1d.load()
+  mnist1d.generate(7)
   assert np.random.rand() == expected
+
+
+def test_a_generation_is_kept_on_disk_read_back_and_made_anew_when_damaged(tmp_path, monkeypatch):
+  monkeypatch.setenv(mnist1d.CACHE_ENV, str(tmp_path))
+  path = mnist1d.cache_path(3)
+  assert path.startswith(str(tmp_path)) and not os.path.exists(path)
+  fresh = mnist1d.generate(3)
+  mnist1d._load.cache_clear()
+  first = mnist1d.load(3)
+  assert os.path.exists(path)
+  mnist1d._load.cache_clear()
+  calls = []
+  monkeypatch.setattr(mnist1d, "generate", lambda seed: calls.append(seed))
+  again = mnist1d.load(3)  # read from the file, not generated
+  assert calls == []
+  for a, b, c in zip(fresh, first, again, strict=True):
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(a, c)
+  with open(path, "wb") as f:
+    f.write(b"not an npz file")
+  monkeypatch.undo()
+  monkeypatch.setenv(mnist1d.CACHE_ENV, str(tmp_path))
+  mnist1d._load.cache_clear()
+  repaired = mnist1d.load(3)  # a damaged file is generated anew and rewritten
+  np.testing.assert_array_equal(repaired[0], fresh[0])
+  mnist1d._load.cache_clear()
+  with np.load(path) as f:
+    np.testing.assert_array_equal(f["x_train"], fresh[0])
+  assert [n for n in os.listdir(os.path.dirname(path)) if n.endswith(".tmp")] == []
 
 
 def test_label_noise_touches_train_only_and_always_changes_the_class():
@@ -79,8 +108,9 @@ def test_another_generator_seed_is_another_dataset_of_the_same_shapes():
   assert ds.input_shape == (40, 1) and ds.num_classes == 10
   assert not np.allclose(ds.train.x, canonical.train.x)
   assert set(np.unique(ds.train.y)) == set(range(10))
-  mnist1d.generate.cache_clear()  # generated afresh, not read from the cache: the same data
-  np.testing.assert_array_equal(load_dataset(config).train.x, ds.train.x)
+  x_fresh, y_fresh, *_ = mnist1d.generate(0)  # generated afresh, not read from a cache
+  np.testing.assert_array_equal(x_fresh[: len(ds.train)], ds.train.x)
+  np.testing.assert_array_equal(y_fresh[: len(ds.train)], ds.train.y)
 
 
 def test_train_size_keeps_the_first_examples_after_the_carve_out():

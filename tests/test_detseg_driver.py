@@ -124,7 +124,7 @@ def _two_device_run(data_dir, workdir):
 def test_segmentation_on_two_devices_matches_one_device(devkit, reference, root, tmp_path):
   env = {
     **os.environ,
-    "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+    "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=2",
     "PYTHONPATH": os.pathsep.join([root, os.path.join(root, "tests")]),
   }
   code = f"import test_detseg_driver as t; t._two_device_run({devkit!r}, {str(tmp_path)!r})"

@@ -48,7 +48,7 @@ def _runs(method: str, workdir: str) -> None:
 def test_four_devices_match_one_device_with_the_same_global_batch(root, tmp_path):
   env = {
     **os.environ,
-    "XLA_FLAGS": f"--xla_force_host_platform_device_count={DEVICES}",
+    "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={DEVICES}",
     "PYTHONPATH": os.pathsep.join([root, os.path.join(root, "tests")]),
   }
   code = f"import test_parallel; test_parallel._runs('l2t_dln', {str(tmp_path)!r})"
