@@ -69,47 +69,63 @@ def predictions(config, state):
   return test, np.asarray(outputs)
 
 
+def _draw_boxes(ax, boxes, classes, scores, colour: str) -> None:
+  import matplotlib.pyplot as plt
+
+  from l2t_jax.data import shapes
+
+  for (x0, y0, x1, y1), cls, score in zip(boxes, classes, scores):
+    ax.add_patch(
+      plt.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, color=colour, linewidth=1)
+    )
+    label = shapes.CLASSES[cls] if score is None else f"{shapes.CLASSES[cls]} {score:.2f}"
+    ax.text(x0, y0, label, color=colour, fontsize=6, va="bottom")
+
+
+def _draw_mask(ax, mask) -> None:
+  from l2t_jax.data import shapes
+
+  shown = np.ma.masked_equal(np.asarray(mask, np.int32), shapes.IGNORE_LABEL)  # void: blank
+  ax.imshow(shown, vmin=0, vmax=len(shapes.CLASSES), cmap="tab10", interpolation="nearest")
+
+
 def draw(path: str, shown: dict) -> None:
-  """One row per (task, method): the scenes with the predicted boxes or masks."""
+  """Per task, the scenes with their ground truth (boxes; masks, the void band blank), then one
+  row per method with its predictions (boxes scored from DRAW_SCORE; masks)."""
   import matplotlib
 
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
-  from l2t_jax.data import shapes
+
   from l2t_jax.students.yolo import anchor_layout
   from l2t_jax.yolo_decode import make_detector
 
-  rows = list(shown)
+  rows = []
+  for task, method in shown:
+    if not any(t == task for t, _ in rows):
+      rows.append((task, "truth"))
+    rows.append((task, method))
   fig, axes = plt.subplots(len(rows), SHOWN, figsize=(2.2 * SHOWN, 2.3 * len(rows)), squeeze=False)
   for r, (task, method) in enumerate(rows):
-    scenes, outputs = shown[(task, method)]
+    first = next(k for k in shown if k[0] == task)  # the truth row shows the first's scenes
+    scenes, outputs = shown[first if method == "truth" else (task, method)]
     size = scenes.images.shape[1]
     for i in range(SHOWN):
       ax = axes[r, i]
       ax.set_xticks([])
       ax.set_yticks([])
       if task == "seg":
-        ax.imshow(
-          np.argmax(outputs[i], -1),
-          vmin=0,
-          vmax=len(shapes.CLASSES),
-          cmap="tab10",
-          interpolation="nearest",
-        )
+        _draw_mask(ax, scenes.masks[i] if method == "truth" else np.argmax(outputs[i], -1))
       else:
         ax.imshow(scenes.images[i])
-        found = make_detector(anchor_layout(size, size))(outputs[i : i + 1])
-        for box, score, cls, ok in zip(*(np.asarray(a[0]) for a in found)):
-          if ok and score >= DRAW_SCORE:
-            x0, y0, x1, y1 = box * size
-            ax.add_patch(
-              plt.Rectangle(
-                (x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, color="white", linewidth=1
-              )
-            )
-            ax.text(
-              x0, y0, f"{shapes.CLASSES[cls]} {score:.2f}", color="white", fontsize=6, va="bottom"
-            )
+        if method == "truth":
+          used = scenes.classes[i] >= 0
+          _draw_boxes(ax, scenes.boxes[i][used], scenes.classes[i][used], [None] * used.sum(), "y")
+        else:
+          found = make_detector(anchor_layout(size, size))(outputs[i : i + 1])
+          box, score, cls, ok = (np.asarray(a[0]) for a in found)
+          keep = ok & (score >= DRAW_SCORE)
+          _draw_boxes(ax, box[keep] * size, cls[keep], score[keep], "white")
       if i == 0:
         ax.set_ylabel(f"{task} {method}", fontsize=8)
   fig.tight_layout()

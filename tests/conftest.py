@@ -24,13 +24,6 @@ if "L2T_JAX_CACHE_DIR" not in os.environ:
   _data_cache = tempfile.mkdtemp(prefix="l2t_jax_test_data_cache_")
   os.environ["L2T_JAX_CACHE_DIR"] = _data_cache
   atexit.register(shutil.rmtree, _data_cache, ignore_errors=True)
-# The tests' programs are small and run a few steps: compiling them is most of the suite's time,
-# and XLA's CPU backend compiles about 40 % faster without its LLVM optimisations. Numbers compared
-# within a test come from programs compiled alike; the library's own runs keep the default.
-if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
-  os.environ["XLA_FLAGS"] = (
-    os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0"
-  ).strip()
 
 
 def small_config(method: str = "l2t_dln", steps: int = 200) -> ml_collections.ConfigDict:

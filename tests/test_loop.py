@@ -134,7 +134,7 @@ def test_the_initial_state_compiled_quickly_equals_its_default_compilation():
   method = build_method(config, build_student(config.student, 10), optax.sgd(0.1), 10)
   x = jnp.zeros((1, 40))
   quick = method.init(jax.random.PRNGKey(5), x)
-  # XLA's default level (3), named: the tests' own XLA_FLAGS lower it (conftest.py)
+  # XLA's default level (3), named: an XLA_FLAGS that lowers it must not hide a difference
   default_level = {"xla_backend_optimization_level": 3}
   default = jax.jit(method.init.__wrapped__, compiler_options=default_level)(
     jax.random.PRNGKey(5), x
