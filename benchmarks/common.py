@@ -106,12 +106,29 @@ def finished_summary(
   workdir: str, config: ml_collections.ConfigDict, needed: tuple[str, ...] = ()
 ) -> dict | None:
   """The summary of the run in `workdir` when it finished with exactly `config` (and holds the
-  files `needed`), so that a benchmark can reuse it; None otherwise."""
+  files `needed`), so that a benchmark can reuse it; None otherwise. A run older than a config key
+  counts as run with that key's default (`default_config()`): new options default to the behaviour
+  before them, so a key the run lacks is the same run only where `config` keeps the default."""
+  from l2t_jax.config import default_config
+
   files = ("summary.json", "config.json") + needed
   if not all(os.path.exists(os.path.join(workdir, f)) for f in files):
     return None
   with open(os.path.join(workdir, "config.json")) as f:
-    if json.load(f) != json.loads(config.to_json()):
-      return None
+    ran = json.load(f)
+  wanted = json.loads(config.to_json())
+  if _with_later_defaults(ran, wanted, json.loads(default_config().to_json())) != wanted:
+    return None
   with open(os.path.join(workdir, "summary.json")) as f:
     return json.load(f)
+
+
+def _with_later_defaults(ran: dict, wanted: dict, default: dict) -> dict:
+  """`ran` with the keys it lacks (and `wanted` has) filled with their defaults."""
+  out = dict(ran)
+  for key, value in wanted.items():
+    if key not in out and key in default:
+      out[key] = default[key]
+    elif isinstance(value, dict) and isinstance(out.get(key), dict):
+      out[key] = _with_later_defaults(out[key], value, default.get(key, {}))
+  return out

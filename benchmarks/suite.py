@@ -30,7 +30,9 @@ Methods (the keys of results.json):
   l2t_dlf            at CE's chosen rate; its teacher sees the whole validation split
                      (meta.val_batch_size=0), as published (benchmarks/compare_losses.py does same)
   l2t_dln            the default: the config file --dln_config (configs/mnist1d_mlp.py), then the
-                     task's overrides, then the --set overrides (which apply to this method only)
+                     task's overrides, at CE's chosen rate like the other losses (a loss is
+                     tried at the rate one has tuned CE to), then the --set overrides (which
+                     apply to this method only; --set optim.learning_rate=R fixes the rate)
   l2t_dln_reference  the authors' protocol, configs/reference_mnist1d_mlp.py (--reference_config),
                      then the task's overrides
 ce, ce_cosine, label_smoothing and l2t_dlf start from configs/mnist1d_ce.py (default_config(): the
@@ -120,7 +122,11 @@ TASKS = {
 }
 METHODS = ("ce", "ce_cosine", "label_smoothing", "l2t_dlf", "l2t_dln", "l2t_dln_reference")
 SWEPT = {"ce": {}, "ce_cosine": {"optim.schedule": "cosine"}}  # method: changes beside the rate
-AT_CE_RATE = ("label_smoothing", "l2t_dlf")  # trained once CE's rate is chosen on the task
+AT_CE_RATE = (
+  "label_smoothing",
+  "l2t_dlf",
+  "l2t_dln",
+)  # trained once CE's rate is chosen on the task
 BASELINE_CONFIG = os.path.join(CONFIG_DIR, "mnist1d_ce.py")
 DLN_CONFIG = os.path.join(CONFIG_DIR, "mnist1d_mlp.py")
 REFERENCE_CONFIG = os.path.join(CONFIG_DIR, "reference_mnist1d_mlp.py")
@@ -200,9 +206,6 @@ def method_config(
   c = copy.deepcopy(bases.get(method, bases["baseline"]))
   for key, value in TASKS[task].overrides.items():
     apply_override(c, key, value)
-  if method == "l2t_dln":
-    for key, value in overrides:
-      apply_override(c, key, value)
   if smoke:
     c = smoke_config(c)
   c.train.steps = steps
@@ -210,6 +213,9 @@ def method_config(
     c.method = "ce" if method in SWEPT else method
     c.optim.learning_rate = rate
     for key, value in SWEPT.get(method, {}).items():
+      apply_override(c, key, value)
+  if method == "l2t_dln":  # after the rate: --set optim.learning_rate=R fixes it instead
+    for key, value in overrides:
       apply_override(c, key, value)
   if method == "l2t_dlf":  # its teacher as published: the whole validation split each time
     c.meta.val_batch_size = default_config().meta.val_batch_size
@@ -620,10 +626,7 @@ def main(argv=None) -> dict:
   for task in tasks:
     runs = [spec(task, "ce", s, lr) for lr in lrs[task] for s in seeds[task]]
     runs += [
-      spec(task, m, s)
-      for m in ("l2t_dln", "l2t_dln_reference")
-      if m in on_task[task]
-      for s in seeds[task]
+      spec(task, m, s) for m in ("l2t_dln_reference",) if m in on_task[task] for s in seeds[task]
     ]
     if "ce_cosine" in on_task[task]:
       runs += [spec(task, "ce_cosine", s, lr) for lr in lrs[task] for s in seeds[task]]

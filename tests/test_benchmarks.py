@@ -5,6 +5,7 @@ import json
 import pytest
 
 from benchmarks import gpu_throughput, paper_tables, peer_torch, speed
+from tests.conftest import small_config
 
 
 def test_paper_tables_smoke_prints_the_error_table_of_every_method(tmp_path, capsys):
@@ -170,3 +171,22 @@ def test_speed_writes_every_ratio_and_the_memory_table(tmp_path, capsys):
   assert (tmp_path / "speed.png").exists()
   out = capsys.readouterr().out
   assert "meta-segment / CE" in out and "meta-segment / floor" in out
+
+
+def test_a_finished_run_is_reused_only_for_its_own_config_and_options_added_after_it(tmp_path):
+  from benchmarks.common import finished_summary
+  from l2t_jax.config import default_config
+
+  config = small_config()
+  ran = json.loads(config.to_json())
+  del ran["student"]["dropout"]  # an option added after the run, kept at its default here
+  (tmp_path / "config.json").write_text(json.dumps(ran))
+  (tmp_path / "summary.json").write_text(json.dumps({"test_accuracy": 0.5}))
+  assert finished_summary(str(tmp_path), config) == {"test_accuracy": 0.5}
+  assert default_config().student.dropout == config.student.dropout == 0.0
+  config.student.dropout = 0.5  # the run had no dropout: not the same run
+  assert finished_summary(str(tmp_path), config) is None
+  config.student.dropout = 0.0
+  config.optim.learning_rate = 0.3  # a setting the run did have, changed
+  assert finished_summary(str(tmp_path), config) is None
+  assert finished_summary(str(tmp_path / "missing"), small_config()) is None

@@ -78,7 +78,7 @@ def test_suite_smoke_writes_results_table_and_plots_and_reuses_its_runs(tmp_path
       assert config["data"]["name"] == ("digits" if name == "digits" else "mnist1d")
     sweep = task["ce_sweep"]
     assert set(sweep) == {"0.05", "0.1"} and "ce_cosine_sweep" not in task
-    for method in ("ce", "label_smoothing"):  # label smoothing trains at CE's chosen rate
+    for method in ("ce", "label_smoothing", "l2t_dln"):  # the losses train at CE's chosen rate
       assert task["methods"][method]["learning_rate"] == suite.best_rate(sweep)
     assert (out / f"learned_loss_{name}.png").stat().st_size > 0
   for method in methods[1:]:
