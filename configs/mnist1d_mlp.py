@@ -18,7 +18,8 @@ Where it departs from `default_config()` (the method as the paper describes it):
   Adam rate 3e-3;
 - every hypergradient sees half of the validation split (`meta.val_batch_size=250`), a different
   half each time, not all 500 examples.
-For cross-entropy on this task use configs/mnist1d_ce.py (rate 0.1).
+For cross-entropy on this task use configs/mnist1d_ce.py (rate 0.1). On another task, train at the
+rate you have tuned cross-entropy to (`--config.optim.learning_rate`), as benchmarks/suite.py does.
 """
 
 from l2t_jax.config import default_config
