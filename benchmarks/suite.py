@@ -122,11 +122,8 @@ TASKS = {
 }
 METHODS = ("ce", "ce_cosine", "label_smoothing", "l2t_dlf", "l2t_dln", "l2t_dln_reference")
 SWEPT = {"ce": {}, "ce_cosine": {"optim.schedule": "cosine"}}  # method: changes beside the rate
-AT_CE_RATE = (
-  "label_smoothing",
-  "l2t_dlf",
-  "l2t_dln",
-)  # trained once CE's rate is chosen on the task
+# Trained once CE's rate is chosen on the task, at that rate.
+AT_CE_RATE = ("label_smoothing", "l2t_dlf", "l2t_dln")
 BASELINE_CONFIG = os.path.join(CONFIG_DIR, "mnist1d_ce.py")
 DLN_CONFIG = os.path.join(CONFIG_DIR, "mnist1d_mlp.py")
 REFERENCE_CONFIG = os.path.join(CONFIG_DIR, "reference_mnist1d_mlp.py")
@@ -625,9 +622,8 @@ def main(argv=None) -> dict:
   first = []  # task by task, the CE sweep first: the other baselines wait for its rate
   for task in tasks:
     runs = [spec(task, "ce", s, lr) for lr in lrs[task] for s in seeds[task]]
-    runs += [
-      spec(task, m, s) for m in ("l2t_dln_reference",) if m in on_task[task] for s in seeds[task]
-    ]
+    if "l2t_dln_reference" in on_task[task]:  # its own rate: runs beside the sweep
+      runs += [spec(task, "l2t_dln_reference", s) for s in seeds[task]]
     if "ce_cosine" in on_task[task]:
       runs += [spec(task, "ce_cosine", s, lr) for lr in lrs[task] for s in seeds[task]]
     first += seed_major(runs)

@@ -12,18 +12,17 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # configs/, benchmarks/ and examples/ are importable in tests
 
-# One persistent XLA compilation cache for the session, shared with the tests' subprocesses
-# (they inherit the environment): a program compiled again, by another process or another run
-# of the same config, is loaded instead. Set before any test imports jax.
-if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
-  _cache = tempfile.mkdtemp(prefix="l2t_jax_test_xla_cache_")
-  os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
-  atexit.register(shutil.rmtree, _cache, ignore_errors=True)
-# Likewise one MNIST-1D generation cache (l2t_jax/data/mnist1d.py), not the user's ~/.cache.
-if "L2T_JAX_CACHE_DIR" not in os.environ:
-  _data_cache = tempfile.mkdtemp(prefix="l2t_jax_test_data_cache_")
-  os.environ["L2T_JAX_CACHE_DIR"] = _data_cache
-  atexit.register(shutil.rmtree, _data_cache, ignore_errors=True)
+# One persistent XLA compilation cache and one MNIST-1D generation cache (l2t_jax/data/mnist1d.py)
+# for the session, in temporary folders (not the user's ~/.cache), shared with the tests'
+# subprocesses (they inherit the environment): a program compiled again, or a dataset generated
+# again, by another process or another run is loaded instead. Set before any test imports jax.
+for _env, _prefix in (
+  ("JAX_COMPILATION_CACHE_DIR", "l2t_jax_test_xla_cache_"),
+  ("L2T_JAX_CACHE_DIR", "l2t_jax_test_data_cache_"),
+):
+  if _env not in os.environ:
+    os.environ[_env] = tempfile.mkdtemp(prefix=_prefix)
+    atexit.register(shutil.rmtree, os.environ[_env], ignore_errors=True)
 
 
 def small_config(method: str = "l2t_dln", steps: int = 200) -> ml_collections.ConfigDict:

@@ -17,6 +17,17 @@ def test_every_method_config_on_every_task_holds_the_task_and_only_its_own_chang
   assert steps == bases["baseline"].train.steps
   changed = [("teacher.learning_rate", 0.01)]  # --set: l2t_dln's alone
   for task in suite.TASKS:
+    fixed = suite.method_config(  # --set optim.learning_rate fixes L2T-DLN's rate
+      "l2t_dln",
+      task,
+      3,
+      0.07,
+      bases=bases,
+      overrides=[("optim.learning_rate", 0.3)],
+      steps=steps,
+      smoke=False,
+    )
+    assert fixed.optim.learning_rate == 0.3
     for method in suite.METHODS:
       if method == "l2t_dln_reference" and reference is None:
         continue
@@ -34,17 +45,6 @@ def test_every_method_config_on_every_task_holds_the_task_and_only_its_own_chang
         method in ("ce", "ce_cosine", "label_smoothing", "l2t_dlf", "l2t_dln")
       )
       assert (c.optim.schedule == "cosine") == (method == "ce_cosine")
-      fixed = suite.method_config(  # --set optim.learning_rate fixes L2T-DLN's rate
-        "l2t_dln",
-        task,
-        3,
-        0.07,
-        bases=bases,
-        overrides=[("optim.learning_rate", 0.3)],
-        steps=steps,
-        smoke=False,
-      )
-      assert fixed.optim.learning_rate == 0.3
       if method in ("l2t_dlf", "l2t_dln"):  # L2T-DLF's teacher sees the whole split, as published
         assert c.meta.val_batch_size == (
           0 if method == "l2t_dlf" else bases["l2t_dln"].meta.val_batch_size
