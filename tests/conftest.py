@@ -15,7 +15,9 @@ sys.path.insert(0, ROOT)  # configs/, benchmarks/ and examples/ are importable i
 # One persistent XLA compilation cache and one MNIST-1D generation cache (l2t_jax/data/mnist1d.py)
 # for the session, in temporary folders (not the user's ~/.cache), shared with the tests'
 # subprocesses (they inherit the environment): a program compiled again, or a dataset generated
-# again, by another process or another run is loaded instead. Set before any test imports jax.
+# again, by another process or another run is loaded instead. Every program is kept, not only those
+# that took a second to compile: most of the suite's compilations are small ones, repeated in each
+# worker. Set before any test imports jax.
 for _env, _prefix in (
   ("JAX_COMPILATION_CACHE_DIR", "l2t_jax_test_xla_cache_"),
   ("L2T_JAX_CACHE_DIR", "l2t_jax_test_data_cache_"),
@@ -23,6 +25,7 @@ for _env, _prefix in (
   if _env not in os.environ:
     os.environ[_env] = tempfile.mkdtemp(prefix=_prefix)
     atexit.register(shutil.rmtree, os.environ[_env], ignore_errors=True)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 
 def small_config(method: str = "l2t_dln", steps: int = 200) -> ml_collections.ConfigDict:
