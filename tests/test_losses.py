@@ -1,4 +1,7 @@
-"""Validation objectives: what they are blind to and what they equal."""
+"""Validation objectives: what they are blind to and what they equal.
+
+Each test computes what it compares in one jitted function and checks the results with NumPy: run
+eagerly, every operation compiled a program of its own, most of this file's time."""
 
 import math
 
@@ -9,32 +12,42 @@ import numpy as np
 from l2t_jax import losses
 
 
-def test_scale_free_ce_ignores_the_scale_and_shift_of_each_samples_logits():
+@jax.jit
+def _scale_and_shift():
+  """Scale-free CE of random logits, and of the same logits scaled and shifted per sample; CE of
+  the logits and of the logits halved."""
   logits = jax.random.normal(jax.random.PRNGKey(0), (16, 10))
   labels = jnp.arange(16) % 10
   scale = jnp.exp(jax.random.normal(jax.random.PRNGKey(1), (16, 1)))  # a positive scale per sample
   shift = jax.random.normal(jax.random.PRNGKey(2), (16, 1))
-  a = losses.scale_free_ce(logits, labels, 0.3)
-  b = losses.scale_free_ce(scale * logits + shift, labels, 0.3)
+  return (
+    losses.scale_free_ce(logits, labels, 0.3),
+    losses.scale_free_ce(scale * logits + shift, labels, 0.3),
+    losses.cross_entropy(0.5 * logits, labels),
+    losses.cross_entropy(logits, labels),
+  )
+
+
+def test_scale_free_ce_ignores_the_scale_and_shift_of_each_samples_logits():
+  a, b, ce_half, ce = _scale_and_shift()
   np.testing.assert_allclose(a, b, rtol=1e-5)
   # Plain CE does change: a student that is only less confident scores better on it.
-  assert losses.cross_entropy(0.5 * logits, labels) != losses.cross_entropy(logits, labels)
+  assert float(ce_half) != float(ce)
 
 
 def test_scale_free_ce_is_cross_entropy_of_standardised_logits():
-  logits = jnp.array([[3.0, 1.0, -1.0, -3.0]])
-  z = logits / jnp.sqrt(5.0)  # zero mean, unit root-mean-square
-  np.testing.assert_allclose(
-    losses.scale_free_ce(logits, jnp.array([1]), 0.5),
-    losses.cross_entropy(z / 0.5, jnp.array([1])),
-    rtol=1e-5,
-  )
+  @jax.jit
+  def both(logits, labels):
+    z = logits / jnp.sqrt(5.0)  # zero mean, unit root-mean-square
+    return losses.scale_free_ce(logits, labels, 0.5), losses.cross_entropy(z / 0.5, labels)
+
+  np.testing.assert_allclose(*both(np.array([[3.0, 1.0, -1.0, -3.0]]), np.array([1])), rtol=1e-5)
 
 
 def test_each_validation_objective_has_its_value_on_a_hand_case():
   """Four samples, two classes, logits (2 ln 3, 0): p = (9/10, 1/10); three are right, one wrong."""
-  logits = jnp.tile(jnp.array([2.0 * math.log(3.0), 0.0]), (4, 1))
-  labels = jnp.array([0, 0, 0, 1])
+  logits = np.tile(np.array([2.0 * math.log(3.0), 0.0], np.float32), (4, 1))
+  labels = np.array([0, 0, 0, 1])
   k, temperature = 5.0, 0.3
   softplus = lambda x: math.log1p(math.exp(x))  # noqa: E731
   expected = {
@@ -48,11 +61,14 @@ def test_each_validation_objective_has_its_value_on_a_hand_case():
     "calibrated_ce": (3 * math.log(4 / 3) + math.log(4)) / 4,
   }
   assert set(expected) == set(losses.VAL_OBJECTIVES)
+  got = jax.jit(
+    lambda z, y: {n: losses.validation_objective(n, k, temperature)(z, y) for n in expected}
+  )(logits, labels)
   for name, value in expected.items():
-    got = losses.validation_objective(name, k, temperature)(logits, labels)
-    np.testing.assert_allclose(got, value, rtol=1e-5, err_msg=name)
+    np.testing.assert_allclose(got[name], value, rtol=1e-5, err_msg=name)
 
 
+@jax.jit
 def _overconfident_batch():
   logits = 4.0 * jax.random.normal(jax.random.PRNGKey(4), (400, 10))
   noise = jax.random.randint(jax.random.PRNGKey(5), (400,), 0, 10)
@@ -61,35 +77,48 @@ def _overconfident_batch():
 
 
 def test_calibration_scale_is_the_minimising_inverse_temperature():
-  logits, labels = _overconfident_batch()
   grid = np.linspace(0.01, 3.0, 3000)
-  brute = grid[np.argmin([float(losses.cross_entropy(b * logits, labels)) for b in grid])]
-  np.testing.assert_allclose(losses.calibration_scale(logits, labels, 10), brute, atol=2e-3)
+
+  @jax.jit
+  def ce_on_grid_and_scale(logits, labels, grid):
+    ce = jax.vmap(lambda b: losses.cross_entropy(b * logits, labels))(grid)
+    return ce, losses.calibration_scale(logits, labels, 10)
+
+  ce, scale = ce_on_grid_and_scale(*_overconfident_batch(), grid.astype(np.float32))
+  np.testing.assert_allclose(scale, grid[np.argmin(np.asarray(ce))], atol=2e-3)
 
 
 def test_calibrated_ce_ignores_the_students_overall_confidence():
-  logits, labels = _overconfident_batch()
-  a = losses.calibrated_ce(logits, labels)
-  for scale in (0.25, 3.0):
-    np.testing.assert_allclose(losses.calibrated_ce(scale * logits, labels), a, rtol=1e-4)
+  @jax.jit
+  def objectives(logits, labels):
+    b = losses.calibration_scale(logits, labels, 10)
+    return (
+      losses.calibrated_ce(logits, labels),
+      [losses.calibrated_ce(scale * logits, labels) for scale in (0.25, 3.0)],
+      losses.cross_entropy(0.25 * logits, labels),
+      losses.cross_entropy(logits, labels),
+      jax.grad(losses.calibrated_ce)(logits, labels),
+      jax.grad(lambda z: losses.cross_entropy(b * z, labels))(logits),
+    )
+
+  a, rescaled, ce_quarter, ce, g_calibrated, g_ce = objectives(*_overconfident_batch())
+  for other in rescaled:
+    np.testing.assert_allclose(other, a, rtol=1e-4)
   # ... which plain CE rewards: the same ranking, less confident, scores far better.
-  assert losses.cross_entropy(0.25 * logits, labels) < 0.7 * losses.cross_entropy(logits, labels)
+  assert float(ce_quarter) < 0.7 * float(ce)
   # Its gradient is CE's at the fitted temperature (the temperature's own derivative is zero there).
-  b = losses.calibration_scale(logits, labels, 10)
-  np.testing.assert_allclose(
-    jax.grad(losses.calibrated_ce)(logits, labels),
-    jax.grad(lambda z: losses.cross_entropy(b * z, labels))(logits),
-    rtol=1e-4,
-    atol=1e-7,
-  )
+  np.testing.assert_allclose(g_calibrated, g_ce, rtol=1e-4, atol=1e-7)
 
 
 def test_calibrated_ce_fits_one_temperature_over_all_devices_slices():
-  logits, labels = _overconfident_batch()
-  whole = losses.calibrated_ce(logits, labels)
-  sliced = jax.vmap(
-    lambda z, y: losses.calibrated_ce(z, y, axis_name="devices"), axis_name="devices"
-  )(logits.reshape(4, 100, 10), labels.reshape(4, 100))
+  @jax.jit
+  def whole_sliced_alone(logits, labels):
+    sliced = jax.vmap(
+      lambda z, y: losses.calibrated_ce(z, y, axis_name="devices"), axis_name="devices"
+    )(logits.reshape(4, 100, 10), labels.reshape(4, 100))
+    alone = jax.vmap(losses.calibrated_ce)(logits.reshape(4, 100, 10), labels.reshape(4, 100))
+    return losses.calibrated_ce(logits, labels), sliced, alone
+
+  whole, sliced, alone = map(np.asarray, whole_sliced_alone(*_overconfident_batch()))
   np.testing.assert_allclose(sliced.mean(), whole, rtol=1e-5)
-  alone = jax.vmap(losses.calibrated_ce)(logits.reshape(4, 100, 10), labels.reshape(4, 100))
   assert abs(float(alone.mean() - whole)) > 1e-4  # a temperature per slice is another objective
