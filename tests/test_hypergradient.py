@@ -167,9 +167,9 @@ def test_teacher_gradient_equals_central_finite_difference(problem, num_features
     teacher = LSTMTeacher(
       hidden=3, layers=2, output_scale=0.05, preprocess_p=10.0, num_features=num_features
     )
-    theta_noise = p["rng"].normal(
-      size=flat_size(jax.eval_shape(lambda: teacher.init(jax.random.PRNGKey(2))))
-    )
+    # Eagerly: the initialisers are jitted already, one program per shape that the cells share.
+    theta0 = teacher.init(jax.random.PRNGKey(2))
+    theta_noise = p["rng"].normal(size=flat_size(theta0))
     memory0 = jax.tree_util.tree_map(
       lambda a: p["rng"].normal(size=a.shape), jax.eval_shape(teacher.init_state, p["phi"])
     )
@@ -181,11 +181,11 @@ def test_teacher_gradient_equals_central_finite_difference(problem, num_features
 
     @jax.jit
     def teacher_windows_and_finite_differences(
-      theta_noise, memory0, in_grads, in_features, phi0, state
+      theta0, theta_noise, memory0, in_grads, in_features, phi0, state
     ):
       """theta; the DLN after each teacher step and the student state at the start of its segment;
       the finite differences in theta of the sum of the segments' validation losses."""
-      theta = perturbed(to64(teacher.init(jax.random.PRNGKey(2))), theta_noise, 0.1)
+      theta = perturbed(to64(theta0), theta_noise, 0.1)
       phi0_flat, unravel = ravel_pytree(phi0)
 
       # A different fixed student state at the start of each segment (stacked over segments).
@@ -218,7 +218,7 @@ def test_teacher_gradient_equals_central_finite_difference(problem, num_features
       return theta, windows, fd
 
     theta, windows, fd = teacher_windows_and_finite_differences(
-      theta_noise, memory0, in_grads, in_features, p["phi"], p["state"]
+      theta0, theta_noise, memory0, in_grads, in_features, p["phi"], p["state"]
     )
     grads = [dln_hypergradient(phi_j, s_j, p["batches"], p["val"]).grads for phi_j, s_j in windows]
 

@@ -5,11 +5,11 @@ The tests marked `needs_reunroll` load a reference config, which sets `teacher.g
 `meta.continue_from` (the exact one-step teacher gradient, another branch of this project); they
 pass once that branch is merged.
 
-The tests compute in jitted programs: eagerly, every operation (every parameter initialiser too)
-compiles a program of its own.
+The tests compute in jitted programs: eagerly, every operation compiles a program of its own. The
+teachers are initialised eagerly: their initialisers are jitted already, one program per shape that
+the LSTM cells share, where one jitted program would compile each kernel's again.
 """
 
-import functools
 import json
 import math
 
@@ -33,12 +33,6 @@ from l2t_jax.train import build_run, cycle_indices
 
 LN3 = math.log(3.0)  # sigmoid(ln 3) = 3/4, sigmoid(0) = 1/2, sigmoid(-ln 3) = 1/4
 REFERENCE_CONFIGS = ["reference_mnist1d_mlp"] + [f"reference_{s}" for s in cifar.SETTINGS]
-
-
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def _init(model, seed: int):
-  """`model.init(PRNGKey(seed))` of a DLN or a teacher, as one program."""
-  return model.init(jax.random.PRNGKey(seed))
 
 
 def _free_dln_config(item_kind="one_vs_one", hidden=(40, 40, 40, 40), activation="leaky_relu"):
@@ -132,7 +126,7 @@ def test_free_dln_on_one_vs_rest_items_is_served_by_the_table():
   np.testing.assert_allclose(tabulated, exact, rtol=1e-3, atol=1e-3 * abs(float(exact)))
   with pytest.raises(ValueError, match="set dln.table_size=0"):
     pairs = make_dln(_free_dln_config())
-    dln_table.make_table(pairs, _init(pairs, 0), 64)
+    dln_table.make_table(pairs, jax.jit(pairs.init)(jax.random.PRNGKey(0)), 64)
 
 
 # --- the stacked-cell teacher ------------------------------------------------------------------
@@ -143,17 +137,18 @@ def test_stacked_cells_teacher_outputs_its_last_one_unit_cell_and_learns():
     hidden=4, layers=3, output_scale=1e-3, preprocess_p=10.0, network="stacked_cells"
   )
 
+  theta = teacher.init(jax.random.PRNGKey(0))
+
   @jax.jit
-  def computed():
-    theta = teacher.init(jax.random.PRNGKey(0))
+  def computed(theta):
     memory = teacher.init_state({"a": jnp.zeros((3, 4)), "b": jnp.zeros((5,))})
     g = jax.random.normal(jax.random.PRNGKey(1), (17,)) * 1e-2
     grads = jax.grad(teacher.surrogate_loss)(
       theta, memory, g[None], jnp.zeros((1, 4)), jnp.ones((1, 17))
     )
-    return theta, memory, teacher.step_flat(theta, memory, g), grads
+    return memory, teacher.step_flat(theta, memory, g), grads
 
-  theta, memory, step, grads = jax.device_get(computed())
+  memory, step, grads = jax.device_get(computed(theta))
   assert set(theta) == {"lstm_0", "lstm_1", "lstm_2"}  # no readout
   assert [c.shape for c, _ in memory] == [(17, 4), (17, 4), (17, 1)]
   assert step.updates.shape == (17,)
@@ -173,7 +168,7 @@ def test_teacher_network_is_part_of_the_saved_architecture(tmp_path):
     2,
     False,
   )
-  theta = _init(make_teacher(stacked), 0)
+  theta = make_teacher(stacked).init(jax.random.PRNGKey(0))
   path = str(tmp_path / "teacher.msgpack")
   save_teacher(path, theta, stacked)
   loaded = load_teacher(path, stacked, make_teacher(stacked))
@@ -193,7 +188,7 @@ def test_teacher_network_is_part_of_the_saved_architecture(tmp_path):
     if k not in ("learning_rate", "grad_clip", "network")
   }
   old = str(tmp_path / "old.msgpack")
-  params = flax.serialization.to_state_dict(_init(make_teacher(ours), 1))
+  params = flax.serialization.to_state_dict(make_teacher(ours).init(jax.random.PRNGKey(1)))
   with open(old, "wb") as f:
     f.write(
       flax.serialization.msgpack_serialize(
