@@ -178,21 +178,21 @@ def test_teacher_gradient_equals_central_finite_difference(problem, num_features
       -6, 0, size=(M, phi_size)
     )
     in_features = p["rng"].normal(size=(M, num_features))
+    # A different fixed student state at the start of each segment: the student after the one
+    # before, trained on the DLN phi0 (the shared program's `student`).
+    states = [p["state"]]
+    for _ in range(M - 1):
+      states.append(dln_hypergradient(p["phi"], states[-1], p["batches"], p["val"]).student)
 
     @jax.jit
     def teacher_windows_and_finite_differences(
-      theta0, theta_noise, memory0, in_grads, in_features, phi0, state
+      theta0, theta_noise, memory0, in_grads, in_features, phi0, states
     ):
-      """theta; the DLN after each teacher step and the student state at the start of its segment;
-      the finite differences in theta of the sum of the segments' validation losses."""
+      """theta; the DLN after each teacher step; the finite differences in theta of the sum of the
+      segments' validation losses."""
       theta = perturbed(to64(theta0), theta_noise, 0.1)
       phi0_flat, unravel = ravel_pytree(phi0)
-
-      # A different fixed student state at the start of each segment (stacked over segments).
-      def next_segment(s, _):
-        return unroll(p["student"], p["optimizer"], p["dln"].loss, phi0, s, p["batches"])[0], s
-
-      states = jax.lax.scan(next_segment, state, length=M)[1]
+      stacked_states = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *states)
 
       def dln_after_each_step(th):  # stacked over the steps
         memory, phi, out = memory0, phi0_flat, []
@@ -206,21 +206,20 @@ def test_teacher_gradient_equals_central_finite_difference(problem, num_features
 
       def total_val_loss(th):
         return jax.vmap(lambda phi_j, s_j: val_after_segment(p, unravel(phi_j), s_j))(
-          dln_after_each_step(th), states
+          dln_after_each_step(th), stacked_states
         ).sum()
 
       theta_flat, unravel_theta = ravel_pytree(theta)
       fd, _ = central_differences(lambda v: total_val_loss(unravel_theta(v)), theta_flat)
-      phis = dln_after_each_step(theta)
-      windows = [
-        (unravel(phis[j]), jax.tree_util.tree_map(lambda a, j=j: a[j], states)) for j in range(M)
-      ]
-      return theta, windows, fd
+      return theta, [unravel(phi_j) for phi_j in dln_after_each_step(theta)], fd
 
-    theta, windows, fd = teacher_windows_and_finite_differences(
-      theta0, theta_noise, memory0, in_grads, in_features, p["phi"], p["state"]
+    theta, phis, fd = teacher_windows_and_finite_differences(
+      theta0, theta_noise, memory0, in_grads, in_features, p["phi"], states
     )
-    grads = [dln_hypergradient(phi_j, s_j, p["batches"], p["val"]).grads for phi_j, s_j in windows]
+    grads = [
+      dln_hypergradient(phi_j, s_j, p["batches"], p["val"]).grads
+      for phi_j, s_j in zip(phis, states)
+    ]
 
     @jax.jit
     def surrogate_gradient(theta, memory0, in_grads, in_features, grads):
