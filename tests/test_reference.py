@@ -96,7 +96,7 @@ def test_free_dln_is_bias_free_he_normal_fan_out_and_zero_on_zero_items():
     values = dln.item_values(phi, jnp.array([[1.0, -2.0, 0.5]]), jnp.array([2]))
     return phi, zero_scores, values, ACTIVATIONS["leaky_relu"](jnp.array([-1.0, 2.0]))
 
-  phi, zero_scores, values, leaky = (jax.device_get(a) for a in computed())
+  phi, zero_scores, values, leaky = jax.device_get(computed())
   assert set(phi) == {"Dense_0", "Dense_1", "Dense_2"}
   assert all(set(layer) == {"kernel"} for layer in phi.values())  # no biases, no skip path
   for layer in phi.values():
@@ -136,7 +136,6 @@ def test_stacked_cells_teacher_outputs_its_last_one_unit_cell_and_learns():
   teacher = LSTMTeacher(
     hidden=4, layers=3, output_scale=1e-3, preprocess_p=10.0, network="stacked_cells"
   )
-
   theta = teacher.init(jax.random.PRNGKey(0))
 
   @jax.jit
