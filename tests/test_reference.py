@@ -4,6 +4,10 @@ teacher, the re-drawn half split, the refusals of what cannot work, and the refe
 The tests marked `needs_reunroll` load a reference config, which sets `teacher.gradient` and
 `meta.continue_from` (the exact one-step teacher gradient, another branch of this project); they
 pass once that branch is merged.
+
+The tests compute in jitted programs: eagerly, every operation compiles a program of its own. The
+teachers are initialised eagerly: their initialisers are jitted already, one program per shape that
+the LSTM cells share, where one jitted program would compile each kernel's again.
 """
 
 import json
@@ -42,43 +46,57 @@ def _free_dln_config(item_kind="one_vs_one", hidden=(40, 40, 40, 40), activation
 
 
 def test_one_vs_one_items_and_loss_on_a_hand_computed_case():
-  logits = jnp.array([[0.0, LN3, -LN3], [LN3, 0.0, 0.0]])
-  labels = jnp.array([1, 0])
-  items = pair_items(logits, jax.nn.one_hot(labels, 3))
+  logits = np.array([[0.0, LN3, -LN3], [LN3, 0.0, 0.0]], np.float32)
+  labels = np.array([1, 0])
+  # A free network without hidden layers is the bias-free linear map w . item, w = (1, 2, 3, 4).
+  dln = DLN(FreeNetwork(hidden=()), item_kind="one_vs_one")
+  phi = {"Dense_0": {"kernel": np.array([[1.0], [2.0], [3.0], [4.0]], np.float32)}}
+
+  @jax.jit
+  def computed(phi, logits, labels):
+    return dict(
+      items=pair_items(logits, jax.nn.one_hot(labels, 3)),
+      values=dln.item_values(phi, logits, labels),
+      loss=dln.loss(phi, logits, labels),
+      grad=jax.grad(lambda z: dln.loss(phi, z, labels))(logits),
+      pair_loss=dln.pair_loss(phi, jnp.array([0.75]), jnp.array([0.25])),
+    )
+
+  out = computed(phi, logits, labels)
   expected = np.array(
     [
       [[0.75, 0.5, 1, 0], [0, 0, 0, 0], [0.75, 0.25, 1, 0]],
       [[0, 0, 0, 0], [0.75, 0.5, 1, 0], [0.75, 0.5, 1, 0]],
     ]
   )
-  np.testing.assert_allclose(items, expected, rtol=1e-6, atol=1e-7)
+  np.testing.assert_allclose(out["items"], expected, rtol=1e-6, atol=1e-7)
 
-  # A free network without hidden layers is the bias-free linear map w . item, w = (1, 2, 3, 4):
-  # the items' values are 4.75, 0, 4.25 and 0, 4.75, 4.75; the loss is their mean over all six.
-  dln = DLN(FreeNetwork(hidden=()), item_kind="one_vs_one")
-  phi = {"Dense_0": {"kernel": jnp.array([[1.0], [2.0], [3.0], [4.0]])}}
-  np.testing.assert_allclose(
-    dln.item_values(phi, logits, labels), [[4.75, 0.0, 4.25], [0.0, 4.75, 4.75]], rtol=1e-6
-  )
-  np.testing.assert_allclose(dln.loss(phi, logits, labels), 18.5 / 6, rtol=1e-6)
+  # The items' values are 4.75, 0, 4.25 and 0, 4.75, 4.75; the loss is their mean over all six.
+  np.testing.assert_allclose(out["values"], [[4.75, 0.0, 4.25], [0.0, 4.75, 4.75]], rtol=1e-6)
+  np.testing.assert_allclose(out["loss"], 18.5 / 6, rtol=1e-6)
   # The gradient reaches the logits through the sigmoids: z_y through both wrong-class items
   # (weight 1 each), z_c through its own (weight 2); sigmoid'(z) = s (1 - s).
-  grad = jax.grad(lambda z: dln.loss(phi, z, labels))(logits)
   np.testing.assert_allclose(
-    grad,
+    out["grad"],
     np.array([[2 * 0.25, 2 * 0.1875, 2 * 0.1875], [2 * 0.1875, 2 * 0.25, 2 * 0.25]]) / 6,
     rtol=1e-5,
   )
-  np.testing.assert_allclose(
-    dln.pair_loss(phi, jnp.array([0.75]), jnp.array([0.25])), [4.25], rtol=1e-6
-  )
+  np.testing.assert_allclose(out["pair_loss"], [4.25], rtol=1e-6)
   with pytest.raises(ValueError, match="use DLN.pair_loss"):
-    dln.item_loss(phi, jnp.array([0.5]), jnp.array([1.0]))
+    dln.item_loss(phi, np.array([0.5], np.float32), np.array([1.0], np.float32))
 
 
 def test_free_dln_is_bias_free_he_normal_fan_out_and_zero_on_zero_items():
   dln = make_dln(_free_dln_config(hidden=(300, 300)))
-  phi = dln.init(jax.random.PRNGKey(0))
+
+  @jax.jit
+  def computed():
+    phi = dln.init(jax.random.PRNGKey(0))
+    zero_scores = dln.network.apply({"params": phi}, jnp.zeros((5, 4)), method="score")
+    values = dln.item_values(phi, jnp.array([[1.0, -2.0, 0.5]]), jnp.array([2]))
+    return phi, zero_scores, values, ACTIVATIONS["leaky_relu"](jnp.array([-1.0, 2.0]))
+
+  phi, zero_scores, values, leaky = jax.device_get(computed())
   assert set(phi) == {"Dense_0", "Dense_1", "Dense_2"}
   assert all(set(layer) == {"kernel"} for layer in phi.values())  # no biases, no skip path
   for layer in phi.values():
@@ -86,28 +104,29 @@ def test_free_dln_is_bias_free_he_normal_fan_out_and_zero_on_zero_items():
     tol = 0.15 if kernel.shape[1] == 1 else 0.06  # the output layer has only 300 weights
     assert abs(kernel.std() / math.sqrt(2.0 / kernel.shape[1]) - 1) < tol, kernel.shape
     assert abs(kernel.mean()) < 3 * kernel.std() / math.sqrt(kernel.size)
-  zero_items = jnp.zeros((5, 4))
-  np.testing.assert_array_equal(dln.network.apply({"params": phi}, zero_items, method="score"), 0)
-  values = dln.item_values(phi, jnp.array([[1.0, -2.0, 0.5]]), jnp.array([2]))
-  assert values[0, 2] == 0 and bool(jnp.all(values[0, :2] != 0))
-  np.testing.assert_allclose(ACTIVATIONS["leaky_relu"](jnp.array([-1.0, 2.0])), [-0.01, 2.0])
+  np.testing.assert_array_equal(zero_scores, 0)
+  assert values[0, 2] == 0 and bool(np.all(values[0, :2] != 0))
+  np.testing.assert_allclose(leaky, [-0.01, 2.0])
 
 
 def test_free_dln_on_one_vs_rest_items_is_served_by_the_table():
   dln = make_dln(_free_dln_config("one_vs_rest", hidden=(16, 16), activation="tanh"))
-  phi = dln.init(jax.random.PRNGKey(1))
-  assert "skip" not in phi
-  table = dln_table.make_table(dln, phi, 256)
   rng = np.random.default_rng(0)
-  logits = jnp.asarray(3.0 * rng.normal(size=(32, 10)), jnp.float32)
-  labels = jnp.asarray(rng.integers(0, 10, size=32))
-  exact = dln.loss(phi, logits, labels)
-  np.testing.assert_allclose(
-    dln_table.table_loss(table, logits, labels), exact, rtol=1e-3, atol=1e-3 * abs(float(exact))
-  )
+  logits = (3.0 * rng.normal(size=(32, 10))).astype(np.float32)
+  labels = rng.integers(0, 10, size=32)
+
+  @jax.jit
+  def exact_and_tabulated(logits, labels):
+    phi = dln.init(jax.random.PRNGKey(1))
+    table = dln_table.make_table(dln, phi, 256)
+    return phi, dln.loss(phi, logits, labels), dln_table.table_loss(table, logits, labels)
+
+  phi, exact, tabulated = exact_and_tabulated(logits, labels)
+  assert "skip" not in phi
+  np.testing.assert_allclose(tabulated, exact, rtol=1e-3, atol=1e-3 * abs(float(exact)))
   with pytest.raises(ValueError, match="set dln.table_size=0"):
     pairs = make_dln(_free_dln_config())
-    dln_table.make_table(pairs, pairs.init(jax.random.PRNGKey(0)), 64)
+    dln_table.make_table(pairs, jax.jit(pairs.init)(jax.random.PRNGKey(0)), 64)
 
 
 # --- the stacked-cell teacher ------------------------------------------------------------------
@@ -118,20 +137,23 @@ def test_stacked_cells_teacher_outputs_its_last_one_unit_cell_and_learns():
     hidden=4, layers=3, output_scale=1e-3, preprocess_p=10.0, network="stacked_cells"
   )
   theta = teacher.init(jax.random.PRNGKey(0))
+
+  @jax.jit
+  def computed(theta):
+    memory = teacher.init_state({"a": jnp.zeros((3, 4)), "b": jnp.zeros((5,))})
+    g = jax.random.normal(jax.random.PRNGKey(1), (17,)) * 1e-2
+    grads = jax.grad(teacher.surrogate_loss)(
+      theta, memory, g[None], jnp.zeros((1, 4)), jnp.ones((1, 17))
+    )
+    return memory, teacher.step_flat(theta, memory, g), grads
+
+  memory, step, grads = jax.device_get(computed(theta))
   assert set(theta) == {"lstm_0", "lstm_1", "lstm_2"}  # no readout
-  phi = {"a": jnp.zeros((3, 4)), "b": jnp.zeros((5,))}
-  memory = teacher.init_state(phi)
   assert [c.shape for c, _ in memory] == [(17, 4), (17, 4), (17, 1)]
-  g = jax.random.normal(jax.random.PRNGKey(1), (17,)) * 1e-2
-  step = teacher.step_flat(theta, memory, g)
   assert step.updates.shape == (17,)
   last_h = step.memory[-1][1][:, 0]
   np.testing.assert_allclose(step.updates, 1e-3 * last_h, rtol=1e-6)
-  assert bool(jnp.all(jnp.abs(step.updates) < 1e-3)) and bool(jnp.any(step.updates != 0))
-
-  grads = jax.grad(teacher.surrogate_loss)(
-    theta, memory, g[None], jnp.zeros((1, 4)), jnp.ones((1, 17))
-  )
+  assert bool(np.all(np.abs(step.updates) < 1e-3)) and bool(np.any(step.updates != 0))
   for cell in grads.values():
     flat = np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(cell)])
     assert np.all(np.isfinite(flat)) and np.any(flat != 0)
@@ -270,15 +292,25 @@ def test_combinations_that_cannot_work_are_refused(changes, message):
 
 
 def test_every_valid_combination_builds():
-  for item_kind in ("one_vs_rest", "one_vs_one"):
-    for activation in ("tanh", "leaky_relu"):
-      cfg = _free_dln_config(item_kind, hidden=(4,), activation=activation)
-      dln = make_dln(cfg)
-      phi = dln.init(jax.random.PRNGKey(0))
-      assert np.isfinite(dln.loss(phi, jnp.ones((2, 3)), jnp.array([0, 2])))
+  dlns = [
+    make_dln(_free_dln_config(item_kind, hidden=(4,), activation=activation))
+    for item_kind in ("one_vs_rest", "one_vs_one")
+    for activation in ("tanh", "leaky_relu")
+  ]
   cfg = default_config().dln
   cfg.activation = "leaky_relu"  # our CE path + residual with the authors' activation
-  assert "skip" in make_dln(cfg).init(jax.random.PRNGKey(0))
+  ours = make_dln(cfg)
+
+  @jax.jit
+  def losses_and_our_params():
+    phis = [dln.init(jax.random.PRNGKey(0)) for dln in dlns]
+    losses = [dln.loss(phi, jnp.ones((2, 3)), jnp.array([0, 2])) for dln, phi in zip(dlns, phis)]
+    return losses, ours.init(jax.random.PRNGKey(0))
+
+  losses, phi = losses_and_our_params()
+  for loss in losses:
+    assert np.isfinite(loss)
+  assert "skip" in phi
 
 
 # --- the reference configs (needs_reunroll: they set the teacher-gradient keys) ----------------
@@ -291,7 +323,8 @@ def test_reference_config_holds_the_authors_settings(name):  # needs_reunroll
   config = validate(load_config(name))
   assert config.train.steps % 15 == 0 and config.train.batch_size == 25
   assert config.data.split == "redrawn_half" and config.dln.table_size == 0
-  phi = make_dln(config.dln).init(jax.random.PRNGKey(0))
+  # The architectures' shapes (their initialisations are not computed).
+  phi = jax.eval_shape(make_dln(config.dln).init, jax.random.PRNGKey(0))
   assert [phi[k]["kernel"].shape for k in sorted(phi)] == [
     (4, 40),
     (40, 40),
@@ -299,7 +332,7 @@ def test_reference_config_holds_the_authors_settings(name):  # needs_reunroll
     (40, 40),
     (40, 1),
   ]
-  theta = make_teacher(config.teacher).init(jax.random.PRNGKey(0))
+  theta = jax.eval_shape(make_teacher(config.teacher).init, jax.random.PRNGKey(0))
   assert [theta[f"lstm_{i}"]["hi"]["kernel"].shape[-1] for i in range(4)] == [64, 64, 64, 1]
   setting = name.removeprefix("reference_")
   if setting in cifar.SETTINGS:  # the student of configs/cifar.py:NAME on its dataset
