@@ -1,6 +1,7 @@
 """Shared helpers for the test suite (CPU only)."""
 
 import atexit
+import functools
 import os
 import shutil
 import sys
@@ -38,6 +39,35 @@ def small_config(method: str = "l2t_dln", steps: int = 200) -> ml_collections.Co
   config.train.eval_every = 100
   config.train.log_every = 100
   return config
+
+
+def dln_of(learn_scale: bool = False):
+  """The default config's DLN, with or without its learned scale."""
+  from l2t_jax.config import default_config
+  from l2t_jax.dln import make_dln
+
+  cfg = default_config().dln
+  cfg.learn_scale = learn_scale
+  return make_dln(cfg)
+
+
+def dln_phi(learn_scale: bool = False, seed: int = 0, moved_by: float = 0.0):
+  """`dln_of(learn_scale)`'s parameters initialised with `seed`, moved by `moved_by` times Gaussian
+  noise drawn with `seed + 1` (0: left at initialisation exactly); one jitted program per
+  `learn_scale`."""
+  return _jitted_dln_phi()(learn_scale, seed, moved_by)  # every argument given: one compilation
+
+
+@functools.cache
+def _jitted_dln_phi():
+  import jax  # here, not at the top: the caches above are set before jax is imported
+  from jax.flatten_util import ravel_pytree
+
+  def phi(learn_scale, seed, moved_by):
+    flat, unravel = ravel_pytree(dln_of(learn_scale).init(jax.random.PRNGKey(seed)))
+    return unravel(flat + moved_by * jax.random.normal(jax.random.PRNGKey(seed + 1), flat.shape))
+
+  return jax.jit(phi, static_argnums=0)
 
 
 @pytest.fixture

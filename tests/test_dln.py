@@ -12,28 +12,9 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 from l2t_jax import losses
-from l2t_jax.config import default_config
-from l2t_jax.dln import make_dln
 from l2t_jax.students import from_linen
 from l2t_jax.students.mlp import MLP
-
-
-def dln_of(learn_scale=False):
-  cfg = default_config().dln
-  cfg.learn_scale = learn_scale
-  return make_dln(cfg)
-
-
-def dln_phi(learn_scale, seed=0, moved_by=0.0):
-  """The DLN's parameters initialised with `seed`, moved by `moved_by` times Gaussian noise drawn
-  with `seed + 1` (0: left at initialisation exactly)."""
-  return _dln_phi(learn_scale, seed, moved_by)  # every argument given: one compilation
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _dln_phi(learn_scale, seed, moved_by):
-  flat, unravel = ravel_pytree(dln_of(learn_scale).init(jax.random.PRNGKey(seed)))
-  return unravel(flat + moved_by * jax.random.normal(jax.random.PRNGKey(seed + 1), flat.shape))
+from tests.conftest import dln_of, dln_phi
 
 
 @functools.partial(jax.jit, static_argnums=0)

@@ -14,29 +14,10 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 from l2t_jax import losses
-from l2t_jax.config import default_config
-from l2t_jax.dln import make_dln
 from l2t_jax.dln_table import item_logit, make_table, table_item_values, table_loss
+from tests.conftest import dln_of, dln_phi
 
 SIZE = 512
-
-
-def dln_of(learn_scale=False):
-  cfg = default_config().dln
-  cfg.learn_scale = learn_scale
-  return make_dln(cfg)
-
-
-@functools.partial(jax.jit, static_argnums=2)
-def _moved_phi(scale, seed, learn_scale):
-  flat, unravel = ravel_pytree(dln_of(learn_scale).init(jax.random.PRNGKey(0)))
-  return unravel(flat + scale * jax.random.normal(jax.random.PRNGKey(seed), flat.shape))
-
-
-def moved_dln(scale, seed=1, learn_scale=False):
-  """The DLN and its parameters at initialisation moved by `scale` times Gaussian noise (scale 0
-  leaves them at initialisation exactly)."""
-  return dln_of(learn_scale), _moved_phi(scale, seed, learn_scale)
 
 
 def normal(seed, shape, scale=1.0):
@@ -60,7 +41,7 @@ def _table_and_ce(bound, phi, logits, labels):
 
 
 def test_tabulated_dln_at_init_is_cross_entropy_exactly():
-  _, phi = moved_dln(0.0)
+  phi = dln_phi()
   loss_table, loss_ce, g_table, g_ce = _table_and_ce(
     0.0, phi, normal(2, (64, 10), 4.0), labels_of(64)
   )
@@ -86,7 +67,7 @@ def _table_and_exact(learn_scale, phi, logits, labels):
 
 @pytest.mark.parametrize("logit_scale,learn_scale", [(1.0, False), (8.0, False), (1.0, True)])
 def test_tabulated_dln_matches_the_exact_dln(logit_scale, learn_scale):
-  _, phi = moved_dln(0.2, learn_scale=learn_scale)
+  phi = dln_phi(learn_scale, moved_by=0.2)
   exact, ce_items, table_values, g_exact, g_table, gp_exact, gp_table = map(
     np.asarray,
     _table_and_exact(learn_scale, phi, normal(3, (256, 10), logit_scale), labels_of(256)),
@@ -101,7 +82,7 @@ def test_tabulated_dln_matches_the_exact_dln(logit_scale, learn_scale):
 
 @pytest.mark.parametrize("bound", [1.0, 2.0])
 def test_a_bounded_table_is_cross_entropy_at_init(bound):
-  _, phi = moved_dln(0.0)
+  phi = dln_phi()
   loss_table, loss_ce, _, _ = _table_and_ce(bound, phi, normal(2, (64, 10), 4.0), labels_of(64))
   np.testing.assert_allclose(loss_table, loss_ce, rtol=1e-6)
 
@@ -131,7 +112,7 @@ def _bounded_slopes(bound, floor, phi, s):
 
 
 def bounded_slopes(bound, floor=0.0):
-  _, phi = moved_dln(0.5)
+  phi = dln_phi(moved_by=0.5)
   return jax.tree.map(np.asarray, _bounded_slopes(bound, floor, phi, S))
 
 
@@ -165,7 +146,7 @@ def _bounded_items(phi, s):
 def test_a_bounded_table_stays_non_negative_for_huge_logits():
   # A DLN with a small learned scale: its residual carries most of cross-entropy's slope at the
   # grid's ends, which continued linearly would turn into a reward for ever larger logits.
-  _, phi = moved_dln(0.5, learn_scale=True)
+  phi = dln_phi(True, moved_by=0.5)
   phi = dict(phi, log_scale=jnp.array(-2.0))
   s = np.concatenate([-np.logspace(1, 7, 200), np.logspace(1, 7, 200)]).astype(np.float32)
   target, other = _bounded_items(phi, s)
@@ -188,7 +169,7 @@ def test_item_logit_is_accurate_at_both_ends_and_finite_beyond():
   np.testing.assert_allclose(log_p[:2], ref_log_p[:2], rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(t[:2], ref_t[:2], rtol=1e-4)  # t = 30 is p = 1 - 1e-13
   assert bool(np.all(np.isfinite(t))) and bool(np.all(np.isfinite(log_p[:2])))
-  dln, phi = moved_dln(0.2)
+  dln, phi = dln_of(), dln_phi(moved_by=0.2)
   grads = jax.jit(
     jax.grad(lambda l, p: table_loss(make_table(dln, p, SIZE), l, np.array([1, 0, 2])))
   )(logits, phi)
@@ -216,7 +197,7 @@ def _second_derivatives(use_table, phi, logits, v):
 def test_second_derivatives_stay_finite_for_huge_logits(use_table):
   """A student that fits its training set drives logits far apart (every other class's
   probability underflows); the hypergradient then needs finite Hessian-vector products there."""
-  _, phi = moved_dln(0.1)
+  phi = dln_phi(moved_by=0.1)
   for scale in (100.0, 1000.0):
     hvp, mixed = _second_derivatives(use_table, phi, normal(2, (8, 10), scale), normal(4, (8, 10)))
     assert np.all(np.isfinite(hvp)), scale
@@ -256,7 +237,7 @@ def test_the_written_out_derivatives_equal_automatic_differentiation_of_the_item
   table_item_values and differentiated automatically: the value, the gradients w.r.t. the logits
   and w.r.t. the DLN parameters through the table, and the two second derivatives a
   hypergradient takes (Hessian-vector product in the logits, mixed logits / parameters)."""
-  _, phi = moved_dln(0.3, learn_scale=True)
+  phi = dln_phi(True, moved_by=0.3)
   v = normal(4, (64, 10))
   for scale in (1.0, 30.0):  # moderate logits, and every other probability underflowing
     fast, autodiff = _fast_and_autodiff(bound, phi, normal(2, (64, 10), scale), labels_of(64), v)
