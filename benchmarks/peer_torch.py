@@ -312,15 +312,25 @@ class Peer:
     train_idx: Sequence[np.ndarray],
     val_idx: Sequence[np.ndarray],
     seed: int = 0,
+    device: str = "cpu",
   ):
     import torch
 
     if mode not in MODES:
       raise ValueError(f"mode '{mode}' is not one of {MODES}")
     torch.manual_seed(seed)
-    self.s, self.mode = s, mode
+    self.s, self.mode, self.device = s, mode, torch.device(device)
+    with self.device:  # every tensor made here and in the cycles lives on `device`
+      self._build(data, train_idx, val_idx, seed)
+
+  def _build(self, data, train_idx, val_idx, seed: int) -> None:
+    import torch
+
+    s = self.s
     self.x = {
-      k: torch.as_tensor(np.asarray(v, np.int64 if k.endswith("_y") else np.float32))
+      k: torch.as_tensor(
+        np.asarray(v, np.int64 if k.endswith("_y") else np.float32), device=self.device
+      )
       for k, v in data.items()
     }
     self.train_idx = [torch.tensor(np.asarray(t), dtype=torch.long) for t in train_idx]
@@ -330,7 +340,10 @@ class Peer:
     self.opt = torch.optim.SGD(self.model.parameters(), lr=s.learning_rate, momentum=s.momentum)
     self.params = {k: v.detach().clone() for k, v in self.model.named_parameters()}
     self.momentum = {k: torch.zeros_like(v) for k, v in self.params.items()}
-    self.phi = init_dln(s, torch.Generator().manual_seed(seed))
+    # drawn on the CPU (a seeded generator lives on one device), then moved
+    with torch.device("cpu"):
+      phi = init_dln(s, torch.Generator().manual_seed(seed))
+    self.phi = {k: v.to(self.device) for k, v in phi.items()}
     self.teacher = Teacher(s)
     self.teacher_opt = torch.optim.Adam(
       self.teacher.module.parameters(), lr=s.teacher_learning_rate
@@ -495,14 +508,24 @@ class Peer:
     self.memory = memory
     self.phi = _unflat(phi_flat + update, self.phi)
 
+  def _synchronize(self) -> None:
+    import torch
+
+    if self.device.type == "cuda":
+      torch.cuda.synchronize(self.device)
+
   def time_per_step(self) -> float:
-    """Seconds per student step over one pass through the prepared cycles."""
+    """Seconds per student step over one pass through the prepared cycles (the device's queue
+    drained before and after)."""
+    self._synchronize()
     t0 = time.perf_counter()
-    for t, v in zip(self.train_idx, self.val_idx):
-      if self.mode == "ce":
-        self._ce_cycle(t)
-      elif self.s.gradient == "reunroll":
-        self._reunroll_cycle(t, v)
-      else:
-        self._window_cycle(t, v)
+    with self.device:
+      for t, v in zip(self.train_idx, self.val_idx):
+        if self.mode == "ce":
+          self._ce_cycle(t)
+        elif self.s.gradient == "reunroll":
+          self._reunroll_cycle(t, v)
+        else:
+          self._window_cycle(t, v)
+    self._synchronize()
     return (time.perf_counter() - t0) / (len(self.train_idx) * self.interval)

@@ -147,8 +147,9 @@ def cycles_for(config, steps_per_repeat: int, repeats: int) -> int:
   return cycles
 
 
-def peer_subjects(subjects: dict, dataset: Dataset, log) -> dict:
-  """PyTorch peers of our CE, meta-segment and reference subjects, on the same batches."""
+def peer_subjects(subjects: dict, dataset: Dataset, log, device: str = "cpu") -> dict:
+  """PyTorch peers of our CE, meta-segment and reference subjects, on the same batches, their
+  tensors on torch's `device`."""
   reason = peer_torch.unavailable()
   if reason:
     log(f"  no PyTorch peer: {reason}")
@@ -177,6 +178,7 @@ def peer_subjects(subjects: dict, dataset: Dataset, log) -> dict:
       data,
       [np.asarray(t) for t in subject.train_idx],
       [np.asarray(v) for v in subject.val_idx],
+      device=device,
     )
   return out
 
@@ -192,6 +194,7 @@ def measure_student(
   intervals=(),
   peers: bool = False,
   reference: bool = True,
+  peer_device: str = "cpu",
 ) -> dict:
   """Times of every variant of `name`, interleaved; with `peers` (the MLP) also the PyTorch
   peers and, with `reference`, the reference protocol's meta-iteration (ours and the peers')."""
@@ -216,7 +219,7 @@ def measure_student(
       f"  [{name}] reference_meta: compiled in {subjects['reference_meta'].compile_seconds:.2f} s"
     )
   if peers:
-    subjects.update(peer_subjects(subjects, dataset, log))
+    subjects.update(peer_subjects(subjects, dataset, log, peer_device))
   times = {key: [] for key in subjects}
   for s in subjects.values():
     s.time_per_step()  # warm-up
@@ -404,6 +407,17 @@ def plot(results: dict, path: str) -> None:
   fig.savefig(path, dpi=120)
 
 
+def resolve_peer_device(name: str) -> str:
+  """The peer's torch device: `auto` follows our backend (the GPU when both frameworks see one)."""
+  if name != "auto":
+    return name
+  if jax.devices()[0].platform != "gpu" or peer_torch.unavailable():
+    return "cpu"
+  import torch
+
+  return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def main(argv=None) -> dict:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--out", required=True)
@@ -436,6 +450,12 @@ def main(argv=None) -> dict:
     help="leave out the authors' protocol's meta-iteration (its compile is the longest of the run)",
   )
   parser.add_argument(
+    "--peer_device",
+    default="auto",
+    help="torch device of the PyTorch peer (cpu, cuda); auto: cuda when JAX runs on a GPU and "
+    "torch sees one, else cpu",
+  )
+  parser.add_argument(
     "--peer_threads",
     type=int,
     default=1,
@@ -443,6 +463,7 @@ def main(argv=None) -> dict:
   )
   args = parser.parse_args(argv)
   quick = args.quick
+  peer_device = resolve_peer_device(args.peer_device)
   pick = lambda value, full, short: (
     short
     if quick and value is None
@@ -467,7 +488,9 @@ def main(argv=None) -> dict:
   )
   os.makedirs(args.out, exist_ok=True)
   log = lambda m: print(m, flush=True)
-  log(f"device: {jax.devices()[0].device_kind} ({jax.devices()[0].platform})")
+  log(
+    f"device: {jax.devices()[0].device_kind} ({jax.devices()[0].platform}); PyTorch peer on {peer_device}"
+  )
   results = {}
   for name in students:
     dataset = None
@@ -484,6 +507,7 @@ def main(argv=None) -> dict:
       intervals,
       peers=name == "mlp",
       reference=not args.no_reference,
+      peer_device=peer_device,
     )
   primary = results[students[0]]
   peer = results["mlp"].get("peer", {}) if "mlp" in results else {}
@@ -499,6 +523,7 @@ def main(argv=None) -> dict:
     "ratio_peer_ce_vs_ours": peer.get("ratio_peer_ce_vs_ours"),
     "ratio_peer_reference_vs_ours": peer.get("ratio_peer_reference_vs_ours"),
     "peer_threads": args.peer_threads,
+    "peer_device": peer_device,
     "ratio_interval_vs_ce": primary["ratio_interval_vs_ce"],
     "compile_seconds": primary["compile_seconds"]["default"],
     "students": results,
