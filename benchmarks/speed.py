@@ -77,7 +77,7 @@ class Subject:
     self.state = self.run.method.init(jax.random.PRNGKey(0), jnp.asarray(ds.train.x[:1]))
     t0 = time.perf_counter()
     self.cycle = (
-      self.run.parallel.compile_cycle(self.run.method.cycle)
+      self.run.parallel.compile_cycle(self.run.method.cycle, config.train.fast_compile)
       .lower(self.state, self.data, self.train_idx[0], self.val_idx[0])
       .compile()
     )
@@ -259,7 +259,7 @@ def measure_student(
       vidx = jnp.zeros((run.val_batch_size,), jnp.int32)
       t0 = time.perf_counter()
       compiled = (
-        run.parallel.compile_cycle(run.method.cycle)
+        run.parallel.compile_cycle(run.method.cycle, run.config.train.fast_compile)
         .lower(state, device_data(dataset), idx, vidx)
         .compile()
       )

@@ -112,6 +112,10 @@ def default_config() -> ml_collections.ConfigDict:
   c.train.eval_every = 500
   c.train.log_every = 500
   c.train.eval_batch_size = 1000
+  # True: the training cycle is compiled with XLA's backend optimisations off
+  # (l2t_jax.parallel.FAST_COMPILER_OPTIONS): on a CPU the L2T-DLN cycle compiles about twice as fast
+  # and runs 2-3 times slower. For short runs (smoke runs, tests, debugging), not for training.
+  c.train.fast_compile = False
   # True: metrics.jsonl's records also as TensorBoard event files in WORKDIR/tensorboard
   # (`tensorboard --logdir WORKDIR`); needs tensorboardX: pip install 'l2t_jax[tensorboard]'
   c.train.tensorboard = False

@@ -23,6 +23,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 AXIS = "batch"
+# `train.fast_compile`: LLVM (CPU) and the GPU backend at their lowest optimisation level
+FAST_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0}
 
 _initialized = False
 
@@ -83,8 +85,9 @@ class DataParallel:
       return tree
     return jax.tree_util.tree_map(lambda x: x.addressable_data(0), tree)
 
-  def compile_cycle(self, cycle: Callable) -> Callable:
-    """`cycle(state, data, train_idx, val_idx) -> (state, metrics)`, jitted, the state donated."""
+  def compile_cycle(self, cycle: Callable, fast_compile: bool = False) -> Callable:
+    """`cycle(state, data, train_idx, val_idx) -> (state, metrics)`, jitted, the state donated;
+    with `fast_compile`, compiled with `FAST_COMPILER_OPTIONS` (quicker to compile, slower)."""
     if self.axis_name:
       # check_vma=False gives pmap's semantics: a gradient taken on one device is that device's
       # own (the replicated parameters are not summed over devices behind our back), so the
@@ -96,7 +99,8 @@ class DataParallel:
         out_specs=(P(), P()),
         check_vma=False,
       )
-    return jax.jit(cycle, donate_argnums=(0,))
+    options = FAST_COMPILER_OPTIONS if fast_compile else None
+    return jax.jit(cycle, donate_argnums=(0,), compiler_options=options)
 
   def check_divides(self, what: str, size: int) -> str | None:
     """A problem message when a global batch of `size` does not split evenly over the devices."""

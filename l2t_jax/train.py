@@ -366,7 +366,7 @@ def _train(
   owned.callback(writer.close)
   state = dp.replicate(state)
   data = dp.replicate(data_arrays(ds, cfg.data.split))
-  cycle = dp.compile_cycle(run.method.cycle)
+  cycle = dp.compile_cycle(run.method.cycle, cfg.train.fast_compile)
 
   splits = f"{len(ds.train)} train / {len(ds.val)} val"
   if _redrawn(cfg):
