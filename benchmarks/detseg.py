@@ -52,7 +52,10 @@ def _stats(values):
 
 
 def predictions(config, state):
-  """The first SHOWN test scenes (raw), and the student's outputs on them."""
+  """The first SHOWN test scenes (raw), the student's outputs on them, and for detection the
+  layout they decode with (None for segmentation)."""
+  from l2t_jax.build import detection_layout
+  from l2t_jax.config import DETECTION_DATASETS
   from l2t_jax.data import shapes
   from l2t_jax.train import build_run
 
@@ -66,7 +69,10 @@ def predictions(config, state):
     config.data.shapes_test_size,
     config.data.image_size,
   )
-  return test, np.asarray(outputs)
+  ds = built.dataset
+  detection = config.data.name in DETECTION_DATASETS
+  layout = detection_layout(config, ds.input_shape, ds.train.y) if detection else None
+  return test, np.asarray(outputs), layout
 
 
 def _draw_boxes(ax, boxes, classes, scores, colour: str) -> None:
@@ -97,7 +103,6 @@ def draw(path: str, shown: dict) -> None:
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
-  from l2t_jax.students.yolo import anchor_layout
   from l2t_jax.yolo_decode import make_detector
 
   rows = []
@@ -108,7 +113,7 @@ def draw(path: str, shown: dict) -> None:
   fig, axes = plt.subplots(len(rows), SHOWN, figsize=(2.2 * SHOWN, 2.3 * len(rows)), squeeze=False)
   for r, (task, method) in enumerate(rows):
     first = next(k for k in shown if k[0] == task)  # the truth row shows the first's scenes
-    scenes, outputs = shown[first if method == "truth" else (task, method)]
+    scenes, outputs, layout = shown[first if method == "truth" else (task, method)]
     size = scenes.images.shape[1]
     for i in range(SHOWN):
       ax = axes[r, i]
@@ -122,7 +127,7 @@ def draw(path: str, shown: dict) -> None:
           used = scenes.classes[i] >= 0
           _draw_boxes(ax, scenes.boxes[i][used], scenes.classes[i][used], [None] * used.sum(), "y")
         else:
-          found = make_detector(anchor_layout(size, size))(outputs[i : i + 1])
+          found = make_detector(layout)(outputs[i : i + 1])
           box, score, cls, ok = (np.asarray(a[0]) for a in found)
           keep = ok & (score >= DRAW_SCORE)
           _draw_boxes(ax, box[keep] * size, cls[keep], score[keep], "white")

@@ -25,11 +25,23 @@ from l2t_jax.methods import (
 )
 from l2t_jax.student_loss import StudentLoss
 from l2t_jax.students import Student
-from l2t_jax.students.yolo import anchor_layout
+from l2t_jax.students.yolo import AnchorLayout, anchor_layout, fit_anchors
 from l2t_jax.tasks import Task, detection_task, segmentation_task, task_loss
 from l2t_jax.teacher import NUM_STATE_FEATURES, LSTMTeacher
 from l2t_jax.teaching import Teaching
 from l2t_jax.unroll import LossFn
+
+
+def detection_layout(
+  config: ml_collections.ConfigDict, image_shape: tuple[int, ...], train_labels=None
+) -> AnchorLayout:
+  """The YOLO-v3 output layout of `config.student.anchors` for images `(height, width, ...)`;
+  "kmeans" fits the anchors to `train_labels` (the training split's packed boxes), which it needs."""
+  if config.student.anchors == "kmeans":
+    if train_labels is None:
+      raise ValueError("student.anchors='kmeans' fits the anchors to the training boxes: pass them")
+    return anchor_layout(*image_shape[:2], fit_anchors(train_labels))
+  return anchor_layout(*image_shape[:2])
 
 
 def make_task(
@@ -37,13 +49,16 @@ def make_task(
   num_classes: int,
   image_shape: tuple[int, ...],
   axis_name: str | None = None,
+  train_labels=None,
 ) -> Task | None:
   """The detection or segmentation task of `config.data.name` (`l2t_jax.tasks`), or None for
   classification. `image_shape`: the images' `(height, width, channels)`; `axis_name`: the device
-  axis of a data-parallel run."""
+  axis of a data-parallel run; `train_labels`: the training split's labels (detection with
+  `student.anchors='kmeans'` fits its anchors to them)."""
   if config.data.name in DETECTION_DATASETS:
     height, width = image_shape[:2]
-    return detection_task(anchor_layout(height, width), num_classes, height, width, axis_name)
+    layout = detection_layout(config, image_shape, train_labels)
+    return detection_task(layout, num_classes, height, width, axis_name)
   if config.data.name in SEGMENTATION_DATASETS:
     return segmentation_task(num_classes, axis_name)
   return None

@@ -15,6 +15,7 @@ import ml_collections
 # The choices of the maths modules, named where they are implemented.
 from l2t_jax.dln import DLN_ACTIVATIONS, DLN_FEATURES, DLN_ITEMS, DLN_NETWORKS
 from l2t_jax.losses import VAL_OBJECTIVES
+from l2t_jax.students.yolo import ANCHOR_SETS
 from l2t_jax.teacher import TEACHER_NETWORKS
 from l2t_jax.teaching import CONTINUATIONS, TEACHER_GRADIENTS
 from l2t_jax.unroll import REMAT_POLICIES
@@ -94,6 +95,8 @@ def default_config() -> ml_collections.ConfigDict:
   # standard backbone (yolo: Darknet-53, (1, 2, 8, 8, 4); deeplab: ResNet-18, (2, 2, 2, 2))
   c.student.base_width = 0  # yolo, deeplab: maps of the backbone's first stage; 0: the standard
   # (Darknet-53: 32; ResNet-18: 64)
+  c.student.anchors = "coco"  # yolo: YOLO-v3's nine standard anchors ("coco"), or nine fitted by
+  # k-means to the training split's boxes ("kmeans", YOLO-v3's own method; students.yolo.fit_anchors)
 
   c.optim = ml_collections.ConfigDict()
   c.optim.name = "sgd"
@@ -510,6 +513,11 @@ def _check_dense(p: list[str], cfg: ml_collections.ConfigDict) -> None:
     _positive_ints(s.stage_blocks) and isinstance(s.base_width, int) and s.base_width >= 0,
     f"student.stage_blocks={tuple(s.stage_blocks)} must be positive ints and "
     f"student.base_width={s.base_width} an int >= 0",
+  )
+  _check(
+    p,
+    s.anchors in ANCHOR_SETS,
+    f"student.anchors='{s.anchors}' is not one of {ANCHOR_SETS}",
   )
   if s.name in DENSE_STUDENTS:
     _check(

@@ -113,7 +113,7 @@ def build_run(config: ml_collections.ConfigDict, dataset: Dataset | None = None)
   dataset = dataset if dataset is not None else load_dataset(config)
   student = build_student(config.student, dataset.num_classes, dp.axis_name)
   optimizer = student_optimizer(config.optim, config.train.steps)
-  task = make_task(config, dataset.num_classes, dataset.input_shape, dp.axis_name)
+  task = make_task(config, dataset.num_classes, dataset.input_shape, dp.axis_name, dataset.train.y)
   method = build_method(config, student, optimizer, dataset.num_classes, dp.axis_name, task)
   if config.train.batch_size > len(dataset.train):
     raise config_lib.ConfigError(

@@ -2,8 +2,8 @@
 
 Targets: every image's ground truth is an array `(M, 5)` of boxes `(x0, y0, x1, y1)` as fractions
 of the image side and a class (-1 for unused rows). Each box is assigned to one anchor: of the
-nine, the one whose shape (width and height, centred together) overlaps it best, at that anchor's
-scale, in the cell that holds the box's centre. That anchor is *responsible* for the box; its
+nine (`layout.shapes`), the one whose shape (width and height, centred together) overlaps it best,
+at that anchor's scale, in the cell that holds the box's centre. That anchor is *responsible* for the box; its
 targets are the centre's offset in the cell `(g_x, g_y)` in [0, 1), the log-ratios of the box's
 size to the anchor's `(g_w, g_h)`, objectness 1 and the box's class. Every other anchor has
 objectness target 0, except that one whose predicted box already overlaps some ground-truth box
@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import optax
 
 from l2t_jax.item_losses import ItemScorer, binary_items, ce_items
-from l2t_jax.students.yolo import ANCHORS_PER_SCALE, BOX_OUTPUTS, AnchorLayout, normalised_anchors
+from l2t_jax.students.yolo import ANCHORS_PER_SCALE, BOX_OUTPUTS, AnchorLayout
 
 IGNORE_IOU = 0.5  # an unassigned anchor whose prediction overlaps a box more than this is ignored
 BOX_WEIGHT_BASE = 2.0  # the box term's weight is 2 - w h (w, h fractions of the image)
@@ -69,7 +69,7 @@ def assign(truth: jax.Array, layout: AnchorLayout) -> dict:
   valid = cls >= 0
   wh = jnp.maximum(boxes[:, 2:] - boxes[:, :2], 1e-6)
   centre = (boxes[:, :2] + boxes[:, 2:]) / 2
-  anchors = jnp.asarray(normalised_anchors())
+  anchors = jnp.asarray(layout.shapes)
   inter = jnp.prod(jnp.minimum(wh[:, None], anchors[None]), -1)
   shape_iou = inter / (jnp.prod(wh, -1)[:, None] + jnp.prod(anchors, -1)[None] - inter)
   best = jnp.argmax(shape_iou, -1)  # (M,) anchor id 0..8

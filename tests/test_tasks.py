@@ -59,7 +59,7 @@ def _config(name):
 def test_l2t_dln_cycles_start_on_the_standard_loss_and_apply_every_update(name):
   config = _config(name)
   ds = load_dataset(config)
-  task = make_task(config, ds.num_classes, ds.input_shape)
+  task = make_task(config, ds.num_classes, ds.input_shape, train_labels=ds.train.y)
   module = (
     GlobalDetector(int(anchor_layout(SIZE, SIZE).offsets[-1]), ds.num_classes)
     if name == "detection"

@@ -11,9 +11,12 @@ the stride-16 stage, and so on down to stride 8.
 Each head predicts, for every cell and each of its three anchors, `5 + C` numbers: the box
 offsets `(t_x, t_y, t_w, t_h)`, the objectness logit and one logit per class. The module returns
 all anchors of all scales flattened into `(batch, N, 5 + C)` (scale by scale from stride 8, then
-row, column, anchor), which `AnchorLayout` describes. Anchors are YOLO-v3's nine standard ones,
-given for 416-pixel images and used here as fractions of the image side, so that they cover the
-same part of any image.
+row, column, anchor), which `AnchorLayout` describes. Anchors are fractions of the image side, so
+that they cover the same part of any image: by default YOLO-v3's nine standard ones (k-means on
+COCO, given for 416-pixel images), or nine fitted to a dataset's own boxes by `fit_anchors`, the
+way YOLO-v3 chose its own (Redmon & Farhadi 2017, 2018). The fit matters where the boxes are not
+COCO-like: on 64-pixel shapes scenes, whose objects cover 15-60% of the side, the standard anchors
+send nearly every box to the two largest of the stride-32 head's 2x2 cells, where several collide.
 """
 
 from __future__ import annotations
@@ -52,17 +55,21 @@ HEAD_CONVS = 5  # the alternating 1x1 / 3x3 convolutions of each head before its
 # object, and a start at 1/2 makes the first steps of every run only learn that (the prior of
 # RetinaNet, Lin et al. 2017).
 OBJECTNESS_PRIOR = 0.01
+ANCHOR_SETS = ("coco", "kmeans")  # student.anchors: YOLO-v3's standard nine, or fitted ones
+KMEANS_ITERATIONS = 100  # at most; the fit stops earlier once no box changes its cluster
 
 
 class AnchorLayout(NamedTuple):
   """Per flattened anchor: its cell `(x, y)`, the grid size `(columns, rows)` of its scale, its
-  anchor `(w, h)` as fractions of the image, and the index of its scale and of its anchor (0..8)."""
+  anchor `(w, h)` as fractions of the image, and the index of its scale and of its anchor (0..8);
+  `shapes`: the nine anchors `(w, h)` themselves, smallest scale first."""
 
   cells: np.ndarray  # (N, 2) float32
   grid: np.ndarray  # (N, 2) float32
   anchors: np.ndarray  # (N, 2) float32
   scale: np.ndarray  # (N,) int32
   anchor_id: np.ndarray  # (N,) int32
+  shapes: np.ndarray  # (9, 2) float32
 
   @property
   def offsets(self) -> np.ndarray:
@@ -72,16 +79,52 @@ class AnchorLayout(NamedTuple):
 
 
 def normalised_anchors() -> np.ndarray:
+  """YOLO-v3's standard anchors as fractions of the image side (9, 2)."""
   return np.asarray(ANCHORS_416, np.float32) / ANCHOR_REFERENCE_SIZE
 
 
-def anchor_layout(height: int, width: int) -> AnchorLayout:
-  """The layout of the flattened output for images of `height` x `width` (multiples of 32)."""
+def shape_iou(wh: np.ndarray, anchors: np.ndarray) -> np.ndarray:
+  """IoU of box shapes `wh` (M, 2) with anchor shapes (K, 2), centred together: (M, K)."""
+  inter = np.prod(np.minimum(wh[:, None], anchors[None]), -1)
+  return inter / (np.prod(wh, -1)[:, None] + np.prod(anchors, -1)[None] - inter)
+
+
+def fit_anchors(truth: np.ndarray, count: int = len(ANCHORS_416)) -> np.ndarray:
+  """`count` anchors `(w, h)` fitted to the boxes of ground truth `(..., M, 5+)` (rows `(x0, y0,
+  x1, y1, class, ...)` in fractions of the image, class -1 unused): k-means with the distance
+  1 - IoU of the shapes, YOLO-v3's way, each centre the median of its boxes; sorted by area (the
+  first three go to the finest head). Deterministic: the centres start at area quantiles."""
+  rows = np.asarray(truth, np.float64).reshape(-1, np.shape(truth)[-1])
+  wh = (rows[:, 2:4] - rows[:, 0:2])[rows[:, 4] >= 0]
+  wh = wh[np.all(wh > 0, -1)]
+  if len(wh) < count:
+    raise ValueError(f"fitting {count} anchors needs at least {count} boxes, got {len(wh)}")
+  by_area = wh[np.argsort(np.prod(wh, -1), kind="stable")]
+  centres = by_area[np.linspace(0, len(wh) - 1, 2 * count + 1)[1::2].round().astype(int)]
+  cluster = None
+  for _ in range(KMEANS_ITERATIONS):
+    nearest = np.argmax(shape_iou(wh, centres), -1)
+    if cluster is not None and np.array_equal(nearest, cluster):
+      break
+    cluster = nearest
+    centres = np.stack(
+      [np.median(wh[cluster == k], 0) if np.any(cluster == k) else centres[k] for k in range(count)]
+    )
+  return centres[np.argsort(np.prod(centres, -1), kind="stable")].astype(np.float32)
+
+
+def anchor_layout(height: int, width: int, anchors: np.ndarray | None = None) -> AnchorLayout:
+  """The layout of the flattened output for images of `height` x `width` (multiples of 32), with
+  the nine `anchors` (w, h) as fractions of the image (smallest scale first; None: YOLO-v3's)."""
   if height % STRIDES[-1] or width % STRIDES[-1]:
     raise ValueError(
       f"YOLO-v3 needs image sides that are multiples of {STRIDES[-1]}, got {height}x{width}"
     )
-  anchors = normalised_anchors()
+  anchors = normalised_anchors() if anchors is None else np.asarray(anchors, np.float32)
+  if anchors.shape != (len(STRIDES) * ANCHORS_PER_SCALE, 2):
+    raise ValueError(
+      f"YOLO-v3 needs {len(STRIDES) * ANCHORS_PER_SCALE} anchors (w, h), got shape {anchors.shape}"
+    )
   parts = []
   for s, stride in enumerate(STRIDES):
     rows, cols = height // stride, width // stride
@@ -105,6 +148,7 @@ def anchor_layout(height: int, width: int) -> AnchorLayout:
     anc.astype(np.float32),
     scale.astype(np.int32),
     ids.astype(np.int32),
+    anchors,
   )
 
 
