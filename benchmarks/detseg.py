@@ -22,7 +22,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.common import config_from_file, CONFIG_DIR  # noqa: E402
+from benchmarks.common import config_from_file, finished_summary, CONFIG_DIR  # noqa: E402
 from benchmarks.compare_losses import apply_override, parse_override  # noqa: E402
 
 TASKS = {
@@ -34,14 +34,18 @@ SHOWN = 4  # test scenes in the picture
 DRAW_SCORE = 0.3  # boxes drawn from this score on
 
 
-def run(config, workdir: str):
-  """`(summary, final eval record, state)` of one run, reused when `workdir` holds it finished."""
+def run(config, workdir: str, need_state: bool):
+  """`(summary, final eval record, state)` of one run, reused when `workdir` holds it finished
+  (then read from its files alone, the state None, unless `need_state`: it is restored)."""
   from l2t_jax.metrics import read_metrics
   from l2t_jax.train import train
 
-  result = train(config, workdir=workdir, log=lambda _: None)
+  summary, state = finished_summary(workdir, config), None
+  if summary is None or need_state:
+    result = train(config, workdir=workdir, log=lambda _: None)
+    summary, state = result.summary, result.state
   final = [r for r in read_metrics(workdir) if r["kind"] == "eval"][-1]
-  return result.summary, final, result.state
+  return summary, final, state
 
 
 def _stats(values):
@@ -174,7 +178,7 @@ def main(argv=None) -> dict:
         for key, value in args.set:
           apply_override(config, key, value)
         workdir = os.path.join(args.out, task, method, f"seed{seed}")
-        summary, final, state = run(config, workdir)
+        summary, final, state = run(config, workdir, need_state=seed == args.seeds - 1)
         values.append(summary["test_accuracy"])
         extras.append(final.get(extra_key))
         print(
