@@ -76,6 +76,8 @@ def test_compare_losses_small_writes_results_plots_and_table(tmp_path, capsys):
       "--set",
       "data.val_size=200",
       "--set",
+      "train.fast_compile=True",
+      "--set",
       "meta.val_batch_size=100",
     ]
   )

@@ -53,7 +53,7 @@ def _first_cycles(config, cycles=2, runs=1):
   """The state after `cycles` cycles, from `runs` fresh starts through one compiled cycle."""
   run = build_run(config)
   data = device_data(run.dataset)
-  step = jax.jit(run.method.cycle)
+  step = run.parallel.compile_cycle(run.method.cycle, config.train.fast_compile)
   states = []
   for _ in range(runs):
     state = run.method.init(jax.random.PRNGKey(config.seed), jnp.asarray(run.dataset.train.x[:1]))
