@@ -43,6 +43,18 @@ def small_config(method: str = "l2t_dln", steps: int = 200) -> ml_collections.Co
   return config
 
 
+def fast_jit(fun=None, **kwargs):
+  """`jax.jit` at XLA's lowest backend optimisation (`l2t_jax.parallel.FAST_COMPILER_OPTIONS`): a
+  test's program runs a few times, so compiling it is most of its cost."""
+  import jax
+
+  from l2t_jax.parallel import FAST_COMPILER_OPTIONS
+
+  if fun is None:
+    return functools.partial(fast_jit, **kwargs)
+  return jax.jit(fun, compiler_options=FAST_COMPILER_OPTIONS, **kwargs)
+
+
 def dln_of(learn_scale: bool = False):
   """The default config's DLN, with or without its learned scale."""
   from l2t_jax.config import default_config
@@ -69,7 +81,7 @@ def _jitted_dln_phi():
     flat, unravel = ravel_pytree(dln_of(learn_scale).init(jax.random.PRNGKey(seed)))
     return unravel(flat + moved_by * jax.random.normal(jax.random.PRNGKey(seed + 1), flat.shape))
 
-  return jax.jit(phi, static_argnums=0)
+  return fast_jit(phi, static_argnums=0)
 
 
 @pytest.fixture

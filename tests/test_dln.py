@@ -14,10 +14,10 @@ from jax.flatten_util import ravel_pytree
 from l2t_jax import losses
 from l2t_jax.students import from_linen
 from l2t_jax.students.mlp import MLP
-from tests.conftest import dln_of, dln_phi
+from tests.conftest import dln_of, dln_phi, fast_jit
 
 
-@functools.partial(jax.jit, static_argnums=0)
+@functools.partial(fast_jit, static_argnums=0)
 def _dln_and_ce(learn_scale, phi, logits, labels):
   """The DLN's and cross-entropy's losses and logits' gradients."""
   dln = dln_of(learn_scale)
@@ -41,7 +41,7 @@ def test_dln_at_init_equals_cross_entropy(num_classes, learn_scale):
   np.testing.assert_allclose(g_dln, g_ce, rtol=1e-5, atol=1e-7)
 
 
-@jax.jit
+@fast_jit
 def _student_gradients(phi):
   """The gradients of a student's parameters under the DLN and under cross-entropy, flattened."""
   dln = dln_of()
@@ -64,7 +64,7 @@ def test_dln_at_init_gives_the_student_the_cross_entropy_gradient():
   np.testing.assert_allclose(g_dln, g_ce, rtol=1e-5, atol=1e-7)
 
 
-@jax.jit
+@fast_jit
 def _item_by_item(phi):
   """A 3-class loss and its sum of item values, the item value of a class at p = 0 that is not
   the target, and the loss with 97 such classes added."""

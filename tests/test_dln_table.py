@@ -15,7 +15,7 @@ from jax.flatten_util import ravel_pytree
 
 from l2t_jax import losses
 from l2t_jax.dln_table import item_logit, make_table, table_item_values, table_loss
-from tests.conftest import dln_of, dln_phi
+from tests.conftest import dln_of, dln_phi, fast_jit
 
 SIZE = 512
 
@@ -28,7 +28,7 @@ def labels_of(n):
   return np.arange(n) % 10
 
 
-@functools.partial(jax.jit, static_argnums=0)
+@functools.partial(fast_jit, static_argnums=0)
 def _table_and_ce(bound, phi, logits, labels):
   """The tabulated DLN and cross-entropy: values and logits' gradients."""
   table = make_table(dln_of(), phi, SIZE, slope_bound=bound)
@@ -49,7 +49,7 @@ def test_tabulated_dln_at_init_is_cross_entropy_exactly():
   np.testing.assert_allclose(g_table, g_ce, rtol=1e-5, atol=1e-7)
 
 
-@functools.partial(jax.jit, static_argnums=0)
+@functools.partial(fast_jit, static_argnums=0)
 def _table_and_exact(learn_scale, phi, logits, labels):
   """The exact DLN's and the table's item values, logits' gradients and parameters' gradients."""
   dln = dln_of(learn_scale)
@@ -102,7 +102,7 @@ def _slopes(table, s):
 S = np.linspace(-12.0, 12.0, 2001, dtype=np.float32)  # the item logits the slopes are checked at
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
+@functools.partial(fast_jit, static_argnums=(0, 1))
 def _bounded_slopes(bound, floor, phi, s):
   """At item logits `s`: the slopes of the unbounded table, and the slopes and item values of the
   table bounded at `bound` (and floored at `floor`)."""
@@ -138,7 +138,7 @@ def test_a_slope_floor_keeps_a_share_of_cross_entropys_push_on_every_item():
   assert bool(np.all(-d_target <= sigmoid + 1e-4))
 
 
-@jax.jit
+@fast_jit
 def _bounded_items(phi, s):
   return _two_class_items(make_table(dln_of(True), phi, SIZE, slope_bound=1.0), s)
 
@@ -157,10 +157,10 @@ def test_item_logit_is_accurate_at_both_ends_and_finite_beyond():
   logits = np.array(
     [[0.0, 30.0, -10.0], [5.0, 5.0 + 1e-3, -40.0], [0.0, 200.0, -200.0]], np.float32
   )
-  log_p, t = jax.jit(item_logit)(logits)
+  log_p, t = fast_jit(item_logit)(logits)
   with jax.enable_x64(True):
 
-    @jax.jit
+    @fast_jit
     def reference(z):
       others = [jax.nn.logsumexp(jnp.delete(z, c, axis=1), axis=1) for c in range(3)]
       return jax.nn.log_softmax(z), z - jnp.stack(others, 1)
@@ -170,13 +170,13 @@ def test_item_logit_is_accurate_at_both_ends_and_finite_beyond():
   np.testing.assert_allclose(t[:2], ref_t[:2], rtol=1e-4)  # t = 30 is p = 1 - 1e-13
   assert bool(np.all(np.isfinite(t))) and bool(np.all(np.isfinite(log_p[:2])))
   dln, phi = dln_of(), dln_phi(moved_by=0.2)
-  grads = jax.jit(
+  grads = fast_jit(
     jax.grad(lambda l, p: table_loss(make_table(dln, p, SIZE), l, np.array([1, 0, 2])))
   )(logits, phi)
   assert bool(np.all(np.isfinite(grads)))
 
 
-@functools.partial(jax.jit, static_argnums=0)
+@functools.partial(fast_jit, static_argnums=0)
 def _second_derivatives(use_table, phi, logits, v):
   """The loss's Hessian-vector product in the logits and its mixed logits / DLN-parameters
   product, flattened."""
@@ -204,7 +204,7 @@ def test_second_derivatives_stay_finite_for_huge_logits(use_table):
     assert np.all(np.isfinite(mixed)), scale
 
 
-@functools.partial(jax.jit, static_argnums=0)
+@functools.partial(jax.jit, static_argnums=0)  # XLA's default: its tolerance is tight (float32)
 def _fast_and_autodiff(bound, phi, logits, labels, v):
   """The value, the gradients and the two second derivatives (flattened) of table_loss and of the
   sum of table_item_values, both through the table of `phi`."""

@@ -20,6 +20,7 @@ import optax
 import pytest
 from jax.flatten_util import ravel_pytree
 
+from conftest import fast_jit
 from l2t_jax import losses
 from l2t_jax.dln import DLN, ItemNetwork
 from l2t_jax.dln_table import make_table, table_loss
@@ -60,7 +61,7 @@ def central_differences(f, flat):
   return (values[: flat.size] - values[flat.size : -1]) / (2 * EPS), values[-1]
 
 
-@jax.jit
+@fast_jit
 def initial_state_and_dln(x0, phi_noise):
   """The student at its initialisation, and the DLN moved off its cross-entropy initialisation
   by `phi_noise` (one program for every test)."""
@@ -104,7 +105,7 @@ def untabulated(phi):
   return phi
 
 
-@functools.partial(jax.jit, static_argnames=("loss_fn", "prepare", "options"))
+@functools.partial(fast_jit, static_argnames=("loss_fn", "prepare", "options"))
 def dln_hypergradient(
   phi, state, batches, val, loss_fn=DLN_NET.loss, prepare=untabulated, options=UnrollOptions()
 ):
@@ -141,7 +142,7 @@ def test_dln_hypergradient_equals_central_finite_difference(problem, tabulated, 
     chex.assert_shape(hg.train.loss, (K,))  # the training loss of every unrolled step
     g = np.concatenate([np.ravel(leaf) for leaf in jax.tree_util.tree_leaves(hg.grads)])
 
-    @jax.jit
+    @fast_jit
     def finite_differences(phi, state):
       flat, unravel = ravel_pytree(phi)
 
@@ -184,7 +185,7 @@ def test_teacher_gradient_equals_central_finite_difference(problem, num_features
     for _ in range(M - 1):
       states.append(dln_hypergradient(p["phi"], states[-1], p["batches"], p["val"]).student)
 
-    @jax.jit
+    @fast_jit
     def teacher_windows_and_finite_differences(
       theta0, theta_noise, memory0, in_grads, in_features, phi0, states
     ):
@@ -221,7 +222,7 @@ def test_teacher_gradient_equals_central_finite_difference(problem, num_features
       for phi_j, s_j in zip(phis, states)
     ]
 
-    @jax.jit
+    @fast_jit
     def surrogate_gradient(theta, memory0, in_grads, in_features, grads):
       out_grads = jnp.stack([ravel_pytree(g)[0] for g in grads])
       return ravel_pytree(

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from configs import cifar
-from conftest import small_config
+from conftest import small_config, fast_jit
 from l2t_jax import dln_table
 from l2t_jax.config import ConfigError, default_config, validate
 from l2t_jax.data import load_dataset
@@ -52,7 +52,7 @@ def test_one_vs_one_items_and_loss_on_a_hand_computed_case():
   dln = DLN(FreeNetwork(hidden=()), item_kind="one_vs_one")
   phi = {"Dense_0": {"kernel": np.array([[1.0], [2.0], [3.0], [4.0]], np.float32)}}
 
-  @jax.jit
+  @fast_jit
   def computed(phi, logits, labels):
     return dict(
       items=pair_items(logits, jax.nn.one_hot(labels, 3)),
@@ -89,7 +89,7 @@ def test_one_vs_one_items_and_loss_on_a_hand_computed_case():
 def test_free_dln_is_bias_free_he_normal_fan_out_and_zero_on_zero_items():
   dln = make_dln(_free_dln_config(hidden=(300, 300)))
 
-  @jax.jit
+  @fast_jit
   def computed():
     phi = dln.init(jax.random.PRNGKey(0))
     zero_scores = dln.network.apply({"params": phi}, jnp.zeros((5, 4)), method="score")
@@ -115,7 +115,7 @@ def test_free_dln_on_one_vs_rest_items_is_served_by_the_table():
   logits = (3.0 * rng.normal(size=(32, 10))).astype(np.float32)
   labels = rng.integers(0, 10, size=32)
 
-  @jax.jit
+  @fast_jit
   def exact_and_tabulated(logits, labels):
     phi = dln.init(jax.random.PRNGKey(1))
     table = dln_table.make_table(dln, phi, 256)
@@ -126,7 +126,7 @@ def test_free_dln_on_one_vs_rest_items_is_served_by_the_table():
   np.testing.assert_allclose(tabulated, exact, rtol=1e-3, atol=1e-3 * abs(float(exact)))
   with pytest.raises(ValueError, match="set dln.table_size=0"):
     pairs = make_dln(_free_dln_config())
-    dln_table.make_table(pairs, jax.jit(pairs.init)(jax.random.PRNGKey(0)), 64)
+    dln_table.make_table(pairs, fast_jit(pairs.init)(jax.random.PRNGKey(0)), 64)
 
 
 # --- the stacked-cell teacher ------------------------------------------------------------------
@@ -138,7 +138,7 @@ def test_stacked_cells_teacher_outputs_its_last_one_unit_cell_and_learns():
   )
   theta = teacher.init(jax.random.PRNGKey(0))
 
-  @jax.jit
+  @fast_jit
   def computed(theta):
     memory = teacher.init_state({"a": jnp.zeros((3, 4)), "b": jnp.zeros((5,))})
     g = jax.random.normal(jax.random.PRNGKey(1), (17,)) * 1e-2
@@ -301,7 +301,7 @@ def test_every_valid_combination_builds():
   cfg.activation = "leaky_relu"  # our CE path + residual with the authors' activation
   ours = make_dln(cfg)
 
-  @jax.jit
+  @fast_jit
   def losses_and_our_params():
     phis = [dln.init(jax.random.PRNGKey(0)) for dln in dlns]
     losses = [dln.loss(phi, jnp.ones((2, 3)), jnp.array([0, 2])) for dln, phi in zip(dlns, phis)]

@@ -12,6 +12,7 @@ import jax
 import numpy as np
 import optax
 
+from conftest import fast_jit
 from l2t_jax import losses
 from l2t_jax.config import default_config
 from l2t_jax.data import augment
@@ -33,7 +34,7 @@ def test_batchnorm_running_statistics_move_in_training_and_serve_evaluation():
   y = rng.integers(0, 3, size=(3, 6)).astype(np.int32)
   ce = lambda _, logits, labels: losses.cross_entropy(logits, labels)  # noqa: E731
 
-  @jax.jit
+  @fast_jit
   def initial_and_trained(batches):
     state0 = init_student_state(student, optimizer, jax.random.PRNGKey(0), batches["x"][0, :1])
     return state0, unroll(student, optimizer, ce, (), state0, batches)[0]
@@ -50,8 +51,8 @@ def test_batchnorm_running_statistics_move_in_training_and_serve_evaluation():
   )
   assert min(jax.tree_util.tree_leaves(moved)) > 1e-3
 
-  evaluate = jax.jit(lambda s, xs: student.apply(s.params, s.model_state, xs, False)[0])
-  train_mode = jax.jit(lambda s, xs: student.apply(s.params, s.model_state, xs, True)[0])
+  evaluate = fast_jit(lambda s, xs: student.apply(s.params, s.model_state, xs, False)[0])
+  train_mode = fast_jit(lambda s, xs: student.apply(s.params, s.model_state, xs, True)[0])
   batch = x[0]
   chex.assert_shape([evaluate(state, batch), train_mode(state, batch)], (6, 3))  # images, classes
   # Evaluation normalises with the running averages: an image gets the same logits alone or in
@@ -68,7 +69,7 @@ def test_batchnorm_running_statistics_move_in_training_and_serve_evaluation():
 def test_augmentation_is_a_padded_crop_and_flip_keyed_by_seed_step_and_position():
   images = np.random.default_rng(0).normal(size=(4, 6, 6, 2)).astype(np.float32)
 
-  @functools.partial(jax.jit, static_argnums=0)
+  @functools.partial(fast_jit, static_argnums=0)
   def augmented(seed, step, positions, images):
     keys = augment.example_keys(seed=seed, step=step, positions=positions)
     return augment.crop_and_flip_batch(keys, images, padding=2)
