@@ -2,12 +2,13 @@
 
 Targets: every image's ground truth is an array `(M, 5)` of boxes `(x0, y0, x1, y1)` as fractions
 of the image side and a class (-1 for unused rows). Each box is assigned to one anchor: of the
-nine (`layout.shapes`), the one whose shape (width and height, centred together) overlaps it best,
-at that anchor's scale, in the cell that holds the box's centre. That anchor is *responsible* for the box; its
-targets are the centre's offset in the cell `(g_x, g_y)` in [0, 1), the log-ratios of the box's
-size to the anchor's `(g_w, g_h)`, objectness 1 and the box's class. Every other anchor has
-objectness target 0, except that one whose predicted box already overlaps some ground-truth box
-by more than `IGNORE_IOU` is left out of the objectness term (it is neither rewarded nor punished).
+nine (`layout.shapes`), the one whose shape (width and height, centred together) overlaps it
+best, at that anchor's scale, in the cell that holds the box's centre. That anchor is
+*responsible* for the box; its targets are the centre's offset in the cell `(g_x, g_y)` in
+[0, 1), the log-ratios of the box's size to the anchor's `(g_w, g_h)`, objectness 1 and the box's
+class. Every other anchor has objectness target 0, except that one whose predicted box already
+overlaps some ground-truth box by more than `IGNORE_IOU` is left out of the objectness term (it
+is neither rewarded nor punished).
 
 The loss of a batch is the mean over its images of the sum of three terms:
 - box regression, for responsible anchors: binary cross-entropy of `sigmoid(t_x), sigmoid(t_y)`
@@ -34,7 +35,7 @@ import jax.numpy as jnp
 import optax
 
 from l2t_jax.item_losses import ItemScorer, binary_items, ce_items
-from l2t_jax.students.yolo import ANCHORS_PER_SCALE, BOX_OUTPUTS, AnchorLayout
+from l2t_jax.students.yolo import ANCHORS_PER_SCALE, BOX_OUTPUTS, AnchorLayout, shape_iou
 
 IGNORE_IOU = 0.5  # an unassigned anchor whose prediction overlaps a box more than this is ignored
 BOX_WEIGHT_BASE = 2.0  # the box term's weight is 2 - w h (w, h fractions of the image)
@@ -70,9 +71,7 @@ def assign(truth: jax.Array, layout: AnchorLayout) -> dict:
   wh = jnp.maximum(boxes[:, 2:] - boxes[:, :2], 1e-6)
   centre = (boxes[:, :2] + boxes[:, 2:]) / 2
   anchors = jnp.asarray(layout.shapes)
-  inter = jnp.prod(jnp.minimum(wh[:, None], anchors[None]), -1)
-  shape_iou = inter / (jnp.prod(wh, -1)[:, None] + jnp.prod(anchors, -1)[None] - inter)
-  best = jnp.argmax(shape_iou, -1)  # (M,) anchor id 0..8
+  best = jnp.argmax(shape_iou(wh, anchors, jnp), -1)  # (M,) anchor id 0..8
   # The flattened index of (best anchor's scale, centre cell, anchor) for every box.
   per_scale = jnp.asarray(layout.offsets[:-1])
   scale_grid = jnp.asarray(layout.grid[layout.offsets[:-1]])  # (S, 2): columns, rows per scale

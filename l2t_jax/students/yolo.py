@@ -83,10 +83,11 @@ def normalised_anchors() -> np.ndarray:
   return np.asarray(ANCHORS_416, np.float32) / ANCHOR_REFERENCE_SIZE
 
 
-def shape_iou(wh: np.ndarray, anchors: np.ndarray) -> np.ndarray:
-  """IoU of box shapes `wh` (M, 2) with anchor shapes (K, 2), centred together: (M, K)."""
-  inter = np.prod(np.minimum(wh[:, None], anchors[None]), -1)
-  return inter / (np.prod(wh, -1)[:, None] + np.prod(anchors, -1)[None] - inter)
+def shape_iou(wh, anchors, xp=np):
+  """IoU of box shapes `wh` (M, 2) with anchor shapes (K, 2), centred together: (M, K). `xp`:
+  the array module (`numpy` for fitting anchors, `jax.numpy` inside the loss)."""
+  inter = xp.prod(xp.minimum(wh[:, None], anchors[None]), -1)
+  return inter / (xp.prod(wh, -1)[:, None] + xp.prod(anchors, -1)[None] - inter)
 
 
 def fit_anchors(truth: np.ndarray, count: int = len(ANCHORS_416)) -> np.ndarray:
