@@ -51,6 +51,9 @@ def teach(
   s = l2t.init_student_state(student, optimizer, rng_s, sample_x)
   phi = loss.init(rng_d)
   taught = teaching.init(rng_t, phi)
+  # Placed on the device now, as `segment`'s outputs are: otherwise its first call compiles a
+  # program of its own.
+  s, phi, taught = jax.device_put((s, phi, taught), jax.devices()[0])
 
   @jax.jit
   def segment(s, phi, taught, batches, val_batch, progress, key):

@@ -55,6 +55,26 @@ def fast_jit(fun=None, **kwargs):
   return jax.jit(fun, compiler_options=FAST_COMPILER_OPTIONS, **kwargs)
 
 
+@pytest.fixture
+def fast_compiles(monkeypatch):
+  """Every `jax.jit` made during the test (the library's and an example's included) compiles at
+  XLA's lowest backend optimisation, as `fast_jit` does: for tests that run a whole loop of their
+  own for a few steps."""
+  import jax
+
+  from l2t_jax.parallel import FAST_COMPILER_OPTIONS
+
+  jit = jax.jit
+
+  def fast(fun=None, **kwargs):
+    if fun is None:
+      return functools.partial(fast, **kwargs)
+    kwargs["compiler_options"] = {**FAST_COMPILER_OPTIONS, **(kwargs.get("compiler_options") or {})}
+    return jit(fun, **kwargs)
+
+  monkeypatch.setattr(jax, "jit", fast)
+
+
 def dln_of(learn_scale: bool = False):
   """The default config's DLN, with or without its learned scale."""
   from l2t_jax.config import default_config

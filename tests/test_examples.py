@@ -18,15 +18,15 @@ from l2t_jax.train import build_run, cycle_indices, device_data
 STEPS = 60  # six segments of K = 10: the window (M = 5) is full once, so the teacher learns once
 
 
-def test_own_loop_teaches_and_equals_the_library_driver_on_the_same_settings():
+def test_own_loop_teaches_and_equals_the_library_driver_on_the_same_settings(fast_compiles):
   config = mnist1d_mlp.get_config()
   config.train.steps = STEPS + 10
   run = build_run(config)
   data = device_data(run.dataset)
   indices = list(cycle_indices(run, 0, config.train.steps // config.meta.interval))
   x0 = jnp.asarray(run.dataset.train.x[:1])
-  state = run.method.init(jax.random.PRNGKey(config.seed), x0)
-  cycle = jax.jit(run.method.cycle)
+  state = jax.device_put(run.method.init(jax.random.PRNGKey(config.seed), x0), jax.devices()[0])
+  cycle = jax.jit(run.method.cycle)  # (one compilation: the state is on the device, as it returns)
   for train_idx, val_idx in indices:
     state, _ = cycle(state, data, train_idx, val_idx)
 

@@ -56,7 +56,9 @@ def _first_cycles(config, cycles=2, runs=1):
   step = run.parallel.compile_cycle(run.method.cycle, config.train.fast_compile)
   states = []
   for _ in range(runs):
-    state = run.method.init(jax.random.PRNGKey(config.seed), jnp.asarray(run.dataset.train.x[:1]))
+    state = run.parallel.replicate(  # placed as the driver places it: one compilation
+      run.method.init(jax.random.PRNGKey(config.seed), jnp.asarray(run.dataset.train.x[:1]))
+    )
     for train_idx, val_idx in cycle_indices(run, 0, cycles):
       state, _ = step(state, data, train_idx, val_idx)
     states.append(state)
