@@ -23,8 +23,9 @@ Each run keeps its files in OUT/runs/<method>/seed<k> (CE: OUT/runs/ce_lr<rate>/
 whose directory holds a finished run of the same config is reused (--rerun trains anew). Writes
 OUT/results.json, OUT/table.md (also printed), OUT/curves.png (validation and test accuracy against
 student steps, mean over seeds with the min-max band) and OUT/learned_loss.png (the DLN of the
-l2t_dln run of seed 0 at four points of training, against cross-entropy). With --label_noise > 0
-every output gets a suffix (results_noise0.4.json, runs_noise0.4/, ...) beside the clean ones.
+l2t_dln run of seed 0 at five points of training, most of them early, against cross-entropy). With
+--label_noise > 0 every output gets a suffix (results_noise0.4.json, runs_noise0.4/, ...) beside
+the clean ones.
 """
 
 from __future__ import annotations
@@ -190,13 +191,13 @@ def plot_curves(curves: dict[str, dict], path: str, title: str) -> None:
 
 
 def plot_learned_loss(dln_cfg, snapshots: dict[int, object], path: str, title: str) -> None:
-  """The DLN for a true-class and a wrong-class item at about four points of training (start, 1/3,
-  2/3, end), next to cross-entropy: top, the item's value against p (shifted by a constant, which
-  no gradient sees, to 0 where cross-entropy's is: p -> 1 for the target, p -> 0 for the others);
-  bottom, its push on the item's logit as a multiple of binary cross-entropy's (-log p for the
-  target, -log(1 - p) for the others; cross-entropy itself has no wrong-class term: 0). With a
-  table (`dln.table_size`), the tabulated DLN, bounded if `dln.slope_bound` says so: the loss the
-  student was trained on."""
+  """The DLN for a true-class and a wrong-class item at about five points of training (start,
+  1/8, 1/4, 1/2, end), next to cross-entropy: top, the item's value against p (shifted by a
+  constant, which no gradient sees, to 0 where cross-entropy's is: p -> 1 for the target, p -> 0
+  for the others); bottom, its push on the item's logit as a multiple of binary cross-entropy's
+  (-log p for the target, -log(1 - p) for the others; cross-entropy itself has no wrong-class
+  term: 0). With a table (`dln.table_size`), the tabulated DLN, bounded if `dln.slope_bound` says
+  so: the loss the student was trained on."""
   import jax
   import jax.numpy as jnp
   import matplotlib
@@ -220,7 +221,10 @@ def plot_learned_loss(dln_cfg, snapshots: dict[int, object], path: str, title: s
     return np.asarray(-slope / jax.nn.sigmoid(-t) if y else slope / jax.nn.sigmoid(t))
 
   steps = sorted(snapshots)
-  picks = sorted({steps[round(i * (len(steps) - 1) / 3)] for i in range(4)})
+  # The start, the end, and 1/8, 1/4 and 1/2 of the way: a student fits its training set early, so
+  # the early losses are the ones that shaped it.
+  targets = [steps[0]] + [steps[0] + (steps[-1] - steps[0]) / 2**k for k in (3, 2, 1, 0)]
+  picks = sorted({min(steps, key=lambda s, t=t: abs(s - t)) for t in targets})
   t = np.linspace(-7.0, 6.0, 401, dtype=np.float32)  # p from 1e-3 to 1 - 2.5e-3 (float32 ratios
   # of vanishing slopes are noise beyond)
   p = 1.0 / (1.0 + np.exp(-t))

@@ -50,8 +50,8 @@ Writes OUT/results.json ({"tasks": {TASK: {"methods": {METHOD: {"test_accuracy":
 CE's seed at its rate, the mean gain over tasks, and per method issue 11's three numbers: mean gain
 over tasks, the worst task's gain, the worst seed's gap to its task's CE mean), OUT/gain.png (gain
 over CE's mean per task in accuracy points, one dot per seed, one colour per method) and
-OUT/learned_loss_<task>.png (the DLN of the l2t_dln run of seed 0 at four points of training,
-against cross-entropy; compare_losses.plot_learned_loss).
+OUT/learned_loss_<task>.png (the DLN of the l2t_dln run of seed 0 at five points of training, most
+of them early, against cross-entropy; compare_losses.plot_learned_loss).
 
 Compiling is most of an MLP run's time on a CPU (about 10 of CE's 13 s, 35 of L2T-DLN's 45 s) and
 the seed is not part of the programs (but with data.augment), so the runs share a persistent XLA compilation cache
