@@ -117,10 +117,13 @@ class Teaching:
   def init(self, rng: jax.Array, loss_params: Any, teacher_params: Any = None) -> TeachingState:
     """A random teacher, or `teacher_params` (copied, so that the state shares no buffers with
     the caller's), with zero memory for every coordinate of `loss_params`."""
-    theta = self.teacher.init(rng)
-    if teacher_params is not None:
+    if teacher_params is None:
+      theta = self.teacher.init(rng)
+    else:  # (the random draw is skipped: a flax LSTM's initialisers are slow to compile)
       theta = jax.tree_util.tree_map(
-        lambda t, x: jnp.array(x, t.dtype, copy=True), theta, teacher_params
+        lambda t, x: jnp.array(x, t.dtype, copy=True),
+        jax.eval_shape(self.teacher.init, rng),
+        teacher_params,
       )
     memory = self.teacher.init_state(loss_params)
     window = ()
