@@ -132,9 +132,10 @@ def test_seed_statistics_are_the_mean_the_sample_std_and_the_strict_wins_over_ce
   assert seed_statistics([0.5], None) == {"mean": 0.5, "std": 0.0, "wins_vs_ce": None}
 
 
-def test_speed_writes_every_ratio_and_the_memory_table(tmp_path, capsys):
+def test_speed_writes_every_ratio_and_the_memory_table(tmp_path, capsys, fast_compiles):
   # --quick with the memory table and one asynchronous schedule asked for explicitly: both modes'
-  # paths in one run; the reference protocol's row (the longest compile) is left out here.
+  # paths in one run; the reference protocol's row (the longest compile) is left out here. The
+  # programs compile fast: the figures are not checked, only that every one is written.
   # Without torch (CI installs .[test] only) the peer rows are left out too.
   report = speed.main(
     [
