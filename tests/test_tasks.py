@@ -52,6 +52,7 @@ def _config(name):
   config.data.val_size, config.meta.val_batch_size = 8, BATCH  # one shape: one compilation
   config.meta.unroll_steps = config.meta.interval = 1
   config.train.batch_size, config.train.steps = BATCH, 2
+  config.data.augment = False  # the standard loss below is computed on the scenes as they are
   return config
 
 
