@@ -206,14 +206,13 @@ def measure_student(
   for key, config in variants(base, intervals).items():
     cycles = cycles_for(config, steps_per_repeat, repeats)
     method = floor_method if key == "meta_segment_floor" else None
-    same = built.get(config.to_json()) if method is None else None
-    if same is not None:  # e.g. the default when its interval is K: the meta-segment's program
-      subjects[key] = subjects[same]
-      log(f"  [{name}] {key}: the same program as {same}")
+    program = config.to_json() if method is None else key  # the floor's method is its own
+    if program in built:  # e.g. the default when its interval is K: the meta-segment's program
+      subjects[key] = subjects[built[program]]
+      log(f"  [{name}] {key}: the same program as {built[program]}")
       continue
     subjects[key] = Subject(config, dataset, cycles, method)
-    if method is None:
-      built.setdefault(config.to_json(), key)
+    built[program] = key
     log(f"  [{name}] {key}: compiled in {subjects[key].compile_seconds:.2f} s")
   if peers and reference:
     config = load_config(REFERENCE_CONFIG)

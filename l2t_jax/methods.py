@@ -339,7 +339,7 @@ def dln_method(
       "runs no second unroll)"
     )
 
-  def init_state(rng, sample_x, phi, theta):
+  def assemble(rng, sample_x, phi, theta):
     rng_s, _, rng_t = jax.random.split(rng, 3)
     phi = jax.tree_util.tree_map(lambda x: jnp.array(x, copy=True), phi)
     return segments.base_state(rng_s, sample_x)._replace(
@@ -352,11 +352,11 @@ def dln_method(
   # suite's runs, the tests). The state is the same, bit for bit.
   draw_dln = jit_init(lambda rng: loss.init(jax.random.split(rng, 3)[1]))
   draw_teacher = jit_init(lambda rng: teaching.teacher.init(jax.random.split(rng, 3)[2]))
-  init_state = jit_init(init_state)
+  assemble = jit_init(assemble)
 
   def init(rng, sample_x):
     theta = draw_teacher(rng) if teacher_params is None else teacher_params
-    return init_state(rng, sample_x, draw_dln(rng), theta)
+    return assemble(rng, sample_x, draw_dln(rng), theta)
 
   def cycle(state, data, train_idx, val_idx):
     seg_idx, plain_idx = segments.split_indices(train_idx, state.step)

@@ -43,16 +43,22 @@ def small_config(method: str = "l2t_dln", steps: int = 200) -> ml_collections.Co
   return config
 
 
+def _with_fast_options(jit, fun=None, **kwargs):
+  """`jit(fun, **kwargs)` with `l2t_jax.parallel.FAST_COMPILER_OPTIONS` under any options given."""
+  from l2t_jax.parallel import FAST_COMPILER_OPTIONS
+
+  if fun is None:
+    return functools.partial(_with_fast_options, jit, **kwargs)
+  kwargs["compiler_options"] = {**FAST_COMPILER_OPTIONS, **(kwargs.get("compiler_options") or {})}
+  return jit(fun, **kwargs)
+
+
 def fast_jit(fun=None, **kwargs):
   """`jax.jit` at XLA's lowest backend optimisation (`l2t_jax.parallel.FAST_COMPILER_OPTIONS`): a
   test's program runs a few times, so compiling it is most of its cost."""
   import jax
 
-  from l2t_jax.parallel import FAST_COMPILER_OPTIONS
-
-  if fun is None:
-    return functools.partial(fast_jit, **kwargs)
-  return jax.jit(fun, compiler_options=FAST_COMPILER_OPTIONS, **kwargs)
+  return _with_fast_options(jax.jit, fun, **kwargs)
 
 
 @pytest.fixture
@@ -62,17 +68,7 @@ def fast_compiles(monkeypatch):
   own for a few steps."""
   import jax
 
-  from l2t_jax.parallel import FAST_COMPILER_OPTIONS
-
-  jit = jax.jit
-
-  def fast(fun=None, **kwargs):
-    if fun is None:
-      return functools.partial(fast, **kwargs)
-    kwargs["compiler_options"] = {**FAST_COMPILER_OPTIONS, **(kwargs.get("compiler_options") or {})}
-    return jit(fun, **kwargs)
-
-  monkeypatch.setattr(jax, "jit", fast)
+  monkeypatch.setattr(jax, "jit", functools.partial(_with_fast_options, jax.jit))
 
 
 def dln_of(learn_scale: bool = False):

@@ -25,8 +25,9 @@ def test_own_loop_teaches_and_equals_the_library_driver_on_the_same_settings(fas
   data = device_data(run.dataset)
   indices = list(cycle_indices(run, 0, config.train.steps // config.meta.interval))
   x0 = jnp.asarray(run.dataset.train.x[:1])
-  state = jax.device_put(run.method.init(jax.random.PRNGKey(config.seed), x0), jax.devices()[0])
-  cycle = jax.jit(run.method.cycle)  # (one compilation: the state is on the device, as it returns)
+  # Placed as the driver places it, so that the cycle compiles once.
+  state = run.parallel.replicate(run.method.init(jax.random.PRNGKey(config.seed), x0))
+  cycle = jax.jit(run.method.cycle)
   for train_idx, val_idx in indices:
     state, _ = cycle(state, data, train_idx, val_idx)
 
