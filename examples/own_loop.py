@@ -114,7 +114,7 @@ def main(steps: int = 2000, seed: int = 0) -> dict:
       hidden=(16, 16),
       skip_init=1.0,
       log_clip=20.0,
-      learn_scale=True,
+      learn_scale=False,
     )
   )
   loss = l2t.StudentLoss(dln, table_size=512, slope_bound=1.0)
