@@ -33,6 +33,12 @@ Methods (the keys of results.json):
                      task's overrides, at CE's chosen rate like the other losses (a loss is
                      tried at the rate one has tuned CE to), then the --set overrides (which
                      apply to this method only; --set optim.learning_rate=R fixes the rate)
+  l2t_dln_frozen     the control: l2t_dln's config with the DLN held where it starts, at
+                     cross-entropy (teacher.output_scale=0, teacher.learning_rate=0; not --set),
+                     at CE's chosen rate. It is CE computed another way, equal to CE's run of the
+                     same seed up to float rounding; that rounding grows over thousands of steps
+                     into a different final network, so its gains are what chance alone gives
+                     on the task (benchmarks/results/README.md, round 5)
   l2t_dln_reference  the authors' protocol, configs/reference_mnist1d_mlp.py (--reference_config),
                      then the task's overrides
 ce, ce_cosine, label_smoothing and l2t_dlf start from configs/mnist1d_ce.py (default_config(): the
@@ -110,20 +116,31 @@ TASKS = {
   "mnist1d_noise40": Task({"data.label_noise": 0.4}, 3, "MNIST-1D, 40 % label noise, MLP"),
   # The CNN's steps cost 30 times the MLP's: its sweep covers the two rates that CE's sweep on it
   # has ever picked between (0.05 and 0.1; benchmarks/results/compare_mnist1d_cnn), and the
-  # reference rows and the meta-learned baselines are left to a machine with more than 2 cores.
+  # reference rows, the meta-learned baselines and the control are left to a machine with more
+  # than 2 cores.
   "mnist1d_cnn": Task(
     {"student.name": "cnn1d"},
     3,
     "MNIST-1D, 1-D CNN",
     (0.05, 0.1),
-    ("ce_cosine", "l2t_dlf", "l2t_dln_reference"),
+    ("ce_cosine", "l2t_dlf", "l2t_dln_frozen", "l2t_dln_reference"),
   ),
   "digits": Task({"data.name": "digits", "data.val_size": 300}, 3, "sklearn digits (8x8), MLP"),
 }
-METHODS = ("ce", "ce_cosine", "label_smoothing", "l2t_dlf", "l2t_dln", "l2t_dln_reference")
+METHODS = (
+  "ce",
+  "ce_cosine",
+  "label_smoothing",
+  "l2t_dlf",
+  "l2t_dln",
+  "l2t_dln_frozen",
+  "l2t_dln_reference",
+)
 SWEPT = {"ce": {}, "ce_cosine": {"optim.schedule": "cosine"}}  # method: changes beside the rate
 # Trained once CE's rate is chosen on the task, at that rate.
-AT_CE_RATE = ("label_smoothing", "l2t_dlf", "l2t_dln")
+AT_CE_RATE = ("label_smoothing", "l2t_dlf", "l2t_dln", "l2t_dln_frozen")
+# The control: l2t_dln's config and code with a teacher that never moves the DLN from its start.
+FROZEN = {"teacher.output_scale": 0.0, "teacher.learning_rate": 0.0}
 BASELINE_CONFIG = os.path.join(CONFIG_DIR, "mnist1d_ce.py")
 DLN_CONFIG = os.path.join(CONFIG_DIR, "mnist1d_mlp.py")
 REFERENCE_CONFIG = os.path.join(CONFIG_DIR, "reference_mnist1d_mlp.py")
@@ -200,16 +217,17 @@ def method_config(
   what makes the method itself: its name, `rate`, schedule and validation batch."""
   from l2t_jax.config import default_config
 
-  c = copy.deepcopy(bases.get(method, bases["baseline"]))
+  frozen = method == "l2t_dln_frozen"
+  c = copy.deepcopy(bases.get("l2t_dln" if frozen else method, bases["baseline"]))
   for key, value in TASKS[task].overrides.items():
     apply_override(c, key, value)
   if smoke:
     c = smoke_config(c)
   c.train.steps = steps
   if method in SWEPT or method in AT_CE_RATE:
-    c.method = "ce" if method in SWEPT else method
+    c.method = "ce" if method in SWEPT else "l2t_dln" if frozen else method
     c.optim.learning_rate = rate
-    for key, value in SWEPT.get(method, {}).items():
+    for key, value in {**SWEPT.get(method, {}), **(FROZEN if frozen else {})}.items():
       apply_override(c, key, value)
   if method == "l2t_dln":  # after the rate: --set optim.learning_rate=R fixes it instead
     for key, value in overrides:

@@ -104,7 +104,9 @@ def make_teaching(config: ml_collections.ConfigDict, axis_name: str | None = Non
   """The teaching component of `config.teacher` and `config.meta`."""
   return Teaching(
     make_teacher(config.teacher),
-    optim.teacher_optimizer(config.teacher.learning_rate, config.teacher.grad_clip),
+    optim.teacher_optimizer(
+      config.teacher.learning_rate, config.teacher.grad_clip, config.teacher.adam_eps
+    ),
     teacher_every=config.meta.teacher_every,
     gradient=config.teacher.gradient,
     axis_name=axis_name,

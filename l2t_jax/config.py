@@ -165,11 +165,13 @@ def default_config() -> ml_collections.ConfigDict:
   # (the authors': hidden=64, layers=4 is 2-64-64-64-1)
   c.teacher.hidden = 20
   c.teacher.layers = 2
-  c.teacher.output_scale = 1e-3
+  c.teacher.output_scale = 1e-3  # 0: the DLN stays where it starts (the no-teaching control)
   c.teacher.preprocess_p = 10.0
   c.teacher.state_features = True  # progress, train loss, val loss, val accuracy
   c.teacher.learning_rate = 1e-3  # 0: a frozen teacher (with teacher_init: teaches, never learns)
   c.teacher.grad_clip = 1.0  # global norm of the teacher's gradient; 0 disables
+  c.teacher.adam_eps = 1e-8  # Adam's eps: above the teacher gradients' scale, weak evidence
+  # (a small validation gradient) moves the teacher less than strong evidence does
   c.teacher.gradient = "window"  # l2t_dln. window: first-order truncated BPTT over M =
   # meta.teacher_every DLN updates (LSTMTeacher.surrogate_loss). reunroll (the authors'): the exact
   # gradient of the validation loss after the same K steps re-run from the same start on the
@@ -428,9 +430,10 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _positive_ints([tc.hidden, tc.layers]),
     "teacher.hidden and teacher.layers must be positive ints",
   )
-  _check(p, tc.output_scale > 0, f"teacher.output_scale={tc.output_scale} must be > 0")
+  _check(p, tc.output_scale >= 0, f"teacher.output_scale={tc.output_scale} must be >= 0")
   _check(p, tc.preprocess_p > 0, f"teacher.preprocess_p={tc.preprocess_p} must be > 0")
   _check(p, tc.learning_rate >= 0, f"teacher.learning_rate={tc.learning_rate} must be >= 0")
+  _check(p, tc.adam_eps > 0, f"teacher.adam_eps={tc.adam_eps} must be > 0")
   _check(
     p, _positive_ints(cfg.dlf.hidden), f"dlf.hidden={tuple(cfg.dlf.hidden)} must be positive ints"
   )

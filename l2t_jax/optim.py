@@ -50,8 +50,14 @@ def student_optimizer(
   raise ValueError(f"optim.name='{cfg.name}' is not one of sgd, adam, adamw")
 
 
-def teacher_optimizer(learning_rate: float, grad_clip: float) -> optax.GradientTransformation:
-  """Adam with optional global-norm clipping; non-finite gradients skip the update (counted)."""
-  adam = optax.adam(learning_rate)
+ADAM_EPS = 1e-8  # optax's default: Adam's step is the same for a weak gradient as for a strong one
+
+
+def teacher_optimizer(
+  learning_rate: float, grad_clip: float, eps: float = ADAM_EPS
+) -> optax.GradientTransformation:
+  """Adam with optional global-norm clipping; non-finite gradients skip the update (counted).
+  `eps` well above the gradients' scale makes Adam's steps shrink with the gradient."""
+  adam = optax.adam(learning_rate, eps=eps)
   inner = optax.chain(optax.clip_by_global_norm(grad_clip), adam) if grad_clip > 0 else adam
   return optax.apply_if_finite(inner, max_consecutive_errors=1_000_000)

@@ -39,6 +39,8 @@ def test_unknown_key_is_refused_with_a_suggestion():
     ("data.mnist1d_seed", -3, "data.mnist1d_seed=-3 must be an int in"),
     ("optim.learning_rate", float("inf"), "optim.learning_rate=inf must be finite"),
     ("teacher.output_scale", float("nan"), "teacher.output_scale=nan must be finite"),
+    ("teacher.output_scale", -1e-3, "teacher.output_scale=-0.001 must be >= 0"),
+    ("teacher.adam_eps", 0.0, "teacher.adam_eps=0.0 must be > 0"),
     ("train.steps", 10**20, "train.steps=100000000000000000000 must be at most 2147483647"),
     ("student.hidden", (-5, 100), "student.hidden=(-5, 100) must be positive ints"),
     ("optim.decay_factor", -0.5, "optim.decay_factor=-0.5 must be > 0"),

@@ -46,7 +46,7 @@ def toy_val(outputs, labels):
   return jnp.where(labels[0] == 1, jnp.nan, loss)
 
 
-def build(teacher_lr, cycles, teacher_every=2):
+def build(teacher_lr, cycles, teacher_every=2, output_scale=0.1):
   segments = Segments(
     student=toy_student(),
     optimizer=optax.sgd(0.2),
@@ -55,7 +55,7 @@ def build(teacher_lr, cycles, teacher_every=2):
     total_steps=cycles * K,
     initial_features=jnp.zeros((NUM_STATE_FEATURES,)),
   )
-  teacher = LSTMTeacher(hidden=8, layers=1, output_scale=0.1, preprocess_p=10.0)
+  teacher = LSTMTeacher(hidden=8, layers=1, output_scale=output_scale, preprocess_p=10.0)
   loss = FunctionLoss(lambda rng: {"b": jnp.zeros((D,))}, toy_loss)
   method = dln_method(
     segments, loss, Teaching(teacher, optax.adam(teacher_lr), teacher_every=teacher_every)
@@ -70,8 +70,8 @@ def build(teacher_lr, cycles, teacher_every=2):
   return jax.jit(method.cycle), state, data
 
 
-def run(teacher_lr, cycles, poison_at=()):
-  cycle, state, data = build(teacher_lr, cycles)
+def run(teacher_lr, cycles, poison_at=(), output_scale=0.1):
+  cycle, state, data = build(teacher_lr, cycles, output_scale=output_scale)
   train_idx = jnp.zeros((K, 1), jnp.int32)
   val_losses = []
   for c in range(cycles):
@@ -96,6 +96,17 @@ def test_without_teacher_learning_the_student_stays_at_the_initial_loss():
   _, val = run(teacher_lr=0.0, cycles=100)
   initial = 0.5 * float(jnp.sum(W_STAR**2))
   assert val[-20:].mean() > 0.5 * initial
+
+
+def test_a_teacher_with_output_scale_zero_holds_the_loss_where_it_starts():
+  # The suite's no-teaching control (teacher.output_scale=0): every segment still runs and is
+  # differentiated, but the loss never moves, so the student trains on the initial loss alone.
+  state, val = run(teacher_lr=3e-2, cycles=40, output_scale=0.0)
+  np.testing.assert_array_equal(state.loss_params["b"], jnp.zeros((D,)))
+  # (a step's outcome is the next segment's hypergradient: 39 outcomes make 19 windows of M = 2)
+  assert int(state.counters.meta_updates) == 40 and int(state.counters.teacher_updates) == 19
+  # Trained on 0.5 |w - 0|^2 from w = 0, the student stays at 0: the validation loss is constant.
+  np.testing.assert_allclose(val, 0.5 * float(jnp.sum(W_STAR**2)), rtol=1e-6)
 
 
 def test_non_finite_hypergradient_skips_the_update_and_training_goes_on():

@@ -40,10 +40,24 @@ def test_every_method_config_on_every_task_holds_the_task_and_only_its_own_chang
         group, leaf = key.split(".")
         assert c[group][leaf] == value, (task, method, key)
       assert (c.teacher.learning_rate == 0.01) == (method == "l2t_dln")
-      assert c.method == {"ce_cosine": "ce", "l2t_dln_reference": c.method}.get(method, method)
+      assert c.method == {
+        "ce_cosine": "ce",
+        "l2t_dln_frozen": "l2t_dln",
+        "l2t_dln_reference": c.method,
+      }.get(method, method)
       assert (c.optim.learning_rate == 0.07) == (
-        method in ("ce", "ce_cosine", "label_smoothing", "l2t_dlf", "l2t_dln")
+        method in suite.SWEPT or method in suite.AT_CE_RATE
       )
+      # The control: the default's settings, the task's, CE's rate, and a teacher that never moves
+      # the DLN from cross-entropy.
+      if method == "l2t_dln_frozen":
+        default = suite.method_config(
+          "l2t_dln", task, 3, 0.07, bases=bases, overrides=[], steps=steps, smoke=False
+        )
+        assert c.teacher.output_scale == 0.0 and c.teacher.learning_rate == 0.0
+        c.teacher.output_scale = default.teacher.output_scale
+        c.teacher.learning_rate = default.teacher.learning_rate
+        assert c == default
       assert (c.optim.schedule == "cosine") == (method == "ce_cosine")
       if method in ("l2t_dlf", "l2t_dln"):  # L2T-DLF's teacher sees the whole split, as published
         assert c.meta.val_batch_size == (
