@@ -3,7 +3,8 @@
 For each student: per-student-step time of CE, of L2T-DLN with the config's schedule (`default`),
 and of the synchronous meta-segment (every segment differentiated: interval = K); compile time;
 and the peak memory of the differentiated cycle against K, for each rematerialisation policy.
-Times are medians over interleaved repeats after warm-up; ratios compare times from this run only.
+Times are medians over interleaved repeats after warm-up; each ratio is the median over repeats of
+the two times in the same repeat, from this run only.
 On the MLP student the same run also times the authors' protocol's meta-iteration (two unrolls,
 configs/reference_mnist1d_mlp.py) and, when torch is installed (`pip install -e '.[peer]'`), a
 PyTorch peer of both (benchmarks/peer_torch.py: torch.func and `higher`) with a CE step of its own,
@@ -83,6 +84,13 @@ class Subject:
     )
     self.compile_seconds = time.perf_counter() - t0
     self.memory = memory_bytes(self.cycle)
+
+  def settle(self) -> None:
+    """One untimed cycle. The first cycles of a program after another program ran are slower here
+    (about 15 % on the CPU: caches and buffers left by the other); that is not this program's
+    cost, and in an interleaved round it would fall on whichever subject runs after a switch."""
+    self.state, _ = self.cycle(self.state, self.data, self.train_idx[0], self.val_idx[0])
+    jax.block_until_ready(self.state)
 
   def time_per_step(self) -> float:
     """Seconds per student step over one pass through the prepared cycles."""
@@ -230,8 +238,11 @@ def measure_student(
     s.time_per_step()  # warm-up
   for _ in range(repeats):  # interleaved, so that machine load affects every method alike
     for key, s in subjects.items():
+      if isinstance(s, Subject):
+        s.settle()
       times[key].append(s.time_per_step())
   median = {key: statistics.median(v) for key, v in times.items()}
+  ratio = lambda a, b: paired_ratio(times, a, b)  # noqa: E731
   result = {
     "batch_size": base.train.batch_size,
     "unroll_steps": base.meta.unroll_steps,
@@ -239,18 +250,21 @@ def measure_student(
     "teacher_every": base.meta.teacher_every,
     "us_per_step": {k: v * 1e6 for k, v in median.items()},
     "us_per_step_all": {k: [x * 1e6 for x in v] for k, v in times.items()},
-    "ratio_meta_segment_vs_ce": median["meta_segment"] / median["ce"],
-    "ratio_default_vs_ce": median["default"] / median["ce"],
-    "ratio_meta_segment_floor_vs_ce": median["meta_segment_floor"] / median["ce"],
-    "ratio_meta_vs_floor": median["meta_segment"] / median["meta_segment_floor"],
-    "ratio_interval_vs_ce": {n: median[f"interval_{n}"] / median["ce"] for n in intervals},
+    "ratio_meta_segment_vs_ce": ratio("meta_segment", "ce"),
+    "ratio_default_vs_ce": ratio("default", "ce"),
+    "ratio_meta_segment_floor_vs_ce": ratio("meta_segment_floor", "ce"),
+    "ratio_meta_vs_floor": ratio("meta_segment", "meta_segment_floor"),
+    "ratio_meta_vs_floor_each_round": [
+      a / b for a, b in zip(times["meta_segment"], times["meta_segment_floor"])
+    ],
+    "ratio_interval_vs_ce": {n: ratio(f"interval_{n}", "ce") for n in intervals},
     "compile_seconds": {
       k: s.compile_seconds for k, s in subjects.items() if not k.startswith("peer_")
     },
     "memory_bytes": {k: s.memory for k, s in subjects.items() if not k.startswith("peer_")},
   }
   if peers:
-    result["peer"] = peer_ratios(median)
+    result["peer"] = peer_ratios(times)
   rows = []
   for policy in policies:
     for k in ks:
@@ -287,7 +301,13 @@ def measure_student(
   return result
 
 
-def peer_ratios(median: dict) -> dict:
+def paired_ratio(times: dict, a: str, b: str) -> float:
+  """The median over rounds of `a`'s time over `b`'s in the same round: load on the machine that
+  drifts from round to round divides out of each round's ratio."""
+  return statistics.median(x / y for x, y in zip(times[a], times[b]))
+
+
+def peer_ratios(times: dict) -> dict:
   """The peer's times over ours (above 1: ours is faster), each peer and the fastest of them."""
   out = {"versions": peer_torch.versions(), "reason": peer_torch.unavailable()}
   pairs = {
@@ -296,7 +316,7 @@ def peer_ratios(median: dict) -> dict:
     "reference": ("reference_meta", [f"peer_reference_{m}" for m in PEER_MODES]),
   }
   for name, (ours, theirs) in pairs.items():
-    found = {k: median[k] / median[ours] for k in theirs if k in median}
+    found = {k: paired_ratio(times, k, ours) for k in theirs if k in times}
     out[f"ratio_peer_{name}_vs_ours"] = min(found.values()) if found else None
     out[f"ratio_peer_{name}_vs_ours_each"] = found
   return out
