@@ -22,6 +22,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
 from jax.custom_derivatives import SymbolicZero
 
 from l2t_jax.dln import DLN, LOG_P_CAP, Params
@@ -258,7 +259,8 @@ def _items(coefficients, t_lo, t_hi, logits, labels) -> _Items:
   )
   inv = (1.0 - top) / (1.0 + (rest - e_others))
   row, s, per_t = _piece(t_lo, t_hi, size, t, y)
-  c = coefficients.at[row].get(mode="promise_in_bounds")
+  row = checkpoint_name(row, "dln_table_row")
+  c = checkpoint_name(coefficients.at[row].get(mode="promise_in_bounds"), "dln_table_c")
   n = logits.shape[1]
   e = e_others + top
   return _Items(
@@ -354,14 +356,21 @@ def _value_and_grad_jvp(primals, tangents):
     for name, t in (("coefficients", d_coefficients), ("skip", d_skip), ("logits", dz))
     if _moving(t)
   }
-  d_value, d_grad = jax.checkpoint(_tangents)(primals, moving)
+  d_value, d_grad = jax.checkpoint(_tangents, policy=_SAVED)(primals, moving)
   return (value, grad), (d_value, d_grad)
+
+
+# What the reverse pass keeps of each step's items rather than recompute: their table rows and the
+# rows' coefficients (an index computation and a gather that cost about 35 µs of a CPU student
+# step's 600, for 5 numbers per item; benchmarks/results/README.md, speed section).
+_SAVED = jax.checkpoint_policies.save_only_these_names("dln_table_row", "dln_table_c")
 
 
 def _tangents(primals, moving: dict) -> tuple[jax.Array, jax.Array]:
   """The tangents of the loss and of its logits' gradient: the Hessian-vector product in the
   logits and the gradient's change with the table. Checkpointed: a hypergradient's reverse pass
-  recomputes the items from the logits instead of keeping a dozen per-item arrays of every step."""
+  recomputes the items from the logits (but for their rows and coefficients, `_SAVED`) instead of
+  keeping a dozen per-item arrays of every step."""
   coefficients, skip, t_lo, t_hi, logits, labels = primals
   it = _items(coefficients, t_lo, t_hi, logits, labels)
   slope, curvature = _slopes(it)
