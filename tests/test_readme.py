@@ -20,7 +20,15 @@ SNIPPET_MARK = "<!-- readme-snippet: python-api"  # the comment right above the 
 MAX_CHARS = 15_000  # a newcomer reads it in five minutes (issue 13)
 FILE_EXTENSIONS = ("msgpack", "json", "jsonl", "py", "md", "png")
 # The results table's columns after the task's, in order, as the suite's results.json names them.
-TABLE_METHODS = ("ce", "ce_cosine", "label_smoothing", "l2t_dlf", "l2t_dln", "l2t_dln_reference")
+TABLE_METHODS = (
+  "ce",
+  "ce_cosine",
+  "label_smoothing",
+  "l2t_dlf",
+  "l2t_dln",
+  "l2t_dln_frozen",
+  "l2t_dln_reference",
+)
 
 
 def read_readme() -> str:
