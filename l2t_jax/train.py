@@ -191,6 +191,12 @@ def _fmt(x: float | None, spec: str = ".4f") -> str:
   return "  n/a " if x is None else format(x, spec)
 
 
+def _rate(x: float | None) -> str:
+  """Steps per second: whole numbers from 10 on, two significant digits below (a detector on a
+  CPU runs at 0.35 steps/s, which `.0f` printed as 0)."""
+  return _fmt(x, ".0f" if x is None or not math.isfinite(x) or x >= 10 else ".2g")
+
+
 def _summary_text(s: dict) -> str:
   lines = [
     f"== {s['method']} on {s['dataset']} ({s['student']}), seed {s['seed']} ==",
@@ -199,7 +205,7 @@ def _summary_text(s: dict) -> str:
     f"val accuracy       {_fmt(s['val_accuracy'])}   (best {_fmt(s['best_val_accuracy'])} at "
     f"step {s['best_val_step']}, test there {_fmt(s['test_accuracy_at_best_val'])})",
     f"wall time          {s['wall_seconds']:.1f} s (first cycle incl. compile "
-    f"{s['compile_seconds']:.1f} s; {_fmt(s['steps_per_second'], '.0f')} steps/s after)",
+    f"{s['compile_seconds']:.1f} s; {_rate(s['steps_per_second'])} steps/s after)",
   ]
   if s.get("diverged_at_step") is not None:
     lines.append(
@@ -483,7 +489,7 @@ def _train(
           )
           if not math.isnan(record["val_loss"]):
             line += f" | meta val loss {_fmt(record['val_loss'])}"
-          log(line + f" | {record['steps_per_second']:.0f} steps/s")
+          log(line + f" | {_rate(record['steps_per_second'])} steps/s")
           for warning in _skip_warnings(counters, seen_counters, step_log):
             log(warning)
           since_log, t_log, step_log, seen_counters = [], now, step, counters

@@ -10,7 +10,7 @@ import pytest
 from conftest import small_config
 from l2t_jax.config import ConfigError
 from l2t_jax.metrics import TIMING_KEYS, read_metrics
-from l2t_jax.train import train
+from l2t_jax.train import _rate, train
 
 SUMMARY_KEYS = {"method", "seed", "student_steps", "test_accuracy", "val_accuracy", "wall_seconds"}
 
@@ -73,3 +73,9 @@ def test_batch_larger_than_the_validation_split_is_refused():
   config.meta.val_batch_size = 501
   with pytest.raises(ConfigError, match="meta.val_batch_size=501 exceeds the 500 validation"):
     train(config, log=lambda _: None)
+
+
+def test_a_slow_run_prints_its_rate_and_not_zero():
+  assert _rate(0.3523) == "0.35"  # a detector on a CPU
+  assert _rate(738.9) == "739"
+  assert _rate(None).strip() == "n/a"
