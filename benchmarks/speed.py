@@ -254,9 +254,7 @@ def measure_student(
     "ratio_default_vs_ce": ratio("default", "ce"),
     "ratio_meta_segment_floor_vs_ce": ratio("meta_segment_floor", "ce"),
     "ratio_meta_vs_floor": ratio("meta_segment", "meta_segment_floor"),
-    "ratio_meta_vs_floor_each_round": [
-      a / b for a, b in zip(times["meta_segment"], times["meta_segment_floor"])
-    ],
+    "ratio_meta_vs_floor_each_round": round_ratios(times, "meta_segment", "meta_segment_floor"),
     "ratio_interval_vs_ce": {n: ratio(f"interval_{n}", "ce") for n in intervals},
     "compile_seconds": {
       k: s.compile_seconds for k, s in subjects.items() if not k.startswith("peer_")
@@ -301,10 +299,15 @@ def measure_student(
   return result
 
 
+def round_ratios(times: dict, a: str, b: str) -> list[float]:
+  """`a`'s time over `b`'s, round by round."""
+  return [x / y for x, y in zip(times[a], times[b])]
+
+
 def paired_ratio(times: dict, a: str, b: str) -> float:
   """The median over rounds of `a`'s time over `b`'s in the same round: load on the machine that
   drifts from round to round divides out of each round's ratio."""
-  return statistics.median(x / y for x, y in zip(times[a], times[b]))
+  return statistics.median(round_ratios(times, a, b))
 
 
 def peer_ratios(times: dict) -> dict:

@@ -12,6 +12,7 @@ import jax
 import numpy as np
 import optax
 
+from benchmarks import suite
 from l2t_jax import default_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -19,16 +20,8 @@ README = os.path.join(ROOT, "README.md")
 SNIPPET_MARK = "<!-- readme-snippet: python-api"  # the comment right above the snippet's code block
 MAX_CHARS = 15_000  # a newcomer reads it in five minutes (issue 13)
 FILE_EXTENSIONS = ("msgpack", "json", "jsonl", "py", "md", "png")
-# The results table's columns after the task's, in order, as the suite's results.json names them.
-TABLE_METHODS = (
-  "ce",
-  "ce_cosine",
-  "label_smoothing",
-  "l2t_dlf",
-  "l2t_dln",
-  "l2t_dln_frozen",
-  "l2t_dln_reference",
-)
+# The results table's columns after the task's: the suite's methods, in its order.
+TABLE_METHODS = suite.METHODS
 
 
 def read_readme() -> str:
