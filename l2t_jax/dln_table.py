@@ -236,11 +236,23 @@ class _Items(NamedTuple):
   n: int  # samples the loss is the mean over
 
 
+def _computed_once(*arrays: jax.Array) -> tuple[jax.Array, ...]:
+  """The same arrays, each the output of a reduction: XLA's CPU fusion recomputes an elementwise
+  chain inside every fusion that reads it (and a gather's index chain for every gathered column),
+  but never fuses a reduction into its readers, so each array is computed once and stored. (An
+  `optimization_barrier` does not do this: XLA removes it before fusing.)"""
+  out = []
+  for x in arrays:
+    low = jnp.iinfo(x.dtype).min if jnp.issubdtype(x.dtype, jnp.integer) else -jnp.inf
+    out.append(jnp.stack([x, jnp.full_like(x, low)], -1).max(-1))
+  return tuple(out)
+
+
 def _items(coefficients, t_lo, t_hi, logits, labels) -> _Items:
   """For logits shaped (classes, samples) and flat labels: item logits as `item_logit` computes
   them (the same values to float rounding), with the softmax pieces of their derivatives, and
-  each item's place in the table: one exponential and one logarithm per item, computed once (the
-  barrier keeps XLA from recomputing them in every fusion that reads them)."""
+  each item's place in the table: one exponential and one logarithm per item, each computed once
+  (`_computed_once`)."""
   size = coefficients.shape[0] // 2 - 1
   classes = jnp.arange(logits.shape[0])[:, None]
   y = (labels[None, :] == classes).astype(logits.dtype)
@@ -254,13 +266,11 @@ def _items(coefficients, t_lo, t_hi, logits, labels) -> _Items:
   rest = e_others.sum(0, keepdims=True)
   log_others = jnp.log1p(rest - e_others)  # log of the other classes' sum of e, non-top classes
   t = jnp.where(top > 0, -(runner_up + jnp.log(f_sum)), shifted - log_others)
-  y, top, e_others, f, f_sum, rest, t = jax.lax.optimization_barrier(
-    (y, top, e_others, f, f_sum, rest, t)
-  )
+  y, top, e_others, f, f_sum, rest, t = _computed_once(y, top, e_others, f, f_sum, rest, t)
   inv = (1.0 - top) / (1.0 + (rest - e_others))
   row, s, per_t = _piece(t_lo, t_hi, size, t, y)
-  row = checkpoint_name(row, "dln_table_row")
-  c = checkpoint_name(coefficients.at[row].get(mode="promise_in_bounds"), "dln_table_c")
+  row = checkpoint_name(_computed_once(row)[0], "dln_table_row")
+  c = coefficients.at[row].get(mode="promise_in_bounds")
   n = logits.shape[1]
   e = e_others + top
   return _Items(
@@ -360,16 +370,17 @@ def _value_and_grad_jvp(primals, tangents):
   return (value, grad), (d_value, d_grad)
 
 
-# What the reverse pass keeps of each step's items rather than recompute: their table rows and the
-# rows' coefficients (an index computation and a gather that cost about 35 µs of a CPU student
-# step's 600, for 5 numbers per item; benchmarks/results/README.md, speed section).
-_SAVED = jax.checkpoint_policies.save_only_these_names("dln_table_row", "dln_table_c")
+# What the reverse pass keeps of each step's items rather than recompute: their table rows (an
+# index computation of about 20 µs per CPU student step, for one number per item; the gather of
+# the rows' coefficients is cheaper to repeat than to store; benchmarks/results/README.md, speed
+# section).
+_SAVED = jax.checkpoint_policies.save_only_these_names("dln_table_row")
 
 
 def _tangents(primals, moving: dict) -> tuple[jax.Array, jax.Array]:
   """The tangents of the loss and of its logits' gradient: the Hessian-vector product in the
   logits and the gradient's change with the table. Checkpointed: a hypergradient's reverse pass
-  recomputes the items from the logits (but for their rows and coefficients, `_SAVED`) instead of
+  recomputes the items from the logits (but for their rows, `_SAVED`) instead of
   keeping a dozen per-item arrays of every step."""
   coefficients, skip, t_lo, t_hi, logits, labels = primals
   it = _items(coefficients, t_lo, t_hi, logits, labels)
