@@ -50,7 +50,8 @@ only l2t_dln's settings trains only l2t_dln. --tag T keeps such a variant beside
 runs go to OUT/runs/<task>/l2t_dln_T/ and its outputs get the suffix _T (results_T.json, ...).
 
 Writes OUT/results.json ({"tasks": {TASK: {"methods": {METHOD: {"test_accuracy": [per seed, 0-1],
-"val_accuracy", "seeds", "learning_rate", "mean", "gain_vs_ce", ...}}, "ce_sweep": ...,
+"val_accuracy", "seeds", "learning_rate", "mean", "gain_vs_ce", "gain_se" (the standard error of
+the seed-by-seed differences from CE), ...}}, "ce_sweep": ...,
 "ce_cosine_sweep": ...}}, "summary": {METHOD: the three numbers below}, "config": ...}), OUT/table.md
 (also printed: mean test accuracy per task and method, gain over CE's mean and seeds won against
 CE's seed at its rate, the mean gain over tasks, and per method issue 11's three numbers: mean gain
@@ -349,8 +350,11 @@ def _points(x: float) -> float:
 def method_row(
   test: list[float], val: list[float], seeds: list[int], rate: float, ce_test: list[float]
 ) -> dict:
-  """One method on one task: accuracies per seed and how they compare with CE's (points)."""
+  """One method on one task: accuracies per seed and how they compare with CE's (points). The
+  gain's standard error is that of the seed-by-seed differences from CE (same seed, same data
+  order and initialisation): what separates a gain from the scatter of seeds."""
   ce_mean = float(np.mean(ce_test))
+  differences = [_points(a - b) for a, b in zip(test, ce_test)]
   return {
     "test_accuracy": test,
     "val_accuracy": val,
@@ -359,6 +363,9 @@ def method_row(
     "mean": float(np.mean(test)),
     "std": float(np.std(test, ddof=1)) if len(test) > 1 else 0.0,
     "gain_vs_ce": _points(float(np.mean(test)) - ce_mean),
+    "gain_se": (
+      float(np.std(differences, ddof=1) / np.sqrt(len(differences))) if len(differences) > 1 else 0.0
+    ),
     "wins_vs_ce": int(sum(a > b for a, b in zip(test, ce_test))),
     "worst_seed_gap": _points(min(test) - ce_mean),
   }
@@ -371,6 +378,7 @@ def summarise(tasks: dict[str, dict], method: str) -> dict:
   worst_seed = min(rows, key=lambda t: rows[t]["worst_seed_gap"])
   out = {
     "mean_gain": float(np.mean([r["gain_vs_ce"] for r in rows.values()])),
+    "mean_gain_se": float(np.sqrt(sum(r["gain_se"] ** 2 for r in rows.values())) / len(rows)),
     "worst_task_gain": rows[worst_task]["gain_vs_ce"],
     "worst_task": worst_task,
     "worst_seed_gap": rows[worst_seed]["worst_seed_gap"],
@@ -385,8 +393,8 @@ def summarise(tasks: dict[str, dict], method: str) -> dict:
 def format_table(report: dict, methods: list[str]) -> str:
   tasks = report["tasks"]
   lines = [
-    "Mean test accuracy (%) over seeds; beside it the gain over CE's mean (points) and the "
-    "seeds won against CE's seed.",
+    "Mean test accuracy (%) over seeds; beside it the gain over CE's mean (points) +- the "
+    "standard error of the seed-by-seed differences from CE, and the seeds won against CE's seed.",
     "",
     "| task | " + " | ".join(methods) + " |",
     "|---" * (len(methods) + 1) + "|",
@@ -401,7 +409,8 @@ def format_table(report: dict, methods: list[str]) -> str:
         cells.append(f"{_points(m['mean']):.2f} (lr {m['learning_rate']:g})")
       else:
         cells.append(
-          f"{_points(m['mean']):.2f} ({m['gain_vs_ce']:+.2f}, {m['wins_vs_ce']}/{len(m['seeds'])})"
+          f"{_points(m['mean']):.2f} ({m['gain_vs_ce']:+.2f} +- {m['gain_se']:.2f}, "
+          f"{m['wins_vs_ce']}/{len(m['seeds'])})"
         )
     n = len(task["seeds"])
     lines.append(f"| {name} ({n} seed{'s' if n > 1 else ''}) | " + " | ".join(cells) + " |")
@@ -409,7 +418,10 @@ def format_table(report: dict, methods: list[str]) -> str:
   lines.append(
     "| mean gain over the tasks it ran on | "
     + " | ".join(
-      "-" if m == "ce" else f"{summary[m]['mean_gain']:+.2f} ({summary[m]['tasks']})"
+      "-"
+      if m == "ce"
+      else f"{summary[m]['mean_gain']:+.2f} +- {summary[m]['mean_gain_se']:.2f} "
+      f"({summary[m]['tasks']})"
       for m in methods
     )
     + " |"
@@ -780,7 +792,8 @@ def main(argv=None) -> dict:
   if "l2t_dln" in report["summary"]:
     s = report["summary"]["l2t_dln"]
     print(
-      f"l2t_dln: mean gain over tasks {s['mean_gain']:+.2f} points (bar {BAR['mean_gain']:+.1f}),"
+      f"l2t_dln: mean gain over tasks {s['mean_gain']:+.2f} +- {s['mean_gain_se']:.2f} points "
+      f"(bar {BAR['mean_gain']:+.1f}),"
       f" worst task {s['worst_task']} {s['worst_task_gain']:+.2f} (bar "
       f"{BAR['worst_task_gain']:+.1f}), worst seed {s['worst_seed_task']} seed "
       f"{s['worst_seed']} {s['worst_seed_gap']:+.2f} (bar {BAR['worst_seed_gap']:+.1f}): "

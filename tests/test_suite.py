@@ -82,6 +82,20 @@ def test_the_rate_is_chosen_on_validation_and_seeds_are_set_per_task():
     suite.parse_seeds("mnist2d=3", ["mnist1d"], smoke=False)
 
 
+def test_a_gains_standard_error_is_that_of_the_seed_by_seed_differences_from_ce():
+  # Differences from CE's same seed: +10, -2, +4 points; their sd is 6, so the s.e. is 6 / sqrt 3,
+  # though the method's own accuracies scatter by 5 points and CE's by 1.
+  row = suite.method_row([0.70, 0.60, 0.65], [0.7] * 3, [0, 1, 2], 0.1, [0.60, 0.62, 0.61])
+  assert row["gain_vs_ce"] == pytest.approx(4.0)
+  assert row["gain_se"] == pytest.approx(6.0 / 3**0.5)
+  assert row["wins_vs_ce"] == 2 and row["worst_seed_gap"] == pytest.approx(-1.0)
+  other = suite.method_row([0.61, 0.63, 0.62], [0.7] * 3, [0, 1, 2], 0.1, [0.60, 0.62, 0.61])
+  assert other["gain_se"] == pytest.approx(0.0, abs=1e-9)  # one point above CE on every seed
+  summary = suite.summarise({"a": {"methods": {"m": row}}, "b": {"methods": {"m": other}}}, "m")
+  assert summary["mean_gain"] == pytest.approx(2.5)
+  assert summary["mean_gain_se"] == pytest.approx(6.0 / 3**0.5 / 2)
+
+
 def test_suite_smoke_writes_results_table_and_plots_and_reuses_its_runs(tmp_path, capsys):
   pytest.importorskip("sklearn")
   tasks, methods = ("mnist1d_gen0", "digits"), ("ce", "label_smoothing", "l2t_dln")
