@@ -364,7 +364,9 @@ def method_row(
     "std": float(np.std(test, ddof=1)) if len(test) > 1 else 0.0,
     "gain_vs_ce": _points(float(np.mean(test)) - ce_mean),
     "gain_se": (
-      float(np.std(differences, ddof=1) / np.sqrt(len(differences))) if len(differences) > 1 else 0.0
+      float(np.std(differences, ddof=1) / np.sqrt(len(differences)))
+      if len(differences) > 1
+      else 0.0
     ),
     "wins_vs_ce": int(sum(a > b for a, b in zip(test, ce_test))),
     "worst_seed_gap": _points(min(test) - ce_mean),

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from benchmarks import gpu_throughput, paper_tables, peer_torch, speed
+from benchmarks import dln_parts, gpu_throughput, paper_tables, peer_torch, speed
 from tests.conftest import small_config
 
 
@@ -193,3 +193,18 @@ def test_a_finished_run_is_reused_only_for_its_own_config_and_options_added_afte
   config.optim.learning_rate = 0.3  # a setting the run did have, changed
   assert finished_summary(str(tmp_path), config) is None
   assert finished_summary(str(tmp_path / "missing"), small_config()) is None
+
+
+def test_dln_parts_times_each_part_of_the_dln_against_the_floors_part(
+  tmp_path, capsys, fast_compiles
+):
+  report = dln_parts.main([f"--out={tmp_path}", "--repeats=1", "--calls=1", "--segments=5"])
+  assert json.loads((tmp_path / "dln_parts.json").read_text()) == report
+  parts = report["parts"]
+  assert set(parts) == set(dln_parts.PARTS)
+  assert all(parts[p]["ours"]["min_us"] > 0 for p in dln_parts.PARTS)
+  assert parts["table"]["floor"]["min_us"] == 0.0  # one weight on CE has no table
+  assert parts["loss"]["floor"]["min_us"] > 0 and parts["teacher"]["floor"]["min_us"] > 0
+  assert report["dln_coordinates"] > 1 and report["unroll_steps"] > 1
+  assert report["excess_min_us"] == pytest.approx(sum(p["excess_min_us"] for p in parts.values()))
+  assert "| all three |" in capsys.readouterr().out
