@@ -460,10 +460,8 @@ def main(argv=None) -> dict:
     default=None,
     help="comma-separated; default: mlp,cnn1d (and resnet8 when a GPU is present)",
   )
-  parser.add_argument("--repeats", type=int, default=None, help="default 7 (quick: 5)")
-  parser.add_argument(
-    "--steps_per_repeat", type=int, default=None, help="default 1000 (quick: 150)"
-  )
+  parser.add_argument("--repeats", type=int, default=None, help="default 7 (quick: 15)")
+  parser.add_argument("--steps_per_repeat", type=int, default=None, help="default 1000 (quick: 50)")
   parser.add_argument("--ks", default=None, help="default 10,50,200 (quick: none)")
   parser.add_argument("--remat", default="none,sqrt", help="comma-separated remat policies")
   parser.add_argument(
@@ -498,8 +496,10 @@ def main(argv=None) -> dict:
     # noqa: E731
     else (full if value is None else value)
   )
-  repeats = pick(args.repeats, 7, 5)
-  steps_per_repeat = pick(args.steps_per_repeat, 1000, 150)
+  # Quick: many short rounds rather than a few long ones (the same steps in all), so that a burst
+  # of load from other processes falls into one round's paired ratio, not into a fifth of them.
+  repeats = pick(args.repeats, 7, 15)
+  steps_per_repeat = pick(args.steps_per_repeat, 1000, 50)
   ks = [int(k) for k in pick(args.ks, "10,50,200", "").split(",") if k]
   intervals = [int(n) for n in pick(args.intervals, "100,500", "").split(",") if n]
   if args.peer_threads and not peer_torch.unavailable():

@@ -11,8 +11,8 @@ Where it departs from `default_config()` (the method as the paper describes it):
   greedy meta-learning); without the scale it can only reshape the loss item by item. Dropping the scale
   lifted the suite's mean gain over tuned CE from +0.05 to +0.70 points over its seven tasks, and
   from +0.72 to +1.43 on four MNIST-1D tasks we did not tune on, on three seeds each; ten seeds
-  put this default at +0.09 on the suite's six MLP tasks: +2.8 under label noise, level with CE
-  on the clean tasks (benchmarks/results/README.md, round 5);
+  put this default at +0.09 and, drawn again, -0.15 on the suite's six MLP tasks: about +3 under
+  label noise, level with CE on the clean tasks (benchmarks/results/README.md, rounds 5 and 6);
 - the student keeps cross-entropy's usual rate (0.1): with the bound, the worst the teacher can do
   is slow the student down, never push it past the rate CE is stable at (a higher rate, 0.2, that
   the teacher had to learn to damp gained on one task and collapsed seeds on others:
