@@ -240,7 +240,11 @@ def _computed_once(*arrays: jax.Array) -> tuple[jax.Array, ...]:
   """The same arrays, each the output of a reduction: XLA's CPU fusion recomputes an elementwise
   chain inside every fusion that reads it (and a gather's index chain for every gathered column),
   but never fuses a reduction into its readers, so each array is computed once and stored. (An
-  `optimization_barrier` does not do this: XLA removes it before fusing.)"""
+  `optimization_barrier` does not do this: XLA removes it before fusing.) On other backends the
+  arrays are returned as they are: there a recomputation inside a fused kernel is cheap and every
+  reduction is one more kernel to launch."""
+  if jax.default_backend() != "cpu":
+    return arrays
   out = []
   for x in arrays:
     low = jnp.iinfo(x.dtype).min if jnp.issubdtype(x.dtype, jnp.integer) else -jnp.inf
