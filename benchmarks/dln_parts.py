@@ -36,7 +36,7 @@ from jax.flatten_util import ravel_pytree
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from l2t_jax import build, dln as dln_lib, dln_table, losses  # noqa: E402
+from l2t_jax import build, losses  # noqa: E402
 from benchmarks.common import load_config  # noqa: E402
 
 CONFIG = "mnist1d_mlp"  # the default experiment
@@ -62,18 +62,16 @@ def loss_program(loss_fn: Callable, params, steps: int, batch: int, classes: int
   return lambda: run(params, logits)
 
 
-def table_program(dln, phi, config):
-  d = config.dln
-
+def table_program(student_loss, phi, table_size: int):
   def coefficients(phi):
-    return dln_table.make_table(dln, phi, d.table_size, d.slope_bound, d.slope_floor).coefficients
+    return student_loss.tabulate(phi).coefficients
 
   def forward_and_back(phi, cotangent):
     table, back = jax.vjp(coefficients, phi)
     return table, back(cotangent)
 
   run = jax.jit(forward_and_back)
-  cotangent = jnp.ones((2 * (d.table_size + 1), 4))
+  cotangent = jnp.ones((2 * (table_size + 1), 4))
   return lambda: run(phi, cotangent)
 
 
@@ -116,14 +114,12 @@ def time_program(thunk: Callable, calls: int, repeats: int) -> list[float]:
 def measure(repeats: int, calls: int, segments: int, log=print) -> dict:
   config = load_config(CONFIG)
   steps, batch, classes = config.meta.unroll_steps, config.train.batch_size, 10
-  dln = dln_lib.make_dln(config.dln)
-  phi = dln.init(jax.random.PRNGKey(0))
-  table = dln_table.make_table(
-    dln, phi, config.dln.table_size, config.dln.slope_bound, config.dln.slope_floor
-  )
+  student_loss = build.make_student_loss(config.dln)  # the default's tabulated DLN
+  phi = student_loss.init(jax.random.PRNGKey(0))
+  table = student_loss.tabulate(phi)
 
   def table_loss(coefficients, z, y):
-    return dln_table.table_loss(table._replace(coefficients=coefficients), z, y)
+    return student_loss.loss(table._replace(coefficients=coefficients), z, y)
 
   def weighted_ce(weight, z, y):
     return weight * losses.cross_entropy(z, y)
@@ -134,7 +130,7 @@ def measure(repeats: int, calls: int, segments: int, log=print) -> dict:
       loss_program(weighted_ce, jnp.ones(()), steps, batch, classes),
       steps,
     ),
-    "table": (table_program(dln, phi, config), None, steps),
+    "table": (table_program(student_loss, phi, config.dln.table_size), None, steps),
     "teacher": (
       teacher_program(config, phi, segments),
       teacher_program(config, {"weight": jnp.ones(())}, segments),
