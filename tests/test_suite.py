@@ -146,3 +146,54 @@ def test_suite_refuses_a_missing_reference_config_before_training(tmp_path, caps
     )
   assert "l2t_dln_reference: its config" in capsys.readouterr().err
   assert not (tmp_path / "runs").exists()
+
+
+def _results_file(path, tasks: dict[str, tuple[list[float], list[float]]]) -> str:
+  """A suite results.json holding, per task, the control's and CE's test accuracies by seed."""
+  entry = lambda acc: {"test_accuracy": acc, "seeds": list(range(len(acc)))}  # noqa: E731
+  tasks = {
+    t: {"methods": {"l2t_dln_frozen": entry(ours), "ce": entry(ce)}}
+    for t, (ours, ce) in tasks.items()
+  }
+  path.write_text(json.dumps({"tasks": tasks}))
+  return str(path)
+
+
+def test_bar_power_counts_the_suites_that_meet_the_bar_as_drawn_seeds_would(tmp_path):
+  from benchmarks import bar_power
+
+  # gen0 (three seeds drawn): the method is CE on every seed, spread 60-64. mnist1d (five): the
+  # method is CE but its third seed collapses (10 %), which fails the worst-seed part in every
+  # drawn suite that holds it: all but (2/3)^5 = 13.2 % of them.
+  steady = ([0.60, 0.62, 0.64], [0.60, 0.62, 0.64])
+  collapsing = ([0.60, 0.60, 0.10], [0.60, 0.60, 0.60])
+  path = _results_file(tmp_path / "r.json", {"mnist1d_gen0": steady, "mnist1d": collapsing})
+  out = tmp_path / "power"
+  report = bar_power.main(
+    [f"--out={out}", f"--results={path}", "--methods=l2t_dln_frozen", "--gains=0,1.5,7"]
+  )
+  assert json.loads((out / "bar_power.json").read_text()) == json.loads(json.dumps(report))
+  rates = report["methods"]["l2t_dln_frozen"]["pass_rates"]
+  # No gain: the mean gain (0 or less) misses +1 always; the steady task never misses a part.
+  assert rates["0.0"]["mean_gain"] == 0.0
+  only_gen0 = bar_power.main(
+    [
+      f"--out={out}",
+      f"--results={path}",
+      "--methods=l2t_dln_frozen",
+      "--gains=0,1.5",
+      "--tasks=mnist1d_gen0",
+    ]
+  )["methods"]["l2t_dln_frozen"]["pass_rates"]
+  assert only_gen0["0.0"] == {
+    "mean_gain": 0.0,
+    "worst_task_gain": 1.0,
+    "worst_seed_gap": 1.0,
+    "whole_bar": 0.0,
+  }
+  assert only_gen0["1.5"]["whole_bar"] == 1.0  # 1.5 points better on every seed: the bar is met
+  # The collapse: only suites that drew none of it keep every seed within 3 points, whatever the
+  # gain added to every seed (7 points lifts 10 % to 17 %, still far below).
+  for gain in ("0.0", "1.5", "7.0"):
+    assert rates[gain]["worst_seed_gap"] == pytest.approx((2 / 3) ** 5, abs=0.01)
+  assert rates["7.0"]["whole_bar"] == pytest.approx((2 / 3) ** 5, abs=0.01)
