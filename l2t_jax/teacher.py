@@ -167,5 +167,7 @@ class LSTMTeacher:
       result = self.step_flat(theta, memory, g, f if self.num_features else None)
       return result.memory, jnp.vdot(jax.lax.stop_gradient(w), result.updates)
 
-    _, terms = jax.lax.scan(body, memory0, (in_grads, in_features, weights))
+    # Unrolled: M is small, and a rolled loop of tiny LSTM steps costs more in loop overhead than
+    # in arithmetic (benchmarks/dln_parts.py).
+    _, terms = jax.lax.scan(body, memory0, (in_grads, in_features, weights), unroll=True)
     return terms.sum()

@@ -17,7 +17,7 @@ from l2t_jax import losses
 from l2t_jax.dln_table import item_logit, make_table, table_item_values, table_loss
 from tests.conftest import dln_of, dln_phi, fast_jit
 
-SIZE = 512
+SIZE = 256  # the default, config.dln.table_size
 
 
 def normal(seed, shape, scale=1.0):
@@ -100,6 +100,10 @@ def _slopes(table, s):
 
 
 S = np.linspace(-12.0, 12.0, 2001, dtype=np.float32)  # the item logits the slopes are checked at
+# The clamps act at the knots; between them a cubic piece's slope can pass a clamped value by a
+# share that shrinks with the square of the knot spacing: at most 0.22 % at 256 knots (0.055 % at
+# 512) on this DLN. Far out, where the slopes are ~1e-5, float32 rounding adds a few 1e-6.
+BETWEEN_KNOTS, ROUNDING = 3e-3, 1e-5
 
 
 @functools.partial(fast_jit, static_argnums=(0, 1))
@@ -120,7 +124,8 @@ def bounded_slopes(bound, floor=0.0):
 def test_a_bounded_table_never_rewards_a_wrong_answer_nor_pushes_harder_than_the_bound(bound):
   (d_target, d_other), (b_target, b_other), (target, other) = bounded_slopes(bound)
   assert float(d_target.max()) > 1e-3 or float(d_other.max()) > 1e-3  # unbounded: breaks the rule
-  limit = bound * np.asarray(jax.nn.sigmoid(-S)) + 1e-4  # binary CE slope: sigmoid(-t) at t = s
+  # Binary CE's slope, sigmoid(-t) at t = s, times the bound.
+  limit = bound * np.asarray(jax.nn.sigmoid(-S)) * (1 + BETWEEN_KNOTS) + ROUNDING
   assert bool(np.all(b_target <= 1e-4)) and bool(np.all(-b_target <= limit))  # for the target,
   assert bool(np.all(b_other <= 1e-4)) and bool(np.all(-b_other <= limit))  # at t = -s the other
   # Zero where cross-entropy's item is, else above.
@@ -130,12 +135,12 @@ def test_a_bounded_table_never_rewards_a_wrong_answer_nor_pushes_harder_than_the
 
 def test_a_slope_floor_keeps_a_share_of_cross_entropys_push_on_every_item():
   sigmoid = np.asarray(jax.nn.sigmoid(-S))
-  floor = 0.25 * sigmoid - 1e-4  # a quarter of binary CE's slope
+  floor = 0.25 * sigmoid * (1 - BETWEEN_KNOTS) - ROUNDING  # a quarter of binary CE's slope
   _, unfloored, _ = bounded_slopes(1.0)
   assert float((-unfloored + floor).max()) > 1e-3  # without the floor some items are given up
   _, (d_target, d_other), _ = bounded_slopes(1.0, floor=0.25)
   assert bool(np.all(-d_target >= floor)) and bool(np.all(-d_other >= floor))
-  assert bool(np.all(-d_target <= sigmoid + 1e-4))
+  assert bool(np.all(-d_target <= sigmoid * (1 + BETWEEN_KNOTS) + ROUNDING))
 
 
 @fast_jit
