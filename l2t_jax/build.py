@@ -97,6 +97,7 @@ def make_student_loss(dln_cfg: ml_collections.ConfigDict) -> StudentLoss:
     table_size=dln_cfg.table_size,
     slope_bound=dln_cfg.slope_bound,
     slope_floor=dln_cfg.slope_floor,
+    curvature_bound=dln_cfg.curvature_bound,
   )
 
 

@@ -155,6 +155,9 @@ def default_config() -> ml_collections.ConfigDict:
     0.0  # >0 (table only): item slopes within [0, this x binary CE's], see dln_table
   )
   c.dln.slope_floor = 0.0  # with slope_bound: every item keeps at least this x binary CE's slope
+  c.dln.curvature_bound = 0.0  # >0 (with slope_bound): no item's slope rises faster than this per
+  # unit of item logit (binary CE's: 1/4); where the teacher's clamps switch a push on more sharply,
+  # the table damps it into a ramp (dln_table._smooth_damping)
   c.dln.learn_scale = False  # a learned log-scale of the whole loss (starts at 0: scale 1)
   c.dln.log_clip = 20.0  # log-probabilities fed to the MLP are clipped at -log_clip
   c.dln.table_size = 256  # >0: tabulate the DLN once per segment at this many knots (dln_table.py;
@@ -419,6 +422,12 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     0 <= cfg.dln.slope_floor <= 1 and (not cfg.dln.slope_floor or cfg.dln.slope_bound),
     f"dln.slope_floor={cfg.dln.slope_floor} must lie in [0, 1] (cross-entropy itself, where "
     "the DLN starts, keeps slope 1) and needs dln.slope_bound >= 1",
+  )
+  _check(
+    p,
+    cfg.dln.curvature_bound >= 0 and (not cfg.dln.curvature_bound or cfg.dln.slope_bound),
+    f"dln.curvature_bound={cfg.dln.curvature_bound} must be >= 0 and acts on the bounded table: "
+    "set dln.slope_bound > 0 or dln.curvature_bound=0",
   )
   tc = cfg.teacher
   _check(

@@ -91,6 +91,25 @@ def _clamp_slopes(d, t, skip_slope, ys, h, bound, floor):
   return total - skip_slope
 
 
+def _smooth_damping(d, ys, h, curvature_bound):
+  """The clamped slopes (per grid step) damped further where they rise faster than
+  `curvature_bound` (per unit of item logit, as the slope of binary cross-entropy rises at most
+  by 1/4): each slope is moved towards zero, never past it, to the largest value within that rate
+  of every other knot's. The loss the student trains on is then nowhere sharper than the bound
+  lets it be, where a clamp that switches an item's push on over a fraction of a knot makes it
+  locally as sharp as a step: a spike in the curvature that a student at a large rate is unstable
+  on. Slopes are negative for targets (y = 1) and positive for the others."""
+  step = curvature_bound * h * h  # the largest change of a per-step slope between two knots
+  k = jnp.arange(d.shape[1], dtype=d.dtype) * step
+  # For targets the envelope from above (towards zero): max_j d_j - step |i - j|; for the others
+  # from below: min_j d_j + step |i - j|. Both as running extrema of the slopes shifted by k.
+  sign = jnp.where(ys == 1, 1.0, -1.0)  # flips the others' case into the targets'
+  x = sign * d
+  forward = jax.lax.cummax(x + k, axis=1) - k
+  backward = jax.lax.cummax(x - k, axis=1, reverse=True) + k
+  return sign * jnp.maximum(forward, backward)
+
+
 def _integrate(d, ys):
   """Residual values whose slopes (per grid step) are `d`, zero where cross-entropy's item value
   is: p -> 1 for the target (last knot), p -> 0 for the others (first knot)."""
@@ -100,7 +119,12 @@ def _integrate(d, ys):
 
 
 def make_table(
-  dln: DLN, phi: Params, size: int, slope_bound: float = 0.0, slope_floor: float = 0.0
+  dln: DLN,
+  phi: Params,
+  size: int,
+  slope_bound: float = 0.0,
+  slope_floor: float = 0.0,
+  curvature_bound: float = 0.0,
 ) -> DLNTable:
   """Tabulates the residual of `dln` (item value minus the exact skip path) at `size` knots.
 
@@ -111,7 +135,8 @@ def make_table(
   otherwise). The student is then never rewarded for lowering the target's probability or raising
   another's, and its gradient is never more than `slope_bound` times a cross-entropy gradient.
   `slope_floor` (with a bound) keeps at least that fraction of cross-entropy's slope on every item:
-  the loss can damp an item but never give it up."""
+  the loss can damp an item but never give it up. `curvature_bound` (with a bound) damps further
+  wherever the bounded slopes change faster than that per unit of item logit (`_smooth_damping`)."""
   if dln.pairs:
     raise ValueError(
       "one_vs_one DLN items depend on two probabilities and cannot be tabulated: "
@@ -138,12 +163,14 @@ def make_table(
   )
   v, d, d_tail = v[:, :size], d[:, :size], d[:, size:]
   if slope_bound:  # the skip path skip * (-y log sigmoid(t)) has slope -skip y sigmoid(-t)
-    d = _clamp_slopes(
-      d, grid, -skip * h * ys * jax.nn.sigmoid(-grid), ys, h, slope_bound, slope_floor
-    )
+    skip_slope = -skip * h * ys * jax.nn.sigmoid(-grid)
+    d = _clamp_slopes(d, grid, skip_slope, ys, h, slope_bound, slope_floor)
     d_tail = _clamp_slopes(
       d_tail, beyond, -skip * h * ys * jax.nn.sigmoid(-beyond), ys, h, slope_bound, slope_floor
     )
+    if curvature_bound:  # on the whole slope; the floor, if any, holds again after it
+      d = _smooth_damping(d + skip_slope, ys, h, curvature_bound) - skip_slope
+      d = _clamp_slopes(d, grid, skip_slope, ys, h, slope_bound, slope_floor)
     v = _integrate(d, ys)
     # Beyond the grid, on the side where cross-entropy's item value tends to zero, the residual
     # stays at its zero end: continued linearly with the slope of the last point it would fall

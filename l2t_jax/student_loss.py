@@ -32,6 +32,7 @@ class StudentLoss:
   table_size: int = 0  # knots of the table; 0 evaluates the DLN exactly at every step
   slope_bound: float = 0.0  # > 0: bounded by that many times cross-entropy's slopes (dln_table)
   slope_floor: float = 0.0  # with a bound: the least fraction of cross-entropy's slope kept
+  curvature_bound: float = 0.0  # with a bound: the slopes' largest rate of change (dln_table)
 
   def __post_init__(self):
     if self.table_size and self.dln.pairs:
@@ -48,7 +49,9 @@ class StudentLoss:
     """What `loss` takes for this segment: the table of `phi`, or `phi` when exact."""
     if not self.table_size:
       return phi
-    return dln_table.make_table(self.dln, phi, self.table_size, self.slope_bound, self.slope_floor)
+    return dln_table.make_table(
+      self.dln, phi, self.table_size, self.slope_bound, self.slope_floor, self.curvature_bound
+    )
 
   def loss(self, tabulated: Any, logits: jax.Array, labels: jax.Array) -> jax.Array:
     """The mean loss of a batch under `tabulate(phi)`."""

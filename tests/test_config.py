@@ -202,3 +202,14 @@ def test_a_generator_seed_for_another_dataset_is_refused():
     ConfigError, match="data.mnist1d_seed=0 generates MNIST-1D, not data.name='digits'"
   ):
     validate(config)
+
+
+def test_a_curvature_bound_needs_the_bounded_table():
+  config = default_config()
+  config.dln.curvature_bound = 0.25
+  with pytest.raises(
+    ConfigError, match="dln.curvature_bound=0.25 must be >= 0 and acts on the bounded"
+  ):
+    validate(config)
+  config.dln.slope_bound = 1.0
+  validate(config)

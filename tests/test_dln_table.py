@@ -143,6 +143,30 @@ def test_a_slope_floor_keeps_a_share_of_cross_entropys_push_on_every_item():
   assert bool(np.all(-d_target <= sigmoid * (1 + BETWEEN_KNOTS) + ROUNDING))
 
 
+@functools.partial(fast_jit, static_argnums=0)
+def _curvature_slopes(curvature_bound, phi, s):
+  table = make_table(dln_of(), phi, SIZE, slope_bound=1.0, curvature_bound=curvature_bound)
+  return _slopes(table, s)
+
+
+def test_a_curvature_bound_turns_the_clamps_steps_into_ramps_by_damping_only():
+  moved = dln_phi(moved_by=0.5)
+  sharp, smooth = (np.asarray(_curvature_slopes(c, moved, S)) for c in (0.0, 0.25))
+  per_logit = lambda slopes: np.abs(np.diff(slopes, axis=1)).max(1) / (S[1] - S[0])  # noqa: E731
+  assert per_logit(sharp).min() > 0.5  # the clamps switch pushes on more sharply than CE does
+  # No item's slope changes faster than the bound (to the cubic pieces' own overshoot) ...
+  assert np.all(per_logit(smooth) <= 0.25 * (1 + 0.02))
+  # ... and the smoothing only damped: every push the same sign and at most as strong, no reward.
+  assert np.all(np.abs(smooth) <= np.abs(sharp) * (1 + BETWEEN_KNOTS) + ROUNDING)
+  assert float(smooth.max()) < 1e-4
+  assert float(np.abs(smooth - sharp).max()) > 1e-2
+  # Cross-entropy itself is no sharper than the bound: at initialisation nothing changes.
+  at_init = dln_phi()
+  np.testing.assert_allclose(
+    _curvature_slopes(0.25, at_init, S), _curvature_slopes(0.0, at_init, S), atol=1e-6
+  )
+
+
 @fast_jit
 def _bounded_items(phi, s):
   return _two_class_items(make_table(dln_of(True), phi, SIZE, slope_bound=1.0), s)
