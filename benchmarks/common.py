@@ -136,3 +136,15 @@ def _with_later_defaults(ran: dict, wanted: dict, default: dict) -> dict:
     elif isinstance(value, dict) and isinstance(out.get(key), dict):
       out[key] = _with_later_defaults(out[key], value, default.get(key, {}))
   return out
+
+
+def write_report(json_path: str, md_path: str, report: dict, heading: str, table: str) -> str:
+  """A benchmark's results: `report` as JSON (written atomically) and, as markdown, `heading`, the
+  table and the command that made it (`report["config"]["command"]`); returns the markdown."""
+  from l2t_jax.metrics import write_json_atomic
+
+  write_json_atomic(json_path, report)
+  text = f"## {heading}\n\n{table}\n\n`{report['config']['command']}`\n"
+  with open(md_path, "w") as f:
+    f.write(text)
+  return text

@@ -53,7 +53,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import suite
-from benchmarks.common import ROOT, config_from_file
+from benchmarks.common import ROOT, config_from_file, write_report
 
 # The suite's MLP tasks, with their overrides of the baseline config.
 TASKS = {
@@ -248,18 +248,6 @@ def run_shape(task: str, shape: str, config, out: str, rerun: bool) -> dict:
   return result
 
 
-def paired(test: list[float], ce_test: list[float]) -> dict:
-  """A shape's test accuracies against CE's of the same seeds, in points: the mean difference,
-  its standard error over seeds (0 for one seed), the seeds won and tied."""
-  d = 100.0 * (np.asarray(test) - np.asarray(ce_test))
-  return {
-    "gain_vs_ce": float(d.mean()),
-    "gain_se": float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0,
-    "wins_vs_ce": int((d > 0).sum()),
-    "ties_vs_ce": int((d == 0).sum()),
-  }
-
-
 def shape_row(results: list[dict], ce: list[dict]) -> dict:
   """One shape on one task: per-seed results and the seed-by-seed comparison with CE."""
   test = [r["test_accuracy"] for r in results]
@@ -273,7 +261,9 @@ def shape_row(results: list[dict], ce: list[dict]) -> dict:
     "val_mean": float(np.mean(val)),
     "seconds": [r["seconds"] for r in results],
   }
-  row.update(paired(test, [r["test_accuracy"] for r in ce]))
+  ce_test = [r["test_accuracy"] for r in ce]
+  row.update(suite.paired_gain(test, ce_test))
+  row["ties_vs_ce"] = int(sum(a == b for a, b in zip(test, ce_test)))
   row["val_gain_vs_ce"] = float(100.0 * (np.mean(val) - np.mean([r["val_accuracy"] for r in ce])))
   return row
 
@@ -488,17 +478,14 @@ def main(argv=None) -> dict:
       "seconds": time.time() - started,
     },
   }
-  from l2t_jax.metrics import write_json_atomic
-
   written = [os.path.join(out, name) for name in ("results.json", "table.md", "gain.png")]
-  write_json_atomic(written[0], report)
-  table = (
-    f"## Fixed loss shapes against cross-entropy: {steps} student steps per run"
-    + (" (smoke)" if args.smoke else "")
-    + f"\n\n{format_table(report)}\n\n`{command}`\n"
+  table = write_report(
+    *written[:2],
+    report,
+    f"Fixed loss shapes against cross-entropy: {steps} student steps per run"
+    + (" (smoke)" if args.smoke else ""),
+    format_table(report),
   )
-  with open(written[1], "w") as f:
-    f.write(table)
   plot_gains(
     report,
     written[2],

@@ -90,7 +90,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.common import CONFIG_DIR, config_from_file, smoke_config  # noqa: E402
+from benchmarks.common import CONFIG_DIR, config_from_file, smoke_config, write_report  # noqa: E402
 from benchmarks.compare_losses import (
   apply_override,
   load_snapshots,
@@ -353,8 +353,6 @@ def method_row(
   """One method on one task: accuracies per seed and how they compare with CE's (points). The
   gain's standard error is that of the seed-by-seed differences from CE (same seed, same data
   order and initialisation): what separates a gain from the scatter of seeds."""
-  ce_mean = float(np.mean(ce_test))
-  differences = [_points(a - b) for a, b in zip(test, ce_test)]
   return {
     "test_accuracy": test,
     "val_accuracy": val,
@@ -362,14 +360,23 @@ def method_row(
     "learning_rate": rate,
     "mean": float(np.mean(test)),
     "std": float(np.std(test, ddof=1)) if len(test) > 1 else 0.0,
-    "gain_vs_ce": _points(float(np.mean(test)) - ce_mean),
+    **paired_gain(test, ce_test),
+    "worst_seed_gap": _points(min(test) - float(np.mean(ce_test))),
+  }
+
+
+def paired_gain(test: list[float], ce_test: list[float]) -> dict:
+  """Accuracies (0-1) against CE's of the same seeds, in points: the gain of the mean, the standard
+  error of the seed-by-seed differences (0 for one seed) and the seeds won."""
+  differences = [_points(a - b) for a, b in zip(test, ce_test)]
+  return {
+    "gain_vs_ce": _points(float(np.mean(test)) - float(np.mean(ce_test))),
     "gain_se": (
       float(np.std(differences, ddof=1) / np.sqrt(len(differences)))
       if len(differences) > 1
       else 0.0
     ),
     "wins_vs_ce": int(sum(a > b for a, b in zip(test, ce_test))),
-    "worst_seed_gap": _points(min(test) - ce_mean),
   }
 
 
@@ -756,21 +763,17 @@ def main(argv=None) -> dict:
     },
   }
 
-  from l2t_jax.metrics import write_json_atomic
-
   written = [
     os.path.join(out, f"results{suffix}.json"),
     os.path.join(out, f"table{suffix}.md"),
     os.path.join(out, f"gain{suffix}.png"),
   ]
-  write_json_atomic(written[0], report)
-  table = (
-    f"## Task suite: {steps} student steps per run"
-    + (" (smoke)" if args.smoke else "")
-    + f"\n\n{format_table(report, methods)}\n\n`{command}`\n"
+  table = write_report(
+    *written[:2],
+    report,
+    f"Task suite: {steps} student steps per run" + (" (smoke)" if args.smoke else ""),
+    format_table(report, methods),
   )
-  with open(written[1], "w") as f:
-    f.write(table)
   plot_gains(
     report,
     methods,
