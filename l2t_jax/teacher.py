@@ -65,6 +65,10 @@ def cell_widths(network: str, hidden: int, layers: int) -> tuple[int, ...]:
 
 
 class CoordinateLSTM(nn.Module):
+  """The teacher network as flax modules: it defines the parameters (their names, shapes and
+  initialisation are flax's OptimizedLSTMCell's) and is the reference that `coordinate_lstm`,
+  which the teacher runs, is tested against."""
+
   hidden: int
   layers: int
   network: str = "lstm_readout"
@@ -80,6 +84,40 @@ class CoordinateLSTM(nn.Module):
       return tuple(new_memory), h[..., 0]
     out = nn.Dense(1, name="readout")(h)[..., 0]
     return tuple(new_memory), out
+
+
+_GATES = "ifgo"  # OptimizedLSTMCell's gates, in the order of its fused kernel
+
+
+def _cell(params: Params, c: jax.Array, h: jax.Array, x: jax.Array):
+  """flax's OptimizedLSTMCell with the coordinates along the minor axis: `c`, `h` shaped
+  (width, coordinates), `x` (inputs, coordinates)."""
+  w_h = jnp.concatenate([params[f"h{g}"]["kernel"] for g in _GATES], -1)
+  w_i = jnp.concatenate([params[f"i{g}"]["kernel"] for g in _GATES], -1)
+  bias = jnp.concatenate([params[f"h{g}"]["bias"] for g in _GATES], -1)
+  i, f, g, o = jnp.split((w_h.T @ h + bias[:, None]) + w_i.T @ x, 4)
+  c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+  return c, jax.nn.sigmoid(o) * jnp.tanh(c)
+
+
+def coordinate_lstm(
+  theta: Params, memory: Memory, inputs: jax.Array, network: str
+) -> tuple[Memory, jax.Array]:
+  """`CoordinateLSTM.apply` (the same parameters, memory layout and results to float rounding),
+  computed with the coordinates along the minor axis. Laid out as flax lays it, every gate is a
+  slice 20 wide of each coordinate's row, and its sigmoids and tanhs ran half again as slow on
+  the CPU (benchmarks/results/README.md); here each gate is a contiguous block. The memory stays
+  (coordinates, width), as checkpoints hold it: its transposes cancel between the steps of a
+  window."""
+  x = inputs.T
+  new_memory = []
+  for i, (c, h) in enumerate(memory):
+    c, x = _cell(theta[f"lstm_{i}"], c.T, h.T, x)
+    new_memory.append((c.T, x.T))
+  if network == "stacked_cells":
+    return tuple(new_memory), x[0]
+  readout = theta["readout"]
+  return tuple(new_memory), readout["kernel"][:, 0] @ x + readout["bias"][0]
 
 
 class TeacherStep(NamedTuple):
@@ -133,7 +171,7 @@ class LSTMTeacher:
     g_flat = jax.lax.stop_gradient(g_flat)
     if features is not None:
       features = jax.lax.stop_gradient(features)
-    memory, out = self._net.apply({"params": theta}, memory, self._inputs(g_flat, features))
+    memory, out = coordinate_lstm(theta, memory, self._inputs(g_flat, features), self.network)
     return TeacherStep(self.output_scale * out, memory)
 
   def step(

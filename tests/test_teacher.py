@@ -8,12 +8,20 @@ program would compile each kernel's again.
 
 import math
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from l2t_jax.teacher import LSTMTeacher, preprocess_gradient
+from l2t_jax.teacher import (
+  NUM_STATE_FEATURES,
+  CoordinateLSTM,
+  LSTMTeacher,
+  cell_widths,
+  coordinate_lstm,
+  preprocess_gradient,
+)
 
 P = 10.0
 preprocess = jax.jit(preprocess_gradient, static_argnums=1)  # one program for every scalar g
@@ -88,3 +96,35 @@ def test_teacher_with_features_requires_them():
   with pytest.raises(ValueError, match="4 student-state features"):
     jax.eval_shape(updates, None)
   assert jax.eval_shape(updates, jax.ShapeDtypeStruct((4,), jnp.float32)).shape == (3,)
+
+
+@pytest.mark.parametrize(
+  "network, hidden, layers", [("lstm_readout", 6, 2), ("stacked_cells", 5, 3)]
+)
+def test_the_teachers_evaluation_equals_flaxs_lstm_cells(network, hidden, layers):
+  """`coordinate_lstm` (coordinates along the minor axis) is `CoordinateLSTM.apply` (flax's
+  OptimizedLSTMCell stack), from a memory that is not zero, on inputs with state features."""
+  net = CoordinateLSTM(hidden=hidden, layers=layers, network=network)
+  n, width = 37, 2 + NUM_STATE_FEATURES
+  memory = tuple(
+    (jnp.full((n, w), 0.3) * (i + 1), jnp.full((n, w), -0.2) * (i + 1))
+    for i, w in enumerate(cell_widths(network, hidden, layers))
+  )
+  inputs = jax.random.normal(jax.random.PRNGKey(1), (n, width))
+  theta = net.init(jax.random.PRNGKey(0), memory, inputs)["params"]
+  # Biases are zero at initialisation: move them, so that their place in the sum is checked too.
+  theta = jax.tree_util.tree_map_with_path(
+    lambda path, x: x + 0.1 if "bias" in jax.tree_util.keystr(path) else x, theta
+  )
+
+  @jax.jit
+  def both(theta, memory, inputs):
+    return net.apply({"params": theta}, memory, inputs), coordinate_lstm(
+      theta, memory, inputs, network
+    )
+
+  (mem_flax, out_flax), (mem_ours, out_ours) = both(theta, memory, inputs)
+  assert out_ours.shape == out_flax.shape == (n,)
+  np.testing.assert_allclose(out_ours, out_flax, rtol=1e-5, atol=1e-6)
+  chex.assert_trees_all_close(mem_ours, mem_flax, rtol=1e-5, atol=1e-6)
+  assert not np.allclose(out_flax, 0.0)
