@@ -415,7 +415,7 @@ def _tangents(primals, moving: dict) -> tuple[jax.Array, jax.Array]:
   keeping a dozen per-item arrays of every step."""
   coefficients, skip, t_lo, t_hi, logits, labels = primals
   it = _items(coefficients, t_lo, t_hi, logits, labels)
-  slope, curvature = _slopes(it)
+  slope, curvature = _computed_once(*_slopes(it))
   d_value = _table_tangent(
     it, moving.get("coefficients", SymbolicZero(None)), moving.get("skip", SymbolicZero(None))
   )
