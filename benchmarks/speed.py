@@ -371,6 +371,8 @@ def table(results: dict) -> str:
       f"{r['compile_seconds']['default']:.1f} |"
       + "".join(f" {r['ratio_interval_vs_ce'][n]:.2f} |" for n in _intervals(results))
     )
+  if not _policies(results):  # --quick without --ks: no memory table
+    return "\n".join(lines)
   lines += [
     "",
     "| student | K | " + " | ".join(f"peak MiB ({p})" for p in _policies(results)) + " |",
@@ -403,20 +405,32 @@ def plot(results: dict, path: str) -> None:
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
-  fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+  memory = bool(_policies(results))  # --quick without --ks: the times only
+  fig, axes = plt.subplots(1, 2 if memory else 1, figsize=(11 if memory else 6, 4), squeeze=False)
+  axes = axes[0]
   names = list(results)
   keys = ["ce", "default", "meta_segment", "meta_segment_floor"]
+  keys += [  # the PyTorch peer's CE step and meta-segment, where measured (MLP)
+    k
+    for k in ("peer_ce", "peer_meta_func", "peer_meta_higher")
+    if k in results[names[0]]["us_per_step"]
+  ]
+  width = 0.8 / len(keys)
   for i, key in enumerate(keys):
     axes[0].bar(
-      np.arange(len(names)) + (i - 1.5) * 0.2,
-      [results[n]["us_per_step"][key] for n in names],
-      0.2,
+      np.arange(len(names)) + (i - (len(keys) - 1) / 2) * width,
+      [results[n]["us_per_step"].get(key, np.nan) for n in names],
+      width,
       label=key,
     )
   axes[0].set_xticks(range(len(names)), names)
   axes[0].set_ylabel("µs per student step")
   axes[0].legend()
   axes[0].set_title("time per student step")
+  if not memory:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return
   for n in names:
     for p in _policies(results):
       rows = [r for r in results[n]["memory_vs_K"] if r["remat"] == p and "peak_bytes" in r]
