@@ -328,10 +328,15 @@ def peer_ratios(times: dict) -> dict:
 def headline(r: dict) -> str:
   """The quick mode's lines: our meta-segment against its floor and CE, and the peer's."""
   u = r["us_per_step"]
+  rounds = r["ratio_meta_vs_floor_each_round"]
+  spread = ""
+  if len(rounds) >= 4:  # the machine's noise: the middle half of the rounds' paired ratios
+    q1, _, q3 = statistics.quantiles(rounds, n=4)
+    spread = f"; middle half of the {len(rounds)} rounds {q1:.2f}-{q3:.2f}"
   lines = [
     f"meta-segment / floor (ours, {r['unroll_steps']} steps of batch {r['batch_size']}): "
     f"{r['ratio_meta_vs_floor']:.2f}  ({u['meta_segment']:.0f} / "
-    f"{u['meta_segment_floor']:.0f} µs per student step)",
+    f"{u['meta_segment_floor']:.0f} µs per student step{spread})",
     f"meta-segment / CE (ours): {r['ratio_meta_segment_vs_ce']:.2f}",
   ]
   if "reference_meta" in u:
