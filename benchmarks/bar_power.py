@@ -100,7 +100,7 @@ def main(argv=None) -> dict:
     runs = paired_runs(paths, method)
     if args.tasks:
       runs = {t: runs[t] for t in args.tasks.split(",") if t in runs}
-    seeds = {task: suite.TASKS[task].seeds for task in runs}
+    seeds = {task: suite.KNOWN_TASKS[task].seeds for task in runs}
     rng = np.random.default_rng(args.seed)
     rows = {}
     for gain in gains:
