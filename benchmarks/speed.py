@@ -432,24 +432,21 @@ def plot(results: dict, path: str) -> None:
   axes[0].set_ylabel("µs per student step")
   axes[0].legend()
   axes[0].set_title("time per student step")
-  if not memory:
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    return
-  for n in names:
-    for p in _policies(results):
-      rows = [r for r in results[n]["memory_vs_K"] if r["remat"] == p and "peak_bytes" in r]
-      axes[1].plot(
-        [r["K"] for r in rows],
-        [r["peak_bytes"] / 2**20 for r in rows],
-        marker="o",
-        label=f"{n}, remat={p}",
-      )
-  axes[1].set_xscale("log")
-  axes[1].set_xlabel("K (differentiated student steps)")
-  axes[1].set_ylabel("peak memory of the cycle (MiB)")
-  axes[1].legend(fontsize=7)
-  axes[1].set_title("memory against K")
+  if memory:
+    for n in names:
+      for p in _policies(results):
+        rows = [r for r in results[n]["memory_vs_K"] if r["remat"] == p and "peak_bytes" in r]
+        axes[1].plot(
+          [r["K"] for r in rows],
+          [r["peak_bytes"] / 2**20 for r in rows],
+          marker="o",
+          label=f"{n}, remat={p}",
+        )
+    axes[1].set_xscale("log")
+    axes[1].set_xlabel("K (differentiated student steps)")
+    axes[1].set_ylabel("peak memory of the cycle (MiB)")
+    axes[1].legend(fontsize=7)
+    axes[1].set_title("memory against K")
   fig.tight_layout()
   fig.savefig(path, dpi=120)
 

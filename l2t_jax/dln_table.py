@@ -162,12 +162,11 @@ def make_table(
     jnp.broadcast_to(ys, (2, size + 2)),
   )
   v, d, d_tail = v[:, :size], d[:, :size], d[:, size:]
-  if slope_bound:  # the skip path skip * (-y log sigmoid(t)) has slope -skip y sigmoid(-t)
-    skip_slope = -skip * h * ys * jax.nn.sigmoid(-grid)
+  if slope_bound:
+    # The skip path skip * (-y log sigmoid(t)) has slope -skip y sigmoid(-t), per grid step:
+    skip_slope, skip_slope_beyond = (-skip * h * ys * jax.nn.sigmoid(-t) for t in (grid, beyond))
     d = _clamp_slopes(d, grid, skip_slope, ys, h, slope_bound, slope_floor)
-    d_tail = _clamp_slopes(
-      d_tail, beyond, -skip * h * ys * jax.nn.sigmoid(-beyond), ys, h, slope_bound, slope_floor
-    )
+    d_tail = _clamp_slopes(d_tail, beyond, skip_slope_beyond, ys, h, slope_bound, slope_floor)
     if curvature_bound:  # on the whole slope; the floor, if any, holds again after it
       d = _smooth_damping(d + skip_slope, ys, h, curvature_bound) - skip_slope
       d = _clamp_slopes(d, grid, skip_slope, ys, h, slope_bound, slope_floor)
