@@ -80,6 +80,7 @@ import concurrent.futures
 import contextlib
 import copy
 import dataclasses
+import importlib.util
 import io
 import multiprocessing
 import os
@@ -102,11 +103,55 @@ from benchmarks.compare_losses import (
 
 @dataclasses.dataclass(frozen=True)
 class Task:
-  overrides: dict
+  overrides: dict  # "train.steps" among them: the task's own length (unless --steps)
   seeds: int
   title: str
   ce_lrs: tuple[float, ...] = ()  # this task's own CE sweep, if not --ce_lrs's (not in --smoke)
   skip: tuple[str, ...] = ()  # methods not run on this task (reported as not run; not in --smoke)
+  swept: tuple[str, ...] = ("ce", "ce_cosine")  # the others of SWEPT train at CE's chosen rate
+
+
+def _config_module(name: str):
+  """A file of configs/ as a module (config files are loaded by path)."""
+  spec = importlib.util.spec_from_file_location(f"configs.{name}", os.path.join(CONFIG_DIR, name))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def fashion_mnist_tasks() -> dict[str, Task]:
+  """Fashion-MNIST (real images, Debian's dataset-fashion-mnist) with the MLP 500-300 and LeNet-5
+  of configs/fashion_mnist.py: clean; 40 % symmetric and 40 % pair-flip noise with a clean
+  validation split; the same noise on the validation split too (no clean data anywhere, and so
+  no CE on the clean split). CE's sweep covers 0.05-0.2 and CE-cosine trains at CE's rate (a
+  real-image run costs 2-3 times an MNIST-1D one on 2 cores); the control and the authors'
+  protocol are left to the MNIST-1D tasks."""
+  overrides = _config_module("fashion_mnist.py").task_overrides
+  tasks = {}
+  for student, title in (("mlp", "MLP 500-300"), ("lenet", "LeNet-5")):
+    for noise, (rate, kind) in (
+      ("_clean", (0.0, "")),
+      ("_sym40", (0.4, "symmetric")),
+      ("_pair40", (0.4, "pair")),
+    ):
+      for noisy_val in (False, True) if rate else (False,):
+        changes = dict(overrides(student))
+        if rate:
+          changes.update({"data.label_noise": rate, "data.label_noise_kind": kind})
+        if noisy_val:
+          changes["data.noisy_val"] = True
+        what = (
+          f"40 % {kind} noise, {'noisy' if noisy_val else 'clean'} validation" if rate else "clean"
+        )
+        tasks[f"fmnist_{student}{noise}{'_noisyval' if noisy_val else ''}"] = Task(
+          changes,
+          5,
+          f"Fashion-MNIST, {title}, {what}",
+          (0.05, 0.1, 0.2),
+          ("l2t_dln_frozen", "l2t_dln_reference") + (("ce_plus_val",) if noisy_val else ()),
+          ("ce",),
+        )
+  return tasks
 
 
 TASKS = {
@@ -142,11 +187,16 @@ HELD_OUT_TASKS = {
   ),
   "mnist1d_wide": Task({"student.hidden": (256, 256)}, 3, "MNIST-1D, MLP 256-256 (held out)"),
 }
-KNOWN_TASKS = {**TASKS, **HELD_OUT_TASKS}
+# Real images: `--tasks fmnist` takes them all, `--tasks fmnist_mlp` those of one student.
+REAL_IMAGE_TASKS = fashion_mnist_tasks()
+KNOWN_TASKS = {**TASKS, **HELD_OUT_TASKS, **REAL_IMAGE_TASKS}
 METHODS = (
   "ce",
   "ce_cosine",
   "label_smoothing",
+  "gce",
+  "sce",
+  "ce_plus_val",
   "l2t_dlf",
   "l2t_dln",
   "l2t_dln_frozen",
@@ -154,7 +204,17 @@ METHODS = (
 )
 SWEPT = {"ce": {}, "ce_cosine": {"optim.schedule": "cosine"}}  # method: changes beside the rate
 # Trained once CE's rate is chosen on the task, at that rate.
-AT_CE_RATE = ("label_smoothing", "l2t_dlf", "l2t_dln", "l2t_dln_frozen")
+AT_CE_RATE = (
+  "label_smoothing",
+  "gce",
+  "sce",
+  "ce_plus_val",
+  "l2t_dlf",
+  "l2t_dln",
+  "l2t_dln_frozen",
+)
+# ce_plus_val: CE on the training split and the (clean) validation split: what the clean labels buy
+PLUS_VAL = {"method": "ce", "data.use_val_for_training": True}
 # The control: l2t_dln's config and code with a teacher that never moves the DLN from its start.
 FROZEN = {"teacher.output_scale": 0.0, "teacher.learning_rate": 0.0}
 BASELINE_CONFIG = os.path.join(CONFIG_DIR, "mnist1d_ce.py")
@@ -183,6 +243,18 @@ class RunSpec:
     return f"{self.task}/{self.name} seed {self.seed}"
 
 
+def expand_tasks(text: str) -> list[str]:
+  """`--tasks`: names, or a prefix of the real-image tasks' names followed by nothing else
+  (`fmnist`: all of them; `fmnist_lenet`: one student's), comma-separated, in the order given."""
+  tasks = []
+  for item in (t for t in text.split(",") if t):
+    group = (
+      [t for t in REAL_IMAGE_TASKS if t.startswith(item + "_")] if item not in KNOWN_TASKS else []
+    )
+    tasks += [t for t in group or [item] if t not in tasks]
+  return tasks
+
+
 def parse_seeds(text: str | None, tasks: list[str], smoke: bool) -> dict[str, list[int]]:
   """Seeds per task: `N` for every task, `TASK=N` for one (comma-separated, later ones win)."""
   counts = {t: 1 if smoke else KNOWN_TASKS[t].seeds for t in tasks}
@@ -209,12 +281,18 @@ def load_bases(dln_config: str, reference_config: str | None = None) -> dict:
   return bases
 
 
-def suite_steps(bases: dict, steps: int | None, smoke: bool) -> int:
-  """Student steps of every run: `steps`, else the baseline config's (the smoke config's in
-  smoke mode)."""
+def suite_steps(bases: dict, steps: int | None, smoke: bool, task: str | None = None) -> int:
+  """Student steps of every run of `task`: `steps`, else the task's own (`train.steps` among its
+  overrides), else the baseline config's (the smoke config's in smoke mode)."""
   if smoke:
     return smoke_config(bases["baseline"]).train.steps
-  return steps or bases["baseline"].train.steps
+  own = KNOWN_TASKS[task].overrides.get("train.steps") if task else None
+  return steps or own or bases["baseline"].train.steps
+
+
+def swept_on(task: str, smoke: bool = False) -> tuple[str, ...]:
+  """The methods whose rate is swept on `task` (every one of SWEPT in smoke mode)."""
+  return tuple(SWEPT) if smoke else KNOWN_TASKS[task].swept
 
 
 def method_config(
@@ -243,7 +321,8 @@ def method_config(
   if method in SWEPT or method in AT_CE_RATE:
     c.method = "ce" if method in SWEPT else "l2t_dln" if frozen else method
     c.optim.learning_rate = rate
-    for key, value in {**SWEPT.get(method, {}), **(FROZEN if frozen else {})}.items():
+    changes = {**SWEPT.get(method, {}), **(FROZEN if frozen else {})}
+    for key, value in {**changes, **(PLUS_VAL if method == "ce_plus_val" else {})}.items():
       apply_override(c, key, value)
   if method == "l2t_dln":  # after the rate: --set optim.learning_rate=R fixes it instead
     for key, value in overrides:
@@ -395,6 +474,13 @@ def paired_gain(test: list[float], ce_test: list[float]) -> dict:
   }
 
 
+def training_seconds(row: dict) -> float:
+  """A method's wall time per run on a task without compiling (the median over its seeds): the
+  seeds after the first load their programs from the compilation cache, so compile time says
+  more about the cache than about the method."""
+  return float(np.median(np.subtract(row["wall_seconds"], row["compile_seconds"])))
+
+
 def summarise(tasks: dict[str, dict], method: str) -> dict:
   """Issue 11's three numbers for `method` over the tasks it ran on (points against CE's mean)."""
   rows = {t: r["methods"][method] for t, r in tasks.items() if method in r["methods"]}
@@ -467,6 +553,21 @@ def format_table(report: dict, methods: list[str]) -> str:
       f"({s['worst_task']}) | {s['worst_seed_gap']:+.2f} ({s['worst_seed_task']} seed "
       f"{s['worst_seed']}) | {'yes' if s['meets_bar'] else 'no'} |"
     )
+  lines += [
+    "",
+    "Wall time of a run (s, median over seeds, compiling excluded) and its ratio to CE's:",
+    "",
+    "| task | " + " | ".join(methods) + " |",
+    "|---" * (len(methods) + 1) + "|",
+  ]
+  for name, task in tasks.items():
+    cells = [
+      "not run"
+      if (m := task["methods"].get(method)) is None or "wall_seconds" not in m
+      else f"{training_seconds(m):.1f} ({m['cost_vs_ce']:.2f}x)"
+      for method in methods
+    ]
+    lines.append(f"| {name} | " + " | ".join(cells) + " |")
   for sweep in ("ce_sweep", "ce_cosine_sweep"):
     rates = sorted({lr for t in tasks.values() for lr in t.get(sweep, {})}, key=float)
     if not rates:
@@ -567,7 +668,8 @@ def main(argv=None) -> dict:
   parser.add_argument(
     "--ce_lrs",
     default=None,
-    help="rates of the CE and CE-cosine sweeps (default 0.03,0.05,0.1,0.15,0.2)",
+    help="rates of the CE and CE-cosine sweeps on every task (default 0.03,0.05,0.1,0.15,0.2, "
+    "and a task's own where it has one)",
   )
   parser.add_argument("--dln_config", default=DLN_CONFIG, help="l2t_dln's config file")
   parser.add_argument(
@@ -584,6 +686,12 @@ def main(argv=None) -> dict:
     "--tag",
     default="",
     help="l2t_dln's runs in OUT/runs/<task>/l2t_dln_TAG, outputs with suffix _TAG",
+  )
+  parser.add_argument(
+    "--data_dir",
+    default="",
+    help="where the real-image tasks' data is (default: the dataset's own, e.g. Debian's "
+    "/usr/share/datasets/fashion-mnist)",
   )
   parser.add_argument("--jobs", type=int, default=1, help="runs trained at a time (processes)")
   parser.add_argument(
@@ -606,7 +714,7 @@ def main(argv=None) -> dict:
     ]
   )
 
-  tasks = [t for t in args.tasks.split(",") if t]
+  tasks = expand_tasks(args.tasks)
   methods = [m for m in args.methods.split(",") if m]
   for given, known, flag in ((tasks, KNOWN_TASKS, "--tasks"), (methods, METHODS, "--methods")):
     unknown = [x for x in given if x not in known]
@@ -619,9 +727,9 @@ def main(argv=None) -> dict:
     float(x)
     for x in (args.ce_lrs or (SMOKE_CE_LRS if args.smoke else "0.03,0.05,0.1,0.15,0.2")).split(",")
   ]
+  own_lrs = not (args.ce_lrs or args.smoke)  # --ce_lrs, when given, is every task's sweep
   lrs = {
-    t: list(KNOWN_TASKS[t].ce_lrs) if KNOWN_TASKS[t].ce_lrs and not args.smoke else ce_lrs
-    for t in tasks
+    t: list(KNOWN_TASKS[t].ce_lrs) if own_lrs and KNOWN_TASKS[t].ce_lrs else ce_lrs for t in tasks
   }
   on_task = {t: [m for m in methods if args.smoke or m not in KNOWN_TASKS[t].skip] for t in tasks}
   try:
@@ -638,7 +746,7 @@ def main(argv=None) -> dict:
   bases = load_bases(
     args.dln_config, args.reference_config if "l2t_dln_reference" in methods else None
   )
-  steps = suite_steps(bases, args.steps, args.smoke)
+  steps = {t: suite_steps(bases, args.steps, args.smoke, t) for t in tasks}
 
   if bases["l2t_dln"].method != "l2t_dln":
     parser.error(
@@ -647,13 +755,23 @@ def main(argv=None) -> dict:
   from l2t_jax.config import ConfigError, validate
 
   def config_for(method: str, task: str, seed: int, rate: float | None = None):
-    return method_config(
-      method, task, seed, rate, bases=bases, overrides=overrides, steps=steps, smoke=args.smoke
+    c = method_config(
+      method,
+      task,
+      seed,
+      rate,
+      bases=bases,
+      overrides=overrides,
+      steps=steps[task],
+      smoke=args.smoke,
     )
+    if args.data_dir and c.data.name not in ("mnist1d", "digits"):
+      c.data.data_dir = args.data_dir
+    return c
 
   try:  # every config, checked before the first run starts
     for task in tasks:
-      for method in methods:
+      for method in on_task[task]:
         validate(config_for(method, task, 0, ce_lrs[0]))
   except (ConfigError, ValueError, TypeError, KeyError) as e:
     parser.error(f"{method} on {task}: the config does not work: {e}")
@@ -662,6 +780,8 @@ def main(argv=None) -> dict:
   dirname = {"l2t_dln": f"l2t_dln{suffix}"}
   out = args.out
   os.makedirs(out, exist_ok=True)
+
+  swept = {t: swept_on(t, args.smoke) for t in tasks}
 
   def spec(task: str, method: str, seed: int, rate: float | None = None) -> RunSpec:
     name = f"{method}_lr{rate:g}" if method in SWEPT else dirname.get(method, method)
@@ -685,13 +805,14 @@ def main(argv=None) -> dict:
     runs = [spec(task, "ce", s, lr) for lr in lrs[task] for s in seeds[task]]
     if "l2t_dln_reference" in on_task[task]:  # its own rate: runs beside the sweep
       runs += [spec(task, "l2t_dln_reference", s) for s in seeds[task]]
-    if "ce_cosine" in on_task[task]:
+    if "ce_cosine" in on_task[task] and "ce_cosine" in swept[task]:
       runs += [spec(task, "ce_cosine", s, lr) for lr in lrs[task] for s in seeds[task]]
     first += seed_major(runs)
-  later = [m for m in AT_CE_RATE if m in methods]
-  total = len(first) + sum(
-    len([m for m in later if m in on_task[t]]) * len(seeds[t]) for t in tasks
-  )
+  later = {  # per task, the methods trained at CE's chosen rate (a swept one that is not swept here)
+    t: [m for m in on_task[t] if m in AT_CE_RATE or (m in SWEPT and m not in swept[t])]
+    for t in tasks
+  }
+  total = len(first) + sum(len(later[t]) * len(seeds[t]) for t in tasks)
 
   done: dict[tuple, dict] = {}
   rates: dict[tuple[str, str], float] = {}
@@ -710,7 +831,7 @@ def main(argv=None) -> dict:
     runs that train at it."""
     done[(finished.task, finished.name, finished.seed)] = summary
     task = finished.task
-    if finished.method not in SWEPT or any(
+    if finished.method not in swept[task] or any(
       (task, f"{finished.method}_lr{lr:g}", s) not in done for lr in lrs[task] for s in seeds[task]
     ):
       return []
@@ -719,12 +840,7 @@ def main(argv=None) -> dict:
     if finished.method != "ce":
       return []
     return seed_major(
-      [
-        spec(task, m, s, rates[(task, "ce")])
-        for m in later
-        if m in on_task[task]
-        for s in seeds[task]
-      ]
+      [spec(task, m, s, rates[(task, "ce")]) for m in later[task] for s in seeds[task]]
     )
 
   print(
@@ -743,9 +859,12 @@ def main(argv=None) -> dict:
     ]
     rows, sweeps = {}, {}
     for method in on_task[task]:
-      if method in SWEPT:
+      if method in swept[task]:
         sweeps[f"{method}_sweep"] = sweep_table(task, method)
         rate = rates[(task, method)]
+        name = f"{method}_lr{rate:g}"
+      elif method in SWEPT:  # trained at CE's chosen rate
+        rate = rates[(task, "ce")]
         name = f"{method}_lr{rate:g}"
       else:
         name = dirname.get(method, method)
@@ -758,10 +877,16 @@ def main(argv=None) -> dict:
         rate,
         ce_test,
       )
+      rows[method]["wall_seconds"] = [r["wall_seconds"] for r in summaries]
+      rows[method]["compile_seconds"] = [r["compile_seconds"] for r in summaries]
       rows[method]["runs"] = os.path.join("runs", task, name)
+    ce_run = training_seconds(rows["ce"])
+    for row in rows.values():
+      row["cost_vs_ce"] = training_seconds(row) / ce_run if ce_run > 0 else float("nan")
     report_tasks[task] = {
       "title": KNOWN_TASKS[task].title,
       "overrides": KNOWN_TASKS[task].overrides,
+      "steps": steps[task],
       "seeds": seeds[task],
       "methods": rows,
       **sweeps,
@@ -772,6 +897,7 @@ def main(argv=None) -> dict:
     "summary": {m: summarise(report_tasks, m) for m in methods if m != "ce"},
     "config": {
       "steps": steps,
+      "swept": swept,
       "ce_lrs": lrs,
       "methods": methods,
       "tasks": tasks,
@@ -790,17 +916,19 @@ def main(argv=None) -> dict:
     os.path.join(out, f"table{suffix}.md"),
     os.path.join(out, f"gain{suffix}.png"),
   ]
+  lengths = sorted(set(steps.values()))
   table = write_report(
     *written[:2],
     report,
-    f"Task suite: {steps} student steps per run" + (" (smoke)" if args.smoke else ""),
+    f"Task suite: {' or '.join(map(str, lengths))} student steps per run"
+    + (" (smoke)" if args.smoke else ""),
     format_table(report, methods),
   )
   plot_gains(
     report,
     methods,
     written[2],
-    f"Gain over tuned cross-entropy per task ({steps} steps"
+    f"Gain over tuned cross-entropy per task ({' or '.join(map(str, lengths))} steps"
     + (f", l2t_dln: {args.tag})" if args.tag else ")"),
   )
   if "l2t_dln" in methods:

@@ -75,6 +75,11 @@ def fixed_loss_fn(config: ml_collections.ConfigDict, task: Task | None = None) -
     return lambda _, logits, y: losses.label_smoothing(logits, y, config.loss.label_smoothing)
   if config.method == "focal":
     return lambda _, logits, y: losses.focal(logits, y, config.loss.focal_gamma)
+  if config.method == "gce":
+    return lambda _, logits, y: losses.generalized_ce(logits, y, config.loss.gce_q)
+  if config.method == "sce":
+    alpha, beta = config.loss.sce_alpha, config.loss.sce_beta
+    return lambda _, logits, y: losses.symmetric_ce(logits, y, alpha, beta)
   raise ValueError(f"method='{config.method}' has no fixed loss")
 
 

@@ -20,7 +20,7 @@ from l2t_jax.teacher import TEACHER_NETWORKS
 from l2t_jax.teaching import CONTINUATIONS, TEACHER_GRADIENTS
 from l2t_jax.unroll import REMAT_POLICIES
 
-METHODS = ("ce", "label_smoothing", "focal", "l2t_dlf", "l2t_dln")
+METHODS = ("ce", "label_smoothing", "focal", "gce", "sce", "l2t_dlf", "l2t_dln")
 META_METHODS = ("l2t_dlf", "l2t_dln")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "piecewise")
@@ -31,6 +31,7 @@ DATASETS = (
   "mnist1d",
   "digits",
   "mnist",
+  "fashion_mnist",
   "cifar10",
   "cifar100",
   *DETECTION_DATASETS,
@@ -38,7 +39,10 @@ DATASETS = (
 )
 DENSE_STUDENTS = {"yolo": DETECTION_DATASETS, "deeplab": SEGMENTATION_DATASETS}
 DENSE_METHODS = ("ce", "l2t_dln")  # the methods a detection or segmentation student has
-IMAGE_DATASETS = ("mnist", "cifar10", "cifar100")
+IMAGE_DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100")
+IDX_DATASETS = ("mnist", "fashion_mnist")  # also readable from MNIST-format files (data/idx.py)
+DATA_SOURCES = ("auto", "idx", "tfds")
+NOISE_KINDS = ("symmetric", "pair")  # see data/dataset.py's label_noise
 IMAGE_STUDENTS = ("lenet5", "resnet", "wrn", "densenet")
 STUDENTS = ("mlp", "cnn1d", *IMAGE_STUDENTS, *DENSE_STUDENTS)
 MAX_STEPS = 2**31 - 1  # the student step counts in int32 on the device
@@ -59,7 +63,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.data = ml_collections.ConfigDict()
   c.data.name = "mnist1d"
   c.data.data_dir = ""  # TFDS datasets (empty: the TFDS default); voc_segmentation: the folder
-  # holding VOCdevkit/
+  # holding VOCdevkit/; IDX files (empty: fashion_mnist, Debian's /usr/share/datasets/fashion-mnist)
+  c.data.source = "auto"  # mnist, fashion_mnist: "idx" (MNIST-format files in data_dir), "tfds",
+  # or "auto": IDX for fashion_mnist, TFDS for mnist
   c.data.split = "fixed"  # fixed: validation is the last val_size training examples; redrawn_half:
   # the training split halved at random into train / validation, re-drawn every epoch (the
   # authors'; val_size unused; methods without a validation split train on all of it)
@@ -67,7 +73,11 @@ def default_config() -> ml_collections.ConfigDict:
   c.data.train_size = 0  # >0: keep only the first N training examples left after the carve-out
   c.data.mnist1d_seed = 42  # mnist1d: the package's generator seed (42, its default: the
   # canonical dataset); another seed generates other examples of the same problem
-  c.data.label_noise = 0.0  # symmetric noise on the training split only
+  c.data.label_noise = 0.0  # the fraction of training labels changed (fixed per seed)
+  c.data.label_noise_kind = (
+    "symmetric"  # symmetric: to a uniformly drawn other class; pair: c -> c+1
+  )
+  c.data.noisy_val = False  # True: the validation split gets the same noise (no clean data at all)
   c.data.use_val_for_training = False  # CE on train+val; needs a method without a validation split
   c.data.augment = False  # images: pad, random crop and horizontal flip, on the device;
   # detection and segmentation: random zoom (zoom_range), shift and flip of images, boxes, masks
@@ -126,6 +136,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.loss = ml_collections.ConfigDict()
   c.loss.label_smoothing = 0.1
   c.loss.focal_gamma = 2.0
+  c.loss.gce_q = 0.7  # generalized cross-entropy (Zhang & Sabuncu 2018): (1 - p_y^q) / q
+  c.loss.sce_alpha = 0.1  # symmetric cross-entropy (Wang et al. 2019): alpha CE + beta reverse CE
+  c.loss.sce_beta = 1.0
 
   c.meta = ml_collections.ConfigDict()
   c.meta.unroll_steps = 10  # K: student steps differentiated for one hypergradient
@@ -284,6 +297,24 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     f"data.crop_padding={d.crop_padding} must be an int >= 0",
   )
   _check(p, 0.0 <= d.label_noise < 1.0, f"data.label_noise={d.label_noise} must lie in [0, 1)")
+  _check(
+    p,
+    d.label_noise_kind in NOISE_KINDS,
+    f"data.label_noise_kind='{d.label_noise_kind}' is not one of {NOISE_KINDS}",
+  )
+  _check(
+    p,
+    not d.noisy_val or d.label_noise > 0,
+    "data.noisy_val=True puts the training split's label noise on the validation split, but "
+    "data.label_noise=0: set a noise rate or leave data.noisy_val=False",
+  )
+  _check(p, d.source in DATA_SOURCES, f"data.source='{d.source}' is not one of {DATA_SOURCES}")
+  _check(
+    p,
+    d.source == "auto" or d.name in IDX_DATASETS,
+    f"data.source='{d.source}' chooses how {IDX_DATASETS} are read, not data.name='{d.name}': "
+    "leave it at 'auto'",
+  )
   _check_dense(p, cfg)
   _check(p, d.split in DATA_SPLITS, f"data.split='{d.split}' is not one of {DATA_SPLITS}")
   _check(
@@ -302,7 +333,7 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
       p,
       not d.use_val_for_training,
       "data.use_val_for_training=True leaves no validation data for "
-      f"method='{cfg.method}': use it with ce, label_smoothing or focal",
+      f"method='{cfg.method}': use it with a fixed loss (ce, label_smoothing, focal, gce, sce)",
     )
   _check(
     p,
@@ -451,6 +482,15 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     p,
     0 <= cfg.loss.label_smoothing < 1,
     f"loss.label_smoothing={cfg.loss.label_smoothing} must lie in [0, 1)",
+  )
+  _check(p, 0 < cfg.loss.gce_q <= 1, f"loss.gce_q={cfg.loss.gce_q} must lie in (0, 1]")
+  _check(
+    p,
+    cfg.loss.sce_alpha >= 0
+    and cfg.loss.sce_beta >= 0
+    and cfg.loss.sce_alpha + cfg.loss.sce_beta > 0,
+    f"loss.sce_alpha={cfg.loss.sce_alpha} and loss.sce_beta={cfg.loss.sce_beta} must be >= 0, "
+    "not both 0",
   )
   ck = cfg.checkpoint
   _check(

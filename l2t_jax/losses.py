@@ -32,6 +32,23 @@ def focal(logits: jax.Array, labels: jax.Array, gamma: float) -> jax.Array:
   return (-((1.0 - jnp.exp(log_p)) ** gamma) * log_p).mean()
 
 
+def generalized_ce(logits: jax.Array, labels: jax.Array, q: float) -> jax.Array:
+  """Generalized cross-entropy (Zhang & Sabuncu 2018): (1 - p_y^q) / q, between cross-entropy
+  (q -> 0) and the mean absolute error (q = 1), which a wrong label pulls on less."""
+  log_p = jnp.take_along_axis(jax.nn.log_softmax(logits), labels[..., None], axis=-1)[..., 0]
+  return ((1.0 - jnp.exp(q * log_p)) / q).mean()
+
+
+def symmetric_ce(
+  logits: jax.Array, labels: jax.Array, alpha: float, beta: float, log_zero: float = -4.0
+) -> jax.Array:
+  """Symmetric cross-entropy (Wang et al. 2019): alpha CE + beta reverse CE, the reverse term
+  -sum_c p_c log q_c with the one-hot label's log 0 clipped to `log_zero` (their A = -4), which is
+  -log_zero (1 - p_y)."""
+  log_p = jnp.take_along_axis(jax.nn.log_softmax(logits), labels[..., None], axis=-1)[..., 0]
+  return (-alpha * log_p - beta * log_zero * (1.0 - jnp.exp(log_p))).mean()
+
+
 def smooth_error(logits: jax.Array, labels: jax.Array, k: float) -> jax.Array:
   """The differentiable error of L2T-DLF: 2 sigmoid(k (max_c p_c - p_y)) - 1, in [0, 1)."""
   p = jax.nn.softmax(logits)

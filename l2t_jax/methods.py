@@ -12,7 +12,7 @@ A cycle is `meta.interval` student steps. For L2T-DLN:
      differentiated exactly).
 The student's real trajectory continues from the unrolled segment, or with "reunroll" optionally
 from the re-run (`meta.continue_from`). L2T-DLF uses the same segment and hypergradient with its
-MLP teacher; the fixed losses (CE, label smoothing, focal) run plain steps. A non-finite
+MLP teacher; the fixed losses (CE, label smoothing, focal, GCE, SCE) run plain steps. A non-finite
 hypergradient, teacher output or teacher gradient skips that update, and the skip is counted.
 
 Training batches are gathered by index from the device-resident splits and, for images, augmented

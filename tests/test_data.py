@@ -9,7 +9,7 @@ import pytest
 from conftest import small_config
 from l2t_jax.config import validate
 from l2t_jax.data import batch_indices, load_dataset
-from l2t_jax.data.dataset import symmetric_label_noise
+from l2t_jax.data.dataset import label_noise
 from l2t_jax.data import mnist1d
 
 
@@ -70,7 +70,7 @@ def test_label_noise_touches_train_only_and_always_changes_the_class():
   np.testing.assert_array_equal(noisy.val.y, clean.val.y)
   np.testing.assert_array_equal(noisy.test.y, clean.test.y)
   y = np.arange(20000) % 10
-  noisy_y = symmetric_label_noise(y, 0.3, 10, seed=0)
+  noisy_y = label_noise(y, 0.3, 10, seed=0)
   assert 0.29 < (noisy_y != y).mean() < 0.31  # a flip never lands on the true class
   assert noisy_y.min() == 0 and noisy_y.max() == 9
 

@@ -122,3 +122,40 @@ def test_calibrated_ce_fits_one_temperature_over_all_devices_slices():
   whole, sliced, alone = map(np.asarray, whole_sliced_alone(*_overconfident_batch()))
   np.testing.assert_allclose(sliced.mean(), whole, rtol=1e-5)
   assert abs(float(alone.mean() - whole)) > 1e-4  # a temperature per slice is another objective
+
+
+@jax.jit
+def _noise_robust_losses(logits, labels):
+  """GCE at q = 1e-4 and q = 1, SCE, and CE with its gradient, on the same logits."""
+  ce = losses.cross_entropy(logits, labels)
+  grads = [
+    jax.grad(lambda z, f=f: f(z, labels))(logits)
+    for f in (
+      losses.cross_entropy,
+      lambda z, y: losses.generalized_ce(z, y, 0.7),
+      lambda z, y: losses.symmetric_ce(z, y, 0.1, 1.0),
+    )
+  ]
+  return (
+    ce,
+    losses.generalized_ce(logits, labels, 1e-4),
+    losses.generalized_ce(logits, labels, 1.0),
+    losses.symmetric_ce(logits, labels, 0.1, 1.0),
+    grads,
+  )
+
+
+def test_gce_and_sce_are_their_papers_formulas_and_pull_less_on_a_wrong_label_than_ce():
+  logits = 3.0 * jax.random.normal(jax.random.PRNGKey(3), (32, 10))
+  labels = jnp.arange(32) % 10
+  ce, gce_small_q, gce_one, sce, (g_ce, g_gce, g_sce) = _noise_robust_losses(logits, labels)
+  p_y = np.take_along_axis(np.asarray(jax.nn.softmax(logits)), np.asarray(labels)[:, None], 1)[:, 0]
+  # GCE (1 - p_y^q) / q: CE as q -> 0, the mean absolute error's 1 - p_y at q = 1.
+  np.testing.assert_allclose(gce_small_q, ce, rtol=1e-3)
+  np.testing.assert_allclose(gce_one, np.mean(1.0 - p_y), rtol=1e-5)
+  # SCE: 0.1 CE + 1.0 x reverse CE, which with log 0 clipped to -4 is 4 (1 - p_y).
+  np.testing.assert_allclose(sce, 0.1 * ce + 4.0 * np.mean(1.0 - p_y), rtol=1e-5)
+  # On the examples the student gets most wrong (a likely wrong label), both pull less than CE.
+  worst = np.argsort(p_y)[:5]
+  norm = lambda g: np.linalg.norm(np.asarray(g)[worst], axis=-1)  # noqa: E731
+  assert (norm(g_gce) < norm(g_ce)).all() and (norm(g_sce) < norm(g_ce)).all()

@@ -13,10 +13,12 @@ from l2t_jax.config import validate
 def test_every_method_config_on_every_task_holds_the_task_and_only_its_own_changes():
   reference = suite.REFERENCE_CONFIG if os.path.exists(suite.REFERENCE_CONFIG) else None
   bases = suite.load_bases(suite.DLN_CONFIG, reference)
-  steps = suite.suite_steps(bases, None, smoke=False)
-  assert steps == bases["baseline"].train.steps
+  assert suite.suite_steps(bases, None, smoke=False) == bases["baseline"].train.steps
+  assert suite.suite_steps(bases, None, smoke=False, task="fmnist_lenet_pair40") == 5000
+  assert suite.suite_steps(bases, 300, smoke=False, task="fmnist_lenet_pair40") == 300
   changed = [("teacher.learning_rate", 0.01)]  # --set: l2t_dln's alone
-  for task in suite.KNOWN_TASKS:  # the held-out tasks too
+  for task in suite.KNOWN_TASKS:  # the held-out and the real-image tasks too
+    steps = suite.suite_steps(bases, None, smoke=False, task=task)
     fixed = suite.method_config(  # --set optim.learning_rate fixes L2T-DLN's rate
       "l2t_dln",
       task,
@@ -31,6 +33,8 @@ def test_every_method_config_on_every_task_holds_the_task_and_only_its_own_chang
     for method in suite.METHODS:
       if method == "l2t_dln_reference" and reference is None:
         continue
+      if method in suite.KNOWN_TASKS[task].skip:  # not run there
+        continue
       c = suite.method_config(
         method, task, 3, 0.07, bases=bases, overrides=changed, steps=steps, smoke=False
       )
@@ -40,8 +44,10 @@ def test_every_method_config_on_every_task_holds_the_task_and_only_its_own_chang
         group, leaf = key.split(".")
         assert c[group][leaf] == value, (task, method, key)
       assert (c.teacher.learning_rate == 0.01) == (method == "l2t_dln")
+      assert c.data.use_val_for_training == (method == "ce_plus_val")
       assert c.method == {
         "ce_cosine": "ce",
+        "ce_plus_val": "ce",
         "l2t_dln_frozen": "l2t_dln",
         "l2t_dln_reference": c.method,
       }.get(method, method)
@@ -197,3 +203,43 @@ def test_bar_power_counts_the_suites_that_meet_the_bar_as_drawn_seeds_would(tmp_
   for gain in ("0.0", "1.5", "7.0"):
     assert rates[gain]["worst_seed_gap"] == pytest.approx((2 / 3) ** 5, abs=0.01)
   assert rates["7.0"]["whole_bar"] == pytest.approx((2 / 3) ** 5, abs=0.01)
+
+
+def test_a_real_image_task_runs_every_new_baseline_and_reports_its_cost(tmp_path):
+  """Fashion-MNIST's pair-flip task on IDX files of the test's own: GCE, SCE and CE on the clean
+  validation split too train at CE's rate, CE-cosine at CE's rate (its sweep is CE's alone), and
+  every row says what its run cost against CE's."""
+  from test_idx import write_dataset
+
+  write_dataset(tmp_path / "data", train=60, test=20)
+  methods = ("ce", "ce_cosine", "gce", "sce", "ce_plus_val")
+  out = tmp_path / "suite"
+  report = suite.main(
+    [
+      "--smoke",
+      f"--out={out}",
+      "--tasks=fmnist_mlp_pair40",
+      f"--methods={','.join(methods)}",
+      f"--data_dir={tmp_path / 'data'}",
+    ]
+  )
+  task = report["tasks"]["fmnist_mlp_pair40"]
+  assert list(task["methods"]) == list(methods) and "ce_cosine_sweep" in task  # smoke: swept
+  for name, m in task["methods"].items():
+    config = json.loads((out / m["runs"] / "seed0" / "config.json").read_text())
+    assert (
+      config["data"]["name"] == "fashion_mnist" and config["data"]["label_noise_kind"] == "pair"
+    )
+    assert config["data"]["data_dir"] == str(tmp_path / "data")
+    assert config["data"]["use_val_for_training"] == (name == "ce_plus_val")
+    assert config["method"] == {"ce_cosine": "ce", "ce_plus_val": "ce"}.get(name, name)
+    assert m["cost_vs_ce"] > 0 and len(m["wall_seconds"]) == 1
+  assert task["methods"]["ce"]["cost_vs_ce"] == 1.0
+  assert "Wall time of a run" in (out / "table.md").read_text()
+  # Outside smoke mode a real-image task sweeps CE alone and leaves out what it cannot afford.
+  fmnist = suite.KNOWN_TASKS["fmnist_mlp_pair40_noisyval"]
+  assert fmnist.swept == ("ce",) and "ce_plus_val" in fmnist.skip
+  assert suite.expand_tasks("fmnist_lenet,digits") == [
+    *(t for t in suite.REAL_IMAGE_TASKS if t.startswith("fmnist_lenet_")),
+    "digits",
+  ]

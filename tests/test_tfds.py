@@ -17,12 +17,19 @@ from l2t_jax.data import tfds as tfds_data
 def image_config(name, val_size=6):
   config = default_config()
   config.data.name, config.data.val_size = name, val_size
+  if name == "fashion_mnist":  # read from Debian's IDX files unless TFDS is asked for
+    config.data.source = "tfds"
   return config
 
 
 @pytest.mark.parametrize(
   "name,shape,classes",
-  [("mnist", (28, 28, 1), 10), ("cifar10", (32, 32, 3), 10), ("cifar100", (32, 32, 3), 100)],
+  [
+    ("mnist", (28, 28, 1), 10),
+    ("fashion_mnist", (28, 28, 1), 10),
+    ("cifar10", (32, 32, 3), 10),
+    ("cifar100", (32, 32, 3), 100),
+  ],
 )
 def test_tfds_splits_carve_validation_from_train_and_standardise_with_train_statistics(
   name, shape, classes

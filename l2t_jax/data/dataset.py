@@ -17,7 +17,7 @@ import dataclasses
 import ml_collections
 import numpy as np
 
-from l2t_jax.config import ConfigError
+from l2t_jax.config import NOISE_KINDS, ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,13 +62,23 @@ def carve_validation(x: np.ndarray, y: np.ndarray, val_size: int) -> tuple[Split
   return Split(x[:cut], y[:cut]), Split(x[cut:], y[cut:])
 
 
-def symmetric_label_noise(y: np.ndarray, rate: float, num_classes: int, seed: int) -> np.ndarray:
-  """Replaces a `rate` fraction of labels by a uniformly drawn *different* class."""
+TRAIN_NOISE_STREAM, VAL_NOISE_STREAM = 0, 1  # the training and validation splits' own draws
+
+
+def label_noise(
+  y: np.ndarray, rate: float, num_classes: int, seed: int, kind: str = "symmetric", stream: int = 0
+) -> np.ndarray:
+  """Labels with a `rate` fraction changed, drawn from `seed` (and `stream`, so that two splits
+  get independent draws), as the noisy-label literature draws them: "symmetric" replaces the
+  label by a uniformly drawn *different* class; "pair" (pair-flip) by the next class, c -> c+1
+  mod C."""
   if rate <= 0:
     return y
-  rng = np.random.default_rng([seed, 0x4E015E])
+  if kind not in NOISE_KINDS:
+    raise ValueError(f"data.label_noise_kind='{kind}' is not one of {NOISE_KINDS}")
+  rng = np.random.default_rng([seed, 0x4E015E] + ([stream] if stream else []))
   flip = rng.random(len(y)) < rate
-  shift = rng.integers(1, num_classes, size=len(y))
+  shift = rng.integers(1, num_classes, size=len(y)) if kind == "symmetric" else 1
   noisy = np.where(flip, (y + shift) % num_classes, y)
   return noisy.astype(y.dtype)
 
@@ -97,18 +107,22 @@ def make_splits(
   """Applies the project's rules (validation carve-out or redrawn halves, smaller training set,
   label noise, train+val) to raw arrays."""
   test = Split(np.asarray(x_test), np.asarray(y_test))
+
+  def noisy(y: np.ndarray, stream: int) -> np.ndarray:
+    rate, kind = data_cfg.label_noise, data_cfg.label_noise_kind
+    return label_noise(np.asarray(y), rate, num_classes, seed, kind, stream)
+
   if data_cfg.split == "redrawn_half":
-    y = symmetric_label_noise(np.asarray(y_train), data_cfg.label_noise, num_classes, seed)
-    whole = keep_first(Split(np.asarray(x_train), y), data_cfg.train_size)
+    whole = keep_first(Split(np.asarray(x_train), noisy(y_train, 0)), data_cfg.train_size)
     return Dataset(name=name, train=whole, val=whole, test=test, num_classes=num_classes)
   train, val = carve_validation(np.asarray(x_train), np.asarray(y_train), data_cfg.val_size)
   train = keep_first(train, data_cfg.train_size)
-  if data_cfg.use_val_for_training:
+  train = Split(train.x, noisy(train.y, TRAIN_NOISE_STREAM))
+  if data_cfg.noisy_val:
+    val = Split(val.x, noisy(val.y, VAL_NOISE_STREAM))
+  if data_cfg.use_val_for_training:  # the validation split as it is (clean unless noisy_val)
     train = Split(np.concatenate([train.x, val.x]), np.concatenate([train.y, val.y]))
-  noisy = symmetric_label_noise(train.y, data_cfg.label_noise, num_classes, seed)
-  return Dataset(
-    name=name, train=Split(train.x, noisy), val=val, test=test, num_classes=num_classes
-  )
+  return Dataset(name=name, train=train, val=val, test=test, num_classes=num_classes)
 
 
 def channel_statistics(x: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
@@ -149,11 +163,13 @@ def load_dataset(config: ml_collections.ConfigDict) -> Dataset:
     from l2t_jax.data import digits
 
     return make_splits(name, *digits.load(), data_cfg=config.data, seed=config.seed)
-  from l2t_jax.data import tfds
+  from l2t_jax.data import idx, tfds
 
   images = _image_loaders(config.data)
   if name in tfds.NUM_CLASSES:
     images[name] = lambda: tfds.load(name, config.data.data_dir)
+  if name in idx.NUM_CLASSES and image_source(config.data) == "idx":
+    images[name] = lambda: idx.load(name, config.data.data_dir)
   if name not in images:
     raise ValueError(
       f"data.name='{name}' is not a known dataset; known: "
@@ -161,6 +177,14 @@ def load_dataset(config: ml_collections.ConfigDict) -> Dataset:
     )
   raw = images[name]()
   return standardise_images(make_splits(name, *raw, data_cfg=config.data, seed=config.seed))
+
+
+def image_source(data_cfg: ml_collections.ConfigDict) -> str:
+  """Where an MNIST-like dataset is read from: `data.source`, or with "auto" the IDX files for
+  Fashion-MNIST (Debian's package) and TFDS for MNIST."""
+  if data_cfg.source != "auto":
+    return data_cfg.source
+  return "idx" if data_cfg.name == "fashion_mnist" else "tfds"
 
 
 def _image_loaders(data_cfg: ml_collections.ConfigDict) -> dict:

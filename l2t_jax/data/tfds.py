@@ -1,4 +1,4 @@
-"""Image classification datasets from TensorFlow Datasets: MNIST, CIFAR-10, CIFAR-100.
+"""Image classification datasets from TensorFlow Datasets: MNIST, Fashion-MNIST, CIFAR-10/100.
 
 Read with `tfds.data_source` (array_record files, random access, no TensorFlow needed to read) into
 in-memory uint8 arrays; the project's rules (validation carve-out, normalisation) are applied by
@@ -12,7 +12,7 @@ import numpy as np
 
 from l2t_jax.data.errors import DataError
 
-NUM_CLASSES = {"mnist": 10, "cifar10": 10, "cifar100": 100}
+NUM_CLASSES = {"mnist": 10, "fashion_mnist": 10, "cifar10": 10, "cifar100": 100}
 DEFAULT_DATA_DIR = "~/tensorflow_datasets"  # TFDS's own default (or $TFDS_DATA_DIR)
 
 
