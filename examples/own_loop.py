@@ -117,7 +117,7 @@ def main(steps: int = 2000, seed: int = 0) -> dict:
       learn_scale=False,
     )
   )
-  loss = l2t.StudentLoss(dln, table_size=256, slope_bound=1.0)
+  loss = l2t.StudentLoss(dln, table_size=256, slope_bound=1.0, slope_floor=0.1)
   teacher = l2t.LSTMTeacher(
     hidden=20, layers=2, output_scale=1e-2, preprocess_p=10.0, num_features=4
   )
