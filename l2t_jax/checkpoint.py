@@ -70,7 +70,8 @@ def sync_hosts(name: str) -> None:
 
 class Checkpointer:
   """`save(step, state, meta)` and `restore(template, config, log) -> (state, meta)` in
-  `workdir/checkpoints`."""
+  `workdir/checkpoints`. In a multi-process run only process 0 makes one (the others get what it
+  restores from it: `l2t_jax.train`), so that the workdir has a single writer."""
 
   def __init__(self, workdir: str, cfg: ml_collections.ConfigDict):
     import orbax.checkpoint as ocp
@@ -78,8 +79,19 @@ class Checkpointer:
     self._ocp = ocp
     self.workdir = workdir
     self.directory = os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR))
+    # This process alone: orbax would otherwise wait for every process at its barriers.
+    alone = ocp.options.MultiprocessingOptions()
+    if jax.process_count() > 1:
+      me = jax.process_index()
+      alone = ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me})
+      os.makedirs(self.directory, exist_ok=True)  # orbax creates it only for all processes
     self._manager = ocp.CheckpointManager(
-      self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=cfg.keep, create=True)
+      self.directory,
+      options=ocp.CheckpointManagerOptions(
+        max_to_keep=cfg.keep,
+        create=jax.process_count() == 1,
+        multiprocessing_options=alone,
+      ),
     )
 
   def latest_step(self) -> int | None:
@@ -202,16 +214,14 @@ class Checkpointer:
     aside = os.path.join(self.workdir, DAMAGED_DIR)
     for step, why in damaged:
       dest = os.path.join(aside, str(step))
-      if jax.process_index() == 0:
-        os.makedirs(aside, exist_ok=True)
-        if os.path.exists(dest):
-          shutil.rmtree(dest)
-        os.replace(os.path.join(self.directory, str(step)), dest)
+      os.makedirs(aside, exist_ok=True)
+      if os.path.exists(dest):
+        shutil.rmtree(dest)
+      os.replace(os.path.join(self.directory, str(step)), dest)
       log(
         f"warning: the checkpoint at step {step} is damaged ({why}); moved to {dest}, "
         f"resuming from the one at step {restored}"
       )
-    sync_hosts("l2t_jax: damaged checkpoints set aside")
     self._manager.reload()
 
   def close(self) -> None:

@@ -6,6 +6,11 @@
 A user error (a config, a workdir, the disk) ends in one `l2t-train: error: ...` line that names
 the problem and the fix, with exit code 2 (`--debug` prints the traceback before it); a run whose
 student diverged ends likewise with exit code 3; a run stopped by SIGTERM with 143.
+
+With `--config.parallel.distributed=True` the run is one process of several (`l2t_jax.parallel`).
+When another process of the run dies, JAX's runtime ends this one with an abort and pages of stack
+traces; so `l2t-train` runs the training in a child process, watches its stderr, and reports that
+end in one line, with exit code 4. Signals are passed on to the child, which dies with it.
 """
 
 from __future__ import annotations
@@ -25,6 +30,13 @@ from l2t_jax.config import ConfigError
 
 USAGE_ERROR = 2  # a config, a workdir or the disk: the message says what to change
 DIVERGED = 3  # the student's loss became NaN or infinite
+PEER_LOST = 4  # multi-process: another process of the run stopped, so this one did
+# Set in the child that a multi-process `l2t-train` trains in (`_supervise`).
+SUPERVISED_ENV = "L2T_JAX_SUPERVISED"
+# What JAX's runtime writes before it aborts a process whose run lost another process.
+RUNTIME_FATAL = "JAX distributed service detected fatal errors"
+# The runtime's own warning and error lines (glog's format: severity, date, time, thread, file:line]).
+RUNTIME_ERROR = re.compile(r"^[WEF]\d{4} \d\d:\d\d:\d\d\.\d+\s+\d+ \S+:\d+\]")
 EXAMPLE_CONFIG = "configs/mnist1d_mlp.py"
 # How ml_collections starts the message of an exception raised inside a config's get_config().
 CONFIG_FILE_ERROR = "Error whilst parsing config file"
@@ -125,6 +137,8 @@ def _main(argv):
     # orbax logs each failure of its writer threads with a traceback; the error line says it once
     logging.get_absl_logger().addFilter(lambda record: "/orbax/" not in record.pathname)
     sys.stderr = _QuietForeignThreads(sys.stderr)
+  if _CONFIG.value.parallel.distributed and not os.environ.get(SUPERVISED_ENV):
+    sys.exit(_supervise())
   from l2t_jax.data import DataError
   from l2t_jax.train import Diverged, Interrupted, train
 
@@ -142,6 +156,65 @@ def _main(argv):
     if cause is None:
       raise
     _fail(describe_os_error(cause), debug=_DEBUG.value)
+
+
+def _die_with_parent() -> None:
+  """In the child, before it runs: it gets SIGKILL when the supervising process dies (Linux)."""
+  try:
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+  except (OSError, AttributeError):
+    pass
+
+
+def _lost_reason(log: list[str]) -> str:
+  """What the runtime's abort says happened, in a few words."""
+  text = " ".join(log)
+  dead = re.search(r"tasks are unhealthy \(stopped sending heartbeats\):\s*([\d ,]+)", text)
+  if dead:
+    return f"process {dead.group(1).strip()} stopped sending heartbeats"
+  if "leader task" in text or "coordination service" in text:
+    return "the coordinator (process 0) can no longer be reached"
+  return "the runtime reported a fatal error"
+
+
+def _supervise() -> int:
+  """Runs this command in a child process (same arguments, `SUPERVISED_ENV` set); passes its
+  stdout through, and its stderr, except for the runtime's abort when the run lost a process,
+  which becomes one `l2t-train: error:` line and PEER_LOST. Returns the exit code."""
+  import subprocess
+
+  child = subprocess.Popen(
+    [sys.executable, "-m", "l2t_jax.cli", *sys.argv[1:]],
+    env={**os.environ, SUPERVISED_ENV: "1"},
+    stderr=subprocess.PIPE,
+    preexec_fn=_die_with_parent,
+    text=True,
+    errors="replace",
+  )
+  for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    signal.signal(signum, lambda n, _: child.send_signal(n))
+  # From the runtime's first warning or error line on, stderr is held until the child ends: shown as it is,
+  # unless it ends in the runtime's abort for a lost process.
+  held: list[str] = []
+  for line in child.stderr:
+    if held or RUNTIME_ERROR.match(line):
+      held.append(line)
+    else:
+      sys.stderr.write(line)
+  lost = any(RUNTIME_FATAL in line for line in held)
+  code = child.wait()
+  if lost:
+    print(
+      f"l2t-train: error: another process of this multi-process run stopped "
+      f"({_lost_reason(held)}), so this one stopped too; see the other processes' output, then "
+      "start the same command on every process again (a run with checkpoints resumes)",
+      file=sys.stderr,
+    )
+    return PEER_LOST
+  sys.stderr.writelines(held)
+  return code if code >= 0 else 128 - code
 
 
 def _config_path(argv: list[str]) -> tuple[int, str | None]:

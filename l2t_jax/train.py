@@ -59,13 +59,16 @@ SKIP_COUNTERS = (
 
 
 class Interrupted(Exception):
-  """SIGTERM stopped the run after it saved a checkpoint; running it again resumes it."""
+  """SIGTERM stopped the run after it saved a checkpoint; running it again resumes it. (A
+  multi-process run without checkpoints stops likewise, with nothing saved: `directory` None.)"""
 
-  def __init__(self, step: int, directory: str):
-    super().__init__(
-      f"stopped by SIGTERM after student step {step}; checkpoint saved in "
-      f"{directory}; run the same command again to resume"
+  def __init__(self, step: int, directory: str | None):
+    saved = (
+      f"checkpoint saved in {directory}; run the same command again to resume"
+      if directory
+      else "no checkpoint (checkpoint.every=0): the same command starts it again"
     )
+    super().__init__(f"stopped by SIGTERM after student step {step}; {saved}")
     self.step = step
 
 
@@ -224,14 +227,32 @@ def _summary_text(s: dict) -> str:
 def cycle_indices(run: Run, first_cycle: int, num_cycles: int) -> Iterator:
   """The batch indices of every cycle from `first_cycle` on, placed on the devices: a function of
   (seed, cycle) only, so that a resumed run sees the batches of an uninterrupted one."""
+  for train_idx, val_idx in global_indices(run, first_cycle, num_cycles):
+    yield run.parallel.put_indices(train_idx, val_idx)
+
+
+def cycle_inputs(run: Run, data: Any, first_cycle: int, num_cycles: int) -> Iterator:
+  """`(data, train_idx, val_idx)` for every cycle from `first_cycle` on: with `data` (the splits on
+  every device) and `cycle_indices`; or, when `data` is None (several processes), each device's
+  rows of the cycle's global batch and indices into them (`DataParallel.put_cycle`), read from
+  this process's host copy of the splits, its own share only."""
+  if data is not None:
+    for train_idx, val_idx in cycle_indices(run, first_cycle, num_cycles):
+      yield data, train_idx, val_idx
+    return
+  arrays = data_arrays(run.dataset, run.config.data.split)
+  for train_idx, val_idx in global_indices(run, first_cycle, num_cycles):
+    yield run.parallel.put_cycle(arrays, train_idx, val_idx)
+
+
+def global_indices(run: Run, first_cycle: int, num_cycles: int) -> Iterator:
+  """`cycle_indices` on the host: (steps, batch) and (val_batch,) indices into the splits."""
   cfg, ds, dp = run.config, run.dataset, run.parallel
   interval = cfg.meta.interval
   for c in range(first_cycle, num_cycles):
     if _redrawn(cfg):
-      yield dp.put_indices(
-        *redrawn_half_indices(
-          cfg.seed, len(ds.train), cfg.train.batch_size, run.val_batch_size, c, interval
-        )
+      yield redrawn_half_indices(
+        cfg.seed, len(ds.train), cfg.train.batch_size, run.val_batch_size, c, interval
       )
       continue
     train_idx = batch_indices(
@@ -241,7 +262,7 @@ def cycle_indices(run: Run, first_cycle: int, num_cycles: int) -> Iterator:
       val_idx = batch_indices(cfg.seed, VAL_STREAM, len(ds.val), run.val_batch_size, c, 1)[0]
     else:  # the method has no validation batch: placeholder indices, never read
       val_idx = np.zeros((dp.size,), np.int32)
-    yield dp.put_indices(train_idx, val_idx)
+    yield train_idx, val_idx
 
 
 def _skip_warnings(counters: dict, seen: dict, since_step: int) -> list[str]:
@@ -296,26 +317,69 @@ def train(
       "train.tensorboard=True writes event files in the workdir, and there is none: pass "
       "--workdir=DIR (train(..., workdir=DIR)), or set train.tensorboard=False"
     )
-  if jax.process_index() != 0:
-    log = lambda _: None  # noqa: E731 (one host speaks for the run)
+  try:
+    parallel_lib.initialize(cfg.parallel)  # before any other JAX call
+  except ValueError as e:
+    raise config_lib.ConfigError(str(e)) from e
+  if not parallel_lib.is_lead():
+    log = lambda _: None  # noqa: E731 (one process speaks for the run)
   with contextlib.ExitStack() as owned:  # released last: the lock, after the checkpointer
     action, prior = "new", None
     if workdir:
-      if jax.process_index() == 0:
-        lock = owned.enter_context(workdir_lib.Lock(workdir))
-        if lock.previous_owner:
-          log(
-            f"{workdir} was locked by a run that did not end cleanly ({lock.previous_owner}, "
-            "no longer running); taking it over"
-          )
-      prior = workdir_lib.inspect(workdir)
-      action = workdir_lib.plan(workdir, prior, cfg, overwrite)
+      action, prior = _plan_workdir(workdir, cfg, overwrite, owned, log)
       if action == "finished" and prior.summary.get("diverged_at_step") is not None:
         raise Diverged(prior.summary, cfg.optim.learning_rate, workdir)
       if action == "finished" and not prior.checkpoints:
         log(_finished_text(workdir, prior.summary))
         return TrainResult(prior.summary, None, None)
     return _train(cfg, workdir, action, prior, owned, log, dataset, on_eval, wall0)
+
+
+def _from_lead(what: str, fn: Callable[[], Any]) -> Any:
+  """`fn()` (JSON) on process 0, its result on every process; an error there is raised there and,
+  as a WorkdirError naming it, on the others (instead of leaving them waiting)."""
+  if jax.process_count() == 1:
+    return fn()
+  result, error = None, None
+  if parallel_lib.is_lead():
+    try:
+      result = fn()
+    except Exception as e:  # noqa: BLE001 (re-raised below, after the others are told)
+      error = e
+  shared = parallel_lib.broadcast_json(
+    {"result": result, "error": None if error is None else f"{type(error).__name__}: {error}"}
+  )
+  if error is not None:
+    raise error
+  if shared["error"] is not None:
+    raise workdir_lib.WorkdirError(f"process 0 failed to {what}: {shared['error']}")
+  return shared["result"]
+
+
+def _plan_workdir(
+  workdir: str,
+  cfg: ml_collections.ConfigDict,
+  overwrite: bool,
+  owned: contextlib.ExitStack,
+  log: Callable[[str], Any],
+) -> tuple[str, workdir_lib.PriorRun]:
+  """What this run does in `workdir` (`workdir.plan`), decided by process 0, which takes the
+  workdir's lock (held in `owned`) and reads what it holds; the other processes touch nothing
+  there."""
+
+  def plan() -> dict:
+    lock = owned.enter_context(workdir_lib.Lock(workdir))
+    if lock.previous_owner:
+      log(
+        f"{workdir} was locked by a run that did not end cleanly ({lock.previous_owner}, "
+        "no longer running); taking it over"
+      )
+    prior = workdir_lib.inspect(workdir)
+    return {"action": workdir_lib.plan(workdir, prior, cfg, overwrite), "prior": prior._asdict()}
+
+  planned = _from_lead(f"use --workdir={workdir}", plan)
+  prior = planned["prior"]
+  return planned["action"], workdir_lib.PriorRun(**{**prior, "files": tuple(prior["files"])})
 
 
 def _finished_text(workdir: str, summary: dict) -> str:
@@ -341,7 +405,8 @@ def _train(
   run = build_run(cfg, dataset)
   ds, dp = run.dataset, run.parallel
   interval, steps = cfg.meta.interval, cfg.train.steps
-  files = workdir if jax.process_index() == 0 else None
+  lead = parallel_lib.is_lead()
+  files = workdir if lead else None
   if action in ("overwrite", "restart") and files:
     log(
       f"{workdir}: {'--overwrite: deleting' if action == 'overwrite' else 'starting again'} "
@@ -350,15 +415,24 @@ def _train(
     workdir_lib.clear(files)
   if workdir:
     checkpoint_lib.sync_hosts("l2t_jax: workdir ready")  # every host sees it cleared
-  with_checkpoints = action in ("resume", "finished") or (workdir and cfg.checkpoint.every)
-  ckpt = checkpoint_lib.Checkpointer(workdir, cfg.checkpoint) if with_checkpoints else None
-  if ckpt:
+  with_checkpoints = bool(action in ("resume", "finished") or (workdir and cfg.checkpoint.every))
+  ckpt = None  # process 0's: the others neither write nor read checkpoints
+  if with_checkpoints and lead:
+    ckpt = checkpoint_lib.Checkpointer(workdir, cfg.checkpoint)
     owned.callback(ckpt.close)
+  ckpt_dir = os.path.abspath(os.path.join(workdir, workdir_lib.CHECKPOINT_DIR)) if workdir else None
 
   state = run.method.init(jax.random.PRNGKey(cfg.seed), jnp.asarray(ds.train.x[:1]))
   resumed = None
   if action in ("resume", "finished"):
-    state, resumed = ckpt.restore(state, json.loads(cfg.to_json()), log)
+    restored = {}
+
+    def restore() -> dict:
+      restored["state"], meta = ckpt.restore(state, json.loads(cfg.to_json()), log)
+      return meta
+
+    resumed = _from_lead("restore a checkpoint", restore)
+    state = parallel_lib.broadcast_tree(restored.get("state", jax.device_get(state)))
   if resumed and resumed["step"] == steps and prior.summary is not None:
     log(_finished_text(workdir, prior.summary))  # this config's run, finished: rewrite nothing
     return TrainResult(prior.summary, state, run.method)
@@ -371,8 +445,9 @@ def _train(
   )
   owned.callback(writer.close)
   state = dp.replicate(state)
-  data = dp.replicate(data_arrays(ds, cfg.data.split))
-  cycle = dp.compile_cycle(run.method.cycle, cfg.train.fast_compile)
+  multi = jax.process_count() > 1  # each process feeds its own share of every batch
+  data = None if multi else dp.replicate(data_arrays(ds, cfg.data.split))
+  cycle = dp.compile_cycle(run.method.cycle, cfg.train.fast_compile, sharded_data=multi)
 
   splits = f"{len(ds.train)} train / {len(ds.val)} val"
   if _redrawn(cfg):
@@ -420,7 +495,7 @@ def _train(
     last_train = trains[-1] if trains else {}
     since_log = [CycleMetrics(*np.asarray(m, np.float32)) for m in resumed["pending_metrics"]]
     wall_before = resumed["wall_seconds"]
-    log(f"resumed from the checkpoint at step {start} in {ckpt.directory}")
+    log(f"resumed from the checkpoint at step {start} in {ckpt_dir}")
   else:
     start, last_train, since_log, wall_before = 0, {}, [], 0.0
     evals = [evaluation(0)]  # the untrained student: where every curve starts
@@ -447,13 +522,17 @@ def _train(
       },
     )
 
-  saving = ckpt is not None and bool(cfg.checkpoint.every)
-  stop_request = checkpoint_lib.StopRequest() if saving else contextlib.nullcontext()
+  saving = with_checkpoints and bool(cfg.checkpoint.every)
+  # One process takes SIGTERM itself; several share it through JAX's preemption service (the
+  # signal handler of `jax.distributed`, which a Python handler would replace).
+  stop_request = checkpoint_lib.StopRequest() if saving and not multi else contextlib.nullcontext()
   try:
     with stop_request as stop:
-      cycles = parallel_lib.prefetch(cycle_indices(run, start // interval, steps // interval))
-      for c, (train_idx, val_idx) in zip(range(start // interval, steps // interval), cycles):
-        state, metrics = cycle(state, data, train_idx, val_idx)
+      cycles = parallel_lib.prefetch(cycle_inputs(run, data, start // interval, steps // interval))
+      for c, (cycle_data, train_idx, val_idx) in zip(
+        range(start // interval, steps // interval), cycles
+      ):
+        state, metrics = cycle(state, cycle_data, train_idx, val_idx)
         since_log.append(dp.local(metrics))
         first = c * interval
         step = first + interval
@@ -462,8 +541,9 @@ def _train(
           compile_seconds = time.time() - wall0
           t_after_first = time.time()
         last = step == steps
+        stopping = parallel_lib.preempted(c) if multi else bool(stop and stop.requested)
         log_now = step // cfg.train.log_every > first // cfg.train.log_every or last
-        save_now = saving and (step % cfg.checkpoint.every == 0 or last or stop.requested)
+        save_now = saving and (step % cfg.checkpoint.every == 0 or last or stopping)
         if log_now or save_now:  # the only waits on the device: never a diverged checkpoint
           fetched = jax.device_get(since_log)
           diverged_at = _first_nonfinite(fetched, step, interval)
@@ -508,10 +588,12 @@ def _train(
           )
         if diverged_at is not None:
           break
-        if save_now:
+        if not multi and stop is not None and stop.requested and not stopping:
+          stopping, save_now = True, saving  # SIGTERM came during this cycle's log or evaluation
+        if save_now and ckpt:
           save(step)
-        if saving and stop.requested and not last:
-          raise Interrupted(step, ckpt.directory)
+        if stopping and not last:
+          raise Interrupted(step, ckpt_dir if saving else None)
   finally:
     if ckpt:
       ckpt.close()
