@@ -91,7 +91,14 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.common import CONFIG_DIR, config_from_file, smoke_config, write_report  # noqa: E402
+from benchmarks import scheduler  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+  CONFIG_DIR,
+  config_from_file,
+  finished_summary,
+  smoke_config,
+  write_report,
+)
 from benchmarks.compare_losses import (
   apply_override,
   load_snapshots,
@@ -709,6 +716,7 @@ def main(argv=None) -> dict:
     action="store_true",
     help="every run in four steps on a few examples, one seed, two rates",
   )
+  scheduler.add_arguments(parser)
   args = parser.parse_args(argv)
   command = shlex.join(
     [
@@ -853,7 +861,20 @@ def main(argv=None) -> dict:
     flush=True,
   )
   cache = args.compilation_cache or os.path.join(out, "xla_cache")
-  run_all(first, on_finish, total, args.jobs, args.rerun, "" if cache == "none" else cache)
+  cache = "" if cache == "none" else cache
+  if args.executor == "pool":
+    run_all(first, on_finish, total, args.jobs, args.rerun, cache)
+  elif not scheduler.run_all(
+    first,
+    on_finish,
+    total,
+    args,
+    out,
+    job=lambda r: (_run_in_worker, (r.config, r.workdir, r.label, args.rerun, r.snapshot)),
+    finished=lambda r: not args.rerun and finished_summary(r.workdir, r.config) is not None,
+    init=(_init_worker, (cache,)),
+  ):
+    return {}  # --detach: the same command collects the sweep
 
   report_tasks = {}
   for task in tasks:

@@ -183,3 +183,46 @@ def test_two_processes_match_four_devices_resume_and_stop_together(root, tmp_pat
   assert time.time() - t0 < 60
   lines = run.text("err", 1).strip().splitlines()
   assert len(lines) == 1 and lines[0].startswith("l2t-train: error: another process"), lines
+
+
+class _Counting:
+  """An array that records which rows were read."""
+
+  def __init__(self, x):
+    self.x, self.read = x, set()
+
+  def __getitem__(self, idx):
+    self.read.update(np.asarray(idx).ravel().tolist())
+    return self.x[idx]
+
+  @property
+  def shape(self):
+    return self.x.shape
+
+
+def test_the_per_process_feed_reads_only_the_batch_and_gathers_the_global_order():
+  """`DataParallel.put_cycle` (what each process of a multi-process run feeds its devices): the
+  cycle's gather through its indices gives the rows the global indices name, in their order, and
+  no other row of the splits is read."""
+  import jax
+
+  from l2t_jax.data.sampler import TRAIN_STREAM, VAL_STREAM, batch_indices
+  from l2t_jax.parallel import DataParallel
+
+  rng = np.random.default_rng(0)
+  arrays = {
+    "train_x": _Counting(rng.normal(size=(300, 5)).astype(np.float32)),
+    "train_y": _Counting(rng.integers(0, 10, 300).astype(np.int32)),
+    "val_x": _Counting(rng.normal(size=(50, 5)).astype(np.float32)),
+    "val_y": _Counting(rng.integers(0, 10, 50).astype(np.int32)),
+  }
+  train_idx = batch_indices(0, TRAIN_STREAM, 300, 16, 20, 4)
+  val_idx = batch_indices(0, VAL_STREAM, 50, 8, 2, 1)[0]
+  dp = DataParallel(jax.local_devices()[:1])
+  data, t, v = dp.put_cycle(arrays, train_idx, val_idx)
+  data, t, v = jax.device_get((data, t, v))
+  np.testing.assert_array_equal(data["train_x"][t], arrays["train_x"].x[train_idx])
+  np.testing.assert_array_equal(data["train_y"][t], arrays["train_y"].x[train_idx])
+  np.testing.assert_array_equal(data["val_x"][v], arrays["val_x"].x[val_idx])
+  assert arrays["train_x"].read == set(train_idx.ravel().tolist())
+  assert arrays["val_y"].read == set(val_idx.tolist())
