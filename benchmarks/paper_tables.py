@@ -16,7 +16,9 @@ Every (config, method, seed) is one `l2t_jax.train.train` run in its own workdir
 (`WORKDIR/<config>/<method>/seed<k>`), checkpointed as its config says: rerunning the command
 resumes unfinished runs and reuses finished ones. It prints one table per dataset, in the layout of
 the paper (rows: methods; columns: students; cells: final test error in %, mean +- std over seeds)
-and writes every run's summary and the tables to a JSON file.
+and writes every run's summary and the tables to a JSON file. `--executor=slurm` sends every run
+to SLURM as its own job (`benchmarks/scheduler.py`: `--slurm_*` resources, `--detach`, and the
+same command collects the tables later).
 """
 
 from __future__ import annotations
@@ -27,10 +29,12 @@ import copy
 import math
 import os
 import sys
+from typing import NamedTuple
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.common import (
+from benchmarks import scheduler  # noqa: E402
+from benchmarks.common import (  # noqa: E402
   PAPER_CONFIGS,
   config_argument,
   finished_summary,  # noqa: E402
@@ -124,6 +128,31 @@ def run_one(config, workdir: str, log) -> dict:
   return summary if summary is not None else train(config, workdir=workdir, log=log).summary
 
 
+class _Run(NamedTuple):
+  """One (config, method, seed) of the tables, as `benchmarks.scheduler` sends it."""
+
+  label: str
+  workdir: str
+  config: object
+  row: dict  # the run's entry of the report, without its summary
+
+
+def _result(row: dict, summary: dict) -> dict:
+  return {**row, "test_error": 100.0 * (1.0 - summary["test_accuracy"]), "summary": summary}
+
+
+def _run_job(config, workdir: str, smoke: bool) -> tuple[dict, str]:
+  """One run in a job of its own (--executor): on the mock data when `smoke`."""
+  mock = contextlib.nullcontext()
+  if smoke:
+    import tensorflow_datasets as tfds
+
+    mock = tfds.testing.mock_data(num_examples=SMOKE_EXAMPLES)
+  with mock:
+    summary = run_one(config, workdir, lambda _: None)
+  return summary, f"{workdir}: test acc {summary['test_accuracy']:.4f}"
+
+
 def main(argv=None) -> dict:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument(
@@ -154,6 +183,10 @@ def main(argv=None) -> dict:
     help="tfds.testing.mock_data, two cycles of two steps, small architectures",
   )
   parser.add_argument("--quiet", action="store_true", help="no per-run progress lines")
+  parser.add_argument(
+    "--jobs", type=int, default=1, help="--executor=submitit_local: runs trained at a time"
+  )
+  scheduler.add_arguments(parser)
   args = parser.parse_args(argv)
 
   names = (
@@ -173,11 +206,11 @@ def main(argv=None) -> dict:
   log = (lambda _: None) if args.quiet else print
 
   mock = contextlib.nullcontext()
-  if args.smoke:
+  if args.smoke and args.executor == "pool":
     import tensorflow_datasets as tfds
 
     mock = tfds.testing.mock_data(num_examples=SMOKE_EXAMPLES)
-  results = []
+  results, runs = [], []
   with mock:
     for name in names:
       for method in methods:
@@ -191,19 +224,31 @@ def main(argv=None) -> dict:
           if args.data_dir:
             config.data.data_dir = os.path.expanduser(args.data_dir)
           workdir = os.path.join(args.workdir, name, method, f"seed{seed}")
+          row = {
+            "config": name,
+            "dataset": config.data.name,
+            "student": student_label(base),
+            "method": method,
+            "seed": seed,
+          }
+          if args.executor != "pool":  # sent below, all at once
+            runs.append(_Run(f"{name}/{method} seed {seed}", workdir, config, row))
+            continue
           print(f"== {name} / {method} / seed {seed} -> {workdir}", flush=True)
-          summary = run_one(config, workdir, log)
-          results.append(
-            {
-              "config": name,
-              "dataset": config.data.name,
-              "student": student_label(base),
-              "method": method,
-              "seed": seed,
-              "test_error": 100.0 * (1.0 - summary["test_accuracy"]),
-              "summary": summary,
-            }
-          )
+          results.append(_result(row, run_one(config, workdir, log)))
+  if runs:
+    done = {}
+    if not scheduler.run_all(
+      runs,
+      lambda run, summary: done.update({run.workdir: summary}) or [],
+      len(runs),
+      args,
+      args.workdir,
+      job=lambda run: (_run_job, (run.config, run.workdir, args.smoke)),
+      finished=lambda run: finished_summary(run.workdir, run.config) is not None,
+    ):
+      return {}  # --detach: the same command collects the tables
+    results = [_result(run.row, done[run.workdir]) for run in runs]
   tabs = tables(results)
   text = format_tables(tabs)
   print(("SMOKE RUN on mock data (numbers mean nothing)\n" if args.smoke else "") + text)

@@ -181,7 +181,7 @@ def run_all(
   if ROOT not in paths:
     os.environ["PYTHONPATH"] = os.pathsep.join([ROOT, *paths])
   executor = _executor(args, folder)
-  limit = args.jobs if kind == "local" else sys.maxsize
+  limit = getattr(args, "jobs", 1) if kind == "local" else sys.maxsize
   pending = collections.deque(specs)
   running: dict[str, tuple[Any, Any]] = {}  # workdir -> (spec, job)
   count, submitted, collected = 0, 0, 0
