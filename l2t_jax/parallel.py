@@ -77,6 +77,11 @@ def initialize(cfg: ml_collections.ConfigDict) -> None:
       "--config.parallel.num_processes=N --config.parallel.process_id=I (or set "
       f"JAX_COORDINATOR_ADDRESS, {ENV_NUM_PROCESSES} and {ENV_PROCESS_ID})"
     ) from e
+  except RuntimeError as e:  # JAX was used before: too late to join
+    raise ValueError(
+      f"parallel.distributed=True: {e}; in your own program, call l2t_jax.train.train (or "
+      "l2t_jax.parallel.initialize(config.parallel)) before any other JAX call"
+    ) from e
   _initialized = True
 
 

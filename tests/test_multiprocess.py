@@ -20,14 +20,14 @@ import numpy as np
 
 from l2t_jax.metrics import TIMING_KEYS, read_metrics
 
-STEPS = 100
+STEPS = 60  # six cycles: six loss updates, one teacher update
 OVERRIDES = [
   f"--config.train.steps={STEPS}",
-  "--config.train.eval_every=50",
+  "--config.train.eval_every=30",
   "--config.train.log_every=20",
   "--config.train.fast_compile=True",
   "--config.meta.val_batch_size=200",  # a multiple of the four devices
-  "--config.checkpoint.every=50",
+  "--config.checkpoint.every=30",
 ]
 STARTED = "l2t_jax: l2t_dln on mnist1d"  # process 0's first line, once both processes joined
 WAIT_S = 300

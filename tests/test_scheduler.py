@@ -34,13 +34,13 @@ def _submitted(out) -> int:
 def test_a_smoke_sweep_through_submitit_matches_the_local_pool_and_is_collected_later(
   tmp_path, capsys
 ):
-  common = ["--smoke", "--tasks=mnist1d_gen0", "--methods=ce,l2t_dln"]
+  common = ["--smoke", "--tasks=mnist1d_gen0", "--methods=ce,label_smoothing"]
   pool, jobs = tmp_path / "pool", tmp_path / "jobs"
   suite.main(common + [f"--out={pool}"])
   capsys.readouterr()
 
   # Sent to submitit's local jobs and left (--detach): the CE sweep's two runs are submitted,
-  # the run that waits on them (l2t_dln, at CE's chosen rate) is not yet.
+  # the run that waits on them (label smoothing, at CE's chosen rate) is not yet.
   sent = common + [f"--out={jobs}", "--executor=submitit_local", "--jobs=2"]
   assert suite.main(sent + ["--detach"]) == {}
   assert "submitted 2 run(s)" in capsys.readouterr().out
@@ -49,7 +49,7 @@ def test_a_smoke_sweep_through_submitit_matches_the_local_pool_and_is_collected_
   assert len(on_record) == 2
 
   # Collected later by the same command: the two jobs on record, not submitted again; then
-  # l2t_dln's run; the report is the pool's.
+  # the label smoothing run; the report is the pool's.
   suite.main(sent)
   printed = capsys.readouterr().out
   assert "1 run(s) submitted, 2 collected from earlier jobs" in printed, printed
