@@ -918,7 +918,11 @@ def main(argv=None) -> dict:
     }
   report = {
     "tasks": report_tasks,
-    "summary": {m: summarise(report_tasks, m) for m in methods if m != "ce"},
+    "summary": {  # over the tasks each method ran on (none: no summary)
+      m: summarise(report_tasks, m)
+      for m in methods
+      if m != "ce" and any(m in t["methods"] for t in report_tasks.values())
+    },
     "config": {
       "steps": steps,
       "swept": swept,
@@ -941,16 +945,17 @@ def main(argv=None) -> dict:
     os.path.join(out, f"gain{suffix}.png"),
   ]
   lengths = sorted(set(steps.values()))
+  shown = [m for m in methods if m == "ce" or m in report["summary"]]  # those that ran somewhere
   table = write_report(
     *written[:2],
     report,
     f"Task suite: {' or '.join(map(str, lengths))} student steps per run"
     + (" (smoke)" if args.smoke else ""),
-    format_table(report, methods),
+    format_table(report, shown),
   )
   plot_gains(
     report,
-    methods,
+    shown,
     written[2],
     f"Gain over tuned cross-entropy per task ({' or '.join(map(str, lengths))} steps"
     + (f", l2t_dln: {args.tag})" if args.tag else ")"),
