@@ -3,7 +3,6 @@ name, and the shrinking that turns a setting into a few-second smoke run of the 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 
@@ -11,6 +10,7 @@ import ml_collections
 import numpy as np
 
 from configs import cifar
+from l2t_jax.config import config_file_module
 from l2t_jax.data import Dataset, Split
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -55,11 +55,7 @@ def config_from_file(argument: str) -> ml_collections.ConfigDict:
   """The config that `--config=argument` gives: `get_config()` of the file, or `get_config(arg)`
   for `PATH:arg`."""
   path, *arg = argument.split(":", 1)
-  name = os.path.splitext(os.path.basename(path))[0]
-  spec = importlib.util.spec_from_file_location(f"configs.{name}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(*arg)
+  return config_file_module(path).get_config(*arg)
 
 
 def smoke_config(

@@ -80,7 +80,6 @@ import concurrent.futures
 import contextlib
 import copy
 import dataclasses
-import importlib.util
 import io
 import multiprocessing
 import os
@@ -99,13 +98,14 @@ from benchmarks.common import (  # noqa: E402
   smoke_config,
   write_report,
 )
-from benchmarks.compare_losses import (
+from benchmarks.compare_losses import (  # noqa: E402
   apply_override,
   load_snapshots,
   parse_override,  # noqa: E402
   plot_learned_loss,
   run_one,
 )
+from l2t_jax.config import config_file_module  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,10 +120,7 @@ class Task:
 
 def _config_module(name: str):
   """A file of configs/ as a module (config files are loaded by path)."""
-  spec = importlib.util.spec_from_file_location(f"configs.{name}", os.path.join(CONFIG_DIR, name))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return config_file_module(os.path.join(CONFIG_DIR, name))
 
 
 def fashion_mnist_tasks() -> dict[str, Task]:

@@ -18,8 +18,9 @@ images, by which cross-entropy's validation accuracy has stopped rising on the c
 `--config.data.noisy_val=True` to put the same noise on the validation split too.
 """
 
-import importlib.util
 import os
+
+from l2t_jax.config import config_file_module
 
 STUDENTS = {"mlp": {"name": "mlp", "hidden": (500, 300)}, "lenet": {"name": "lenet5"}}
 
@@ -43,12 +44,10 @@ def task_overrides(student: str) -> dict:
 
 
 def _default_experiment():
-  """configs/mnist1d_mlp.py, read from beside this file (config files are loaded by path)."""
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mnist1d_mlp.py")
-  spec = importlib.util.spec_from_file_location("l2t_jax_config_mnist1d_mlp", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  """configs/mnist1d_mlp.py, from beside this file."""
+  return config_file_module(
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), "mnist1d_mlp.py")
+  )
 
 
 def get_config(student: str = "mlp"):

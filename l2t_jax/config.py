@@ -7,7 +7,10 @@ refuses keys the schema does not know and values that cannot work, naming each a
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import math
+import os
+from types import ModuleType
 from typing import Any, Iterable
 
 import ml_collections
@@ -50,6 +53,16 @@ MAX_STEPS = 2**31 - 1  # the student step counts in int32 on the device
 
 class ConfigError(ValueError):
   """A configuration that names unknown keys or holds values that cannot work."""
+
+
+def config_file_module(path: str) -> ModuleType:
+  """A config file as a module, loaded by its path (a config file's directory need not be
+  importable; a config built on another loads that one from beside itself through this)."""
+  name = os.path.splitext(os.path.basename(path))[0]
+  spec = importlib.util.spec_from_file_location(f"configs.{name}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
 
 
 def default_config() -> ml_collections.ConfigDict:
