@@ -13,7 +13,8 @@ of the grid --intervals x --unrolls (meta.interval N: student steps per DLN upda
 K <= N: the first K of them differentiated; a pair with K > N is skipped) and every --extra point
 (NAME:KEY=VALUE[,KEY=VALUE...]: the default schedule with these overrides, which may set the
 schedule too) trains L2T-DLN on --seeds seeds, each paired with CE's run of the same seed at the
-same rate (--rate; default the task's own rate in L2T-DLN's config, 0.1). The configs are the
+same rate: the one the suite's CE sweep chose for the task (--rates_from, default
+benchmarks/results/fmnist/results.json, where L2T-DLN ran at it too), or --rate. The configs are the
 suite's (`suite.method_config`: the method's config file, the task's overrides, then the point's);
 every one is validated before the first run starts. The library's other cost levers go through
 --extra: meta.val_batch_size (validation images per hypergradient), meta.teacher_every (DLN
@@ -27,11 +28,12 @@ the median over seeds of a run's wall time without compiling (`suite.training_se
 Per schedule, the mean over the tasks: the mean gain, its standard error sqrt(sum se_t^2) / n
 (as `suite.summarise`), and the mean cost ratio.
 
-The fast point, on the means over the tasks: the cheapest schedule (the higher gain among equal
-costs) that keeps at least --keep (80 %) of the default's gain within two standard errors,
-gain + 2 * gain_se >= 0.8 * default_gain, where the default is L2T-DLN's config as it is (meta.interval
-= meta.unroll_steps = 10; in --smoke the smoke config's 2 and 1), which must be in the grid. None
-when the default has no gain to keep (default_gain <= 0). --write_config PATH writes a config
+The fast point: the cheapest schedule by mean cost (the higher mean gain among equal costs) that
+keeps at least --keep (80 %) of the default's gain on every task within one standard error,
+gain_t + gain_se_t >= 0.8 * default_gain_t for each task t where the default gains, so that a
+large gain on one task cannot carry a loss on another. The default is L2T-DLN's config as it is
+(meta.interval = meta.unroll_steps = 10; in --smoke the smoke config's 2 and 1), which must be in
+the grid. None when the default gains on no task. --write_config PATH writes a config
 file for it that loads configs/fashion_mnist.py from beside itself (so PATH belongs in configs/)
 and sets the schedule; its docstring states the measured gain and cost.
 
@@ -66,7 +68,20 @@ from benchmarks.common import write_report  # noqa: E402
 from benchmarks.compare_losses import parse_override  # noqa: E402
 
 DEFAULT_TASKS = "fmnist_mlp_sym40,fmnist_mlp_pair40"
-KEEP = 0.8  # of the default's gain, within two standard errors
+KEEP = 0.8  # of the default's gain on every task, within one standard error
+RATES_FROM = os.path.join(
+  os.path.dirname(os.path.abspath(__file__)), "results", "fmnist", "results.json"
+)
+
+
+def swept_rates(path: str) -> dict[str, float]:
+  """The rate each task's CE sweep chose in a suite's results.json (L2T-DLN runs at it there too,
+  so the default schedule's gain here is the suite's)."""
+  import json
+
+  with open(path) as f:
+    tasks = json.load(f)["tasks"]
+  return {t: float(v["methods"]["ce"]["learning_rate"]) for t, v in tasks.items()}
 
 
 def grid_name(interval: int, unroll: int) -> str:
@@ -107,23 +122,22 @@ def pareto(points: list[dict]) -> list[dict]:
   return frontier
 
 
-def keeps_gain(point: dict, default_gain: float, keep: float = KEEP) -> bool:
-  """The rule: gain + 2 * gain_se >= keep * default_gain."""
-  return point["gain"] + 2.0 * point["gain_se"] >= keep * default_gain
+def keeps_gain(schedule: dict, reference: dict, keep: float = KEEP) -> bool:
+  """The rule, task by task (`per_task` of `mean_over_tasks`): on every task where `reference`
+  gains, gain + gain_se >= keep * the reference's gain; False when it gains on none."""
+  gained = {t: r["gain"] for t, r in reference["per_task"].items() if r["gain"] > 0}
+  return bool(gained) and all(
+    schedule["per_task"][t]["gain"] + schedule["per_task"][t]["gain_se"] >= keep * g
+    for t, g in gained.items()
+  )
 
 
 def choose_fast(schedules: list[dict], default: str, keep: float = KEEP) -> dict | None:
-  """The cheapest of `schedules` (mean over tasks: name, gain, gain_se, cost_vs_ce) that keeps
-  `keep` of the gain of the one named `default` (`keeps_gain`), the higher gain among equal
-  costs; None when the default has no gain to keep or none is of a finite cost."""
+  """The cheapest of `schedules` (`mean_over_tasks` rows with a name) that keeps `keep` of the
+  gain of the one named `default` on every task (`keeps_gain`), the higher mean gain among equal
+  costs; None when the default gains on no task or none is of a finite cost."""
   reference = next(s for s in schedules if s["name"] == default)
-  if not reference["gain"] > 0:
-    return None
-  kept = [
-    s
-    for s in schedules
-    if math.isfinite(s["cost_vs_ce"]) and keeps_gain(s, reference["gain"], keep)
-  ]
+  kept = [s for s in schedules if math.isfinite(s["cost_vs_ce"]) and keeps_gain(s, reference, keep)]
   return min(kept, key=lambda s: (s["cost_vs_ce"], -s["gain"])) if kept else None
 
 
@@ -137,6 +151,7 @@ def mean_over_tasks(rows: list[dict]) -> dict:
     "runs_per_task": [len(r["seeds"]) for r in rows],
     "cost_vs_ce": float(np.mean([r["cost_vs_ce"] for r in rows])),
     "tasks": [r["task"] for r in rows],
+    "per_task": {r["task"]: {"gain": r["gain"], "gain_se": r["gain_se"]} for r in rows},
   }
 
 
@@ -152,14 +167,20 @@ def config_text(report: dict, point: dict) -> str:
     "with " + ", ".join(f"{key}={value!r}" for key, value in point["overrides"]) + ".",
     "",
     f"The cheapest schedule that keeps {100 * report['rule']['keep']:g} % of the default's gain "
-    "under label noise",
-    "within two standard errors (benchmarks/frontier.py: gain + 2 se >= that share of the default's).",
+    "on every task under label",
+    "noise within one standard error (benchmarks/frontier.py: gain + se >= that share of the "
+    "default's).",
     "",
     f"Measured{smoke} on {tasks} ({'/'.join(map(str, seeds))} seed"
     + ("s" if seeds != [1] else "")
     + ", paired with CE by seed):",
     f"gain over CE {point['gain']:+.2f} +- {point['gain_se']:.2f} points at "
-    f"{point['cost_vs_ce']:.2f}x CE's wall time;",
+    f"{point['cost_vs_ce']:.2f}x CE's wall time ("
+    + ", ".join(
+      f"{t} {g['gain']:+.2f} +- {g['gain_se']:.2f} against {default['per_task'][t]['gain']:+.2f}"
+      for t, g in point["per_task"].items()
+    )
+    + ");",
     f"the default (interval {default['interval']}, unroll {default['unroll_steps']}): "
     f"{default['gain']:+.2f} +- {default['gain_se']:.2f} points at {default['cost_vs_ce']:.2f}x.",
     "",
@@ -169,21 +190,14 @@ def config_text(report: dict, point: dict) -> str:
     "--workdir=runs/fmnist_mlp_fast",
     '"""',
     "",
-    "import importlib.util",
     "import os",
     "",
-    "",
-    "def _fashion_mnist():",
-    '  """configs/fashion_mnist.py, read from beside this file (config files are loaded by path)."""',
-    '  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fashion_mnist.py")',
-    '  spec = importlib.util.spec_from_file_location("l2t_jax_config_fashion_mnist", path)',
-    "  module = importlib.util.module_from_spec(spec)",
-    "  spec.loader.exec_module(module)",
-    "  return module",
+    "from l2t_jax.config import config_file_module",
     "",
     "",
     'def get_config(student: str = "mlp"):',
-    "  config = _fashion_mnist().get_config(student)",
+    "  here = os.path.dirname(os.path.abspath(__file__))",
+    '  config = config_file_module(os.path.join(here, "fashion_mnist.py")).get_config(student)',
     *(f"  config.{key} = {value!r}" for key, value in point["overrides"]),
     "  return config",
     "",
@@ -194,14 +208,15 @@ def config_text(report: dict, point: dict) -> str:
 def format_table(report: dict) -> str:
   tasks = list(report["tasks"])
   rows = {(p["task"], p["name"]): p for p in report["points"]}
-  default_gain = next(s for s in report["mean"] if s["name"] == report["default_point"])["gain"]
+  default = next(s for s in report["mean"] if s["name"] == report["default_point"])
+  default_gain = default["gain"]
   on_frontier = {p["name"] for p in report["frontier"]}
   fast = report["fast_point"]["name"] if report["fast_point"] else None
   lines = [
     "Per schedule: gain over CE (points) +- the standard error of the seed-by-seed differences "
     "(seeds won) and cost (a run's wall time without compiling over CE's, median over seeds), per "
-    f"task and the mean over tasks; `keeps`: gain + 2 se >= {report['rule']['keep']:g} x the "
-    "default's mean gain; `frontier`: on the Pareto frontier of the means.",
+    f"task and the mean over tasks; `keeps`: gain + se >= {report['rule']['keep']:g} x the "
+    "default's gain on every task; `frontier`: on the Pareto frontier of the means.",
     "",
     "| schedule | interval | unroll | "
     + " | ".join(f"{t} gain | {t} cost" for t in tasks)
@@ -222,7 +237,7 @@ def format_table(report: dict) -> str:
       f"| {name} | {s['interval']} | {s['unroll_steps']} | "
       + " | ".join(cells)
       + f" | {s['gain']:+.2f} +- {s['gain_se']:.2f} | {s['cost_vs_ce']:.2f}x | "
-      f"{'yes' if default_gain > 0 and keeps_gain(s, default_gain, report['rule']['keep']) else 'no'} | "
+      f"{'yes' if keeps_gain(s, default, report['rule']['keep']) else 'no'} | "
       f"{'yes' if s['name'] in on_frontier else ''} |"
     )
   lines += [
@@ -237,72 +252,90 @@ def format_table(report: dict) -> str:
       f"Fast point: {fast} (interval {report['fast_point']['interval']}, unroll "
       f"{report['fast_point']['unroll_steps']}): {report['fast_point']['gain']:+.2f} +- "
       f"{report['fast_point']['gain_se']:.2f} points at {report['fast_point']['cost_vs_ce']:.2f}x "
-      f"CE's cost, against the default's {default_gain:+.2f}."
+      f"CE's cost, against the default's {default_gain:+.2f}; of the default's gain it keeps "
+      + ", ".join(
+        f"{100 * report['fast_point']['per_task'][t]['gain'] / g['gain']:.0f} % on {t}"
+        for t, g in default["per_task"].items()
+        if g["gain"] > 0
+      )
+      + "."
       if fast
-      else f"Fast point: none (the default's mean gain {default_gain:+.2f} leaves none to keep)."
+      else "Fast point: none (the default gains on no task, or no schedule keeps its gain)."
     ),
   ]
   return "\n".join(lines)
 
 
 def plot_frontier(report: dict, path: str, title: str) -> None:
-  """Gain against cost: one marker per point and task (error bar: its standard error), the means
-  over tasks in black, each set's Pareto frontier as a line, CE at (1, 0), the fast point starred."""
+  """Gain against cost, one panel per task and one for the means over tasks (each at its own
+  scale: the gains differ by tenfold between tasks): a marker per schedule (error bar: its
+  standard error), the Pareto frontier as a line, CE at (1, 0), the default ringed, the fast point
+  starred, the share of the default's gain to keep dotted on each task; the schedules on the
+  frontier, the default and the fast one named."""
   import matplotlib
 
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
   ce = {"name": "ce", "gain": 0.0, "gain_se": 0.0, "cost_vs_ce": 1.0}
-  fig, ax = plt.subplots(figsize=(8.5, 5.5))
+  fast = report["fast_point"]["name"] if report["fast_point"] else None
   sets = [
-    (task, [p for p in report["points"] if p["task"] == task], f"C{i}", "o")
+    (task, [p for p in report["points"] if p["task"] == task], f"C{i}")
     for i, task in enumerate(report["tasks"])
   ]
-  sets.append(("mean over tasks", report["mean"], "k", "s"))
-  for label, points, colour, marker in sets:
+  sets.append(("mean over tasks", report["mean"], "k"))
+  fig, axes = plt.subplots(1, len(sets), figsize=(5.2 * len(sets), 4.6), squeeze=False)
+  for ax, (label, points, colour) in zip(axes[0], sets):
+    finite = [p for p in points if math.isfinite(p["cost_vs_ce"]) and math.isfinite(p["gain"])]
     ax.errorbar(
-      [p["cost_vs_ce"] for p in points],
-      [p["gain"] for p in points],
-      yerr=[p["gain_se"] for p in points],
-      fmt=marker,
+      [p["cost_vs_ce"] for p in finite],
+      [p["gain"] for p in finite],
+      yerr=[p["gain_se"] for p in finite],
+      fmt="o",
       color=colour,
       ms=5,
       capsize=2,
       alpha=0.8,
-      label=label,
+      label="schedules (+- se)",
     )
-    frontier = pareto(points + [ce])
+    frontier = pareto(finite + [ce])
     ax.plot(
       [p["cost_vs_ce"] for p in frontier],
       [p["gain"] for p in frontier],
       color=colour,
-      lw=1.5 if colour == "k" else 1.0,
-      ls="-" if colour == "k" else "--",
+      lw=1.2,
+      label="frontier",
     )
-    if colour == "k":
-      for p in points:
+    named = {p["name"] for p in frontier} | {report["default_point"], fast}
+    for p in finite:
+      if p["name"] in named:
         ax.annotate(
           p["name"],
           (p["cost_vs_ce"], p["gain"]),
           fontsize=7,
-          xytext=(3, 3),
+          xytext=(4, -9),
           textcoords="offset points",
         )
-  ax.plot([1.0], [0.0], "kX", ms=9, label="CE")
-  if report["fast_point"]:
-    f = report["fast_point"]
-    ax.plot(
-      [f["cost_vs_ce"]], [f["gain"]], "*", color="gold", mec="k", ms=16, label=f"fast: {f['name']}"
-    )
-  ax.axhline(0.0, color="k", lw=0.6)
-  ax.set_xlabel("wall time of a run over CE's (compiling excluded)")
-  ax.set_ylabel("test accuracy gain over CE (points)")
-  ax.set_title(title)
-  ax.grid(alpha=0.3)
-  ax.legend(fontsize=8)
+      if p["name"] == report["default_point"]:
+        ax.plot([p["cost_vs_ce"]], [p["gain"]], "o", mfc="none", mec="k", ms=11, label="default")
+      if p["name"] == fast:
+        ax.plot(
+          [p["cost_vs_ce"]], [p["gain"]], "*", color="gold", mec="k", ms=15, label=f"fast: {fast}"
+        )
+    default = next(p for p in points if p["name"] == report["default_point"])
+    if colour != "k" and default["gain"] > 0:  # the rule holds task by task
+      keep = report["rule"]["keep"]
+      ax.axhline(keep * default["gain"], color=colour, ls=":", lw=1.0, label=f"{keep:g} x default")
+    ax.plot([1.0], [0.0], "kX", ms=8, label="CE")
+    ax.axhline(0.0, color="k", lw=0.6)
+    ax.set_xlabel("wall time of a run over CE's (compiling excluded)")
+    ax.set_ylabel("test accuracy gain over CE (points)")
+    ax.set_title(label, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+  fig.suptitle(title, fontsize=11)
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
+  fig.savefig(path, dpi=110)
   plt.close(fig)
 
 
@@ -323,7 +356,13 @@ def main(argv=None) -> dict:
   )
   parser.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 (default 5; smoke 1)")
   parser.add_argument(
-    "--rate", type=float, default=None, help="every run's rate (default: the task's own, 0.1)"
+    "--rate", type=float, default=None, help="every run's rate (default: see --rates_from)"
+  )
+  parser.add_argument(
+    "--rates_from",
+    default=None,
+    help="a suite results.json: each task at the rate its CE sweep chose (default "
+    f"{RATES_FROM}; 'none', or --smoke: the task's own rate)",
   )
   parser.add_argument("--dln_config", default=suite.DLN_CONFIG, help="L2T-DLN's config file")
   parser.add_argument("--keep", type=float, default=KEEP, help="share of the default's gain kept")
@@ -370,11 +409,19 @@ def main(argv=None) -> dict:
       f"--dln_config {args.dln_config}: method='{bases['l2t_dln'].method}', expected 'l2t_dln'"
     )
   steps = {t: suite.suite_steps(bases, None, args.smoke, t) for t in tasks}
+  rates_from = args.rates_from or ("none" if args.smoke else RATES_FROM)
+  try:
+    swept = {} if args.rate is not None or rates_from == "none" else swept_rates(rates_from)
+  except (OSError, ValueError, KeyError) as e:
+    parser.error(f"--rates_from {rates_from}: {e}; give a suite results.json, or --rate")
   rates = {
     t: args.rate
     if args.rate is not None
-    else suite.KNOWN_TASKS[t].overrides.get(
-      "optim.learning_rate", bases["l2t_dln"].optim.learning_rate
+    else swept.get(
+      t,
+      suite.KNOWN_TASKS[t].overrides.get(
+        "optim.learning_rate", bases["l2t_dln"].optim.learning_rate
+      ),
     )
     for t in tasks
   }
@@ -552,8 +599,8 @@ def main(argv=None) -> dict:
     "fast_config": args.write_config or None,
     "rule": {
       "keep": args.keep,
-      "text": f"the cheapest schedule with mean gain + 2 se >= {args.keep:g} x the default's "
-      "mean gain over the tasks (none when the default's gain is <= 0)",
+      "text": f"the cheapest schedule (mean cost) with gain + se >= {args.keep:g} x the "
+      "default's gain on every task where the default gains (none when it gains on none)",
     },
     "command": command,
     "config": {
@@ -563,6 +610,9 @@ def main(argv=None) -> dict:
       "extra": args.extra,
       "seeds": seeds,
       "rates": rates,
+      "rates_from": None
+      if args.rate is not None or rates_from == "none"
+      else os.path.relpath(rates_from),
       "steps": steps,
       "dln_config": os.path.relpath(args.dln_config),
       "smoke": args.smoke,
