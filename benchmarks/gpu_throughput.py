@@ -2,6 +2,8 @@
 
   python benchmarks/gpu_throughput.py --out=gpu_throughput.json     # one GPU, 2-3 min on an H200
   python benchmarks/gpu_throughput.py --smoke                       # CPU, seconds
+  python benchmarks/gpu_throughput.py --set meta.interval=20 --set meta.unroll_steps=5 \
+      --out=gpu_throughput_fast.json                                # the fast schedule (issue 28)
 
 Needs no download: the data are random 32x32x3 images with random labels (throughput does not depend
 on the pixels). For each (method, ResNet depth) it builds the run of
@@ -29,6 +31,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks.common import load_config, smoke_config, synthetic_dataset  # noqa: E402
+from benchmarks.compare_losses import apply_override, parse_override  # noqa: E402
 from l2t_jax.train import build_run, cycle_indices, data_arrays  # noqa: E402
 
 NUM_CLASSES = 10
@@ -92,7 +95,16 @@ def main(argv=None) -> dict:
   parser.add_argument("--methods", default="ce,l2t_dln")
   parser.add_argument("--depths", default="8,32")
   parser.add_argument("--batch_size", type=int, default=128)
-  parser.add_argument("--cycles", type=int, default=10, help="cycles (of 10 steps) per repeat")
+  parser.add_argument(
+    "--cycles", type=int, default=10, help="cycles (of meta.interval steps) per repeat"
+  )
+  parser.add_argument(
+    "--set",
+    action="append",
+    default=[],
+    metavar="KEY=VALUE",
+    help="a config override for every run, e.g. meta.interval=20 (repeatable)",
+  )
   parser.add_argument("--repeats", type=int, default=5)
   parser.add_argument("--train_examples", type=int, default=10_000)
   parser.add_argument(
@@ -108,6 +120,12 @@ def main(argv=None) -> dict:
     help="CPU check of the script: ResNet-8, batch 8, 2 repeats of 1 cycle",
   )
   args = parser.parse_args(argv)
+  try:
+    overrides = [parse_override(text) for text in args.set]
+    for key, value in overrides:  # refused before any run when the config has no such key
+      apply_override(load_config("cifar10_resnet8"), key, value)
+  except ValueError as e:
+    parser.error(str(e))
   if args.smoke:
     args.depths, args.batch_size, args.cycles, args.repeats = "8", 8, 1, 2
     args.train_examples = 64
@@ -122,6 +140,7 @@ def main(argv=None) -> dict:
     "smoke": args.smoke,
     "repeats": args.repeats,
     "cycles_per_repeat": args.cycles,
+    "set": dict(overrides),
     "results": [],
   }
   for method in args.methods.split(","):
@@ -132,6 +151,8 @@ def main(argv=None) -> dict:
       config.method = method
       config.train.batch_size = args.batch_size
       config.checkpoint.every = 0
+      for key, value in overrides:
+        apply_override(config, key, value)
       val = config.meta.val_batch_size
       dataset = synthetic_dataset(IMAGE_SHAPE, NUM_CLASSES, args.train_examples, val)
       entry = {

@@ -45,16 +45,21 @@ def test_gpu_throughput_smoke_reports_step_time_and_images_per_second(tmp_path, 
   out = tmp_path / "throughput.json"
   # CE: the script measures every method through the same code; L2T-DLN's cycle is compiled and
   # run in the other tests.
-  report = gpu_throughput.main(["--smoke", "--methods=ce", f"--out={out}"])
+  report = gpu_throughput.main(["--smoke", "--methods=ce", "--set=meta.interval=4", f"--out={out}"])
   assert json.loads(out.read_text()) == json.loads(json.dumps(report))
   (entry,) = report["results"]
   assert entry["method"] == "ce" and entry["depth"] == 8 and entry["finite_loss"]
+  assert entry["interval"] == 4 and report["set"] == {"meta.interval": 4}  # the smoke config's: 2
   assert entry["step_ms"] > 0
   assert (
     abs(entry["images_per_second"] - 8 / (entry["step_ms"] / 1e3))
     < 1e-6 * entry["images_per_second"]
   )
   assert "images/s" in capsys.readouterr().out
+  with pytest.raises(SystemExit):
+    gpu_throughput.main(["--smoke", "--set=meta.intervall=4", f"--out={tmp_path / 'bad.json'}"])
+  assert "--set meta.intervall: the config has no key 'intervall'" in capsys.readouterr().err
+  assert not (tmp_path / "bad.json").exists()
 
 
 def test_compare_losses_small_writes_results_plots_and_table(tmp_path, capsys):
