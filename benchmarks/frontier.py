@@ -53,6 +53,7 @@ config), one seed, the grid 2,4 x 1,2 unless given.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import re
@@ -77,8 +78,6 @@ RATES_FROM = os.path.join(
 def swept_rates(path: str) -> dict[str, float]:
   """The rate each task's CE sweep chose in a suite's results.json (L2T-DLN runs at it there too,
   so the default schedule's gain here is the suite's)."""
-  import json
-
   with open(path) as f:
     tasks = json.load(f)["tasks"]
   return {t: float(v["methods"]["ce"]["learning_rate"]) for t, v in tasks.items()}
@@ -410,8 +409,10 @@ def main(argv=None) -> dict:
     )
   steps = {t: suite.suite_steps(bases, None, args.smoke, t) for t in tasks}
   rates_from = args.rates_from or ("none" if args.smoke else RATES_FROM)
+  if args.rate is not None or rates_from == "none":
+    rates_from = None  # each task at --rate, or at its own
   try:
-    swept = {} if args.rate is not None or rates_from == "none" else swept_rates(rates_from)
+    swept = swept_rates(rates_from) if rates_from else {}
   except (OSError, ValueError, KeyError) as e:
     parser.error(f"--rates_from {rates_from}: {e}; give a suite results.json, or --rate")
   rates = {
@@ -610,9 +611,7 @@ def main(argv=None) -> dict:
       "extra": args.extra,
       "seeds": seeds,
       "rates": rates,
-      "rates_from": None
-      if args.rate is not None or rates_from == "none"
-      else os.path.relpath(rates_from),
+      "rates_from": os.path.relpath(rates_from) if rates_from else None,
       "steps": steps,
       "dln_config": os.path.relpath(args.dln_config),
       "smoke": args.smoke,

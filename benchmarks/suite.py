@@ -98,7 +98,7 @@ from benchmarks.common import (  # noqa: E402
   smoke_config,
   write_report,
 )
-from benchmarks.compare_losses import (  # noqa: E402
+from benchmarks.compare_losses import (
   apply_override,
   load_snapshots,
   parse_override,  # noqa: E402
